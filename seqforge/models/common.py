@@ -1,0 +1,140 @@
+"""Pieces every model file uses: the input-check helpers, the recurrent encoder and the state bridge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqforge.layers.recurrent import make_recurrent
+
+State = Tensor | tuple[Tensor, Tensor]
+
+
+def exactly_one(owner: str, **options: Any) -> str:
+    """Name of the one option that is not ``None``; a clear error when none or several are given."""
+    given = [name for name, value in options.items() if value is not None]
+    if len(given) != 1:
+        names = " or ".join(options)
+        raise ValueError(f"{owner}: pass exactly one of {names}, got {given or 'none'}")
+    return given[0]
+
+
+def check_lengths(owner: str, lengths: Tensor | None, batch: int, steps: int) -> None:
+    """``lengths`` must be an integer ``(batch,)`` tensor with values in ``[1, steps]`` (or ``None``)."""
+    if lengths is None:
+        return
+    if not isinstance(lengths, Tensor) or lengths.is_floating_point() or lengths.shape != (batch,):
+        got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
+        raise ValueError(f"{owner}: lengths must be an integer tensor of shape ({batch},), got {got}")
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > steps:
+        raise ValueError(f"{owner}: lengths must lie in [1, {steps}] (the padded length), got min {lo}, max {hi}")
+
+
+def check_token_ids(owner: str, name: str, ids: Tensor, vocab_size: int) -> None:
+    """``ids`` must be int64 with every id in ``[0, vocab_size)``."""
+    if ids.dtype != torch.long:
+        raise TypeError(f"{owner}: {name} must be int64 token ids, got {ids.dtype}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise ValueError(
+            f"{owner}: {name} ids must lie in [0, {vocab_size}) (vocab_size={vocab_size}), got min "
+            f"{int(ids.min())}, max {int(ids.max())}; does the data's vocabulary match the model's?"
+        )
+
+
+def last_layer_state(h_n: Tensor, num_layers: int, bidirectional: bool) -> Tensor:
+    """The top layer's final hidden state, directions concatenated: ``(L*D, B, H)`` -> ``(B, D*H)``."""
+    D = 2 if bidirectional else 1
+    top = h_n.view(num_layers, D, h_n.shape[-2], h_n.shape[-1])[-1]  # (D, B, H)
+    return top.transpose(0, 1).reshape(h_n.shape[-2], D * h_n.shape[-1])
+
+
+class SequenceEncoder(nn.Module):
+    """Token embedding (``vocab_size``) or float features (``input_size``), then a recurrent stack.
+
+    ``forward(x, lengths)`` with ``x`` ``(B, T)`` int64 ids or ``(B, T, input_size)`` floats returns
+    ``(outputs, state)``: ``outputs`` ``(B, T, D*H)`` zero on padding, ``state`` as the recurrent layer's
+    ``h_n`` (or ``(h_n, c_n)``), ``(num_layers*D, B, H)``. ``output_size`` is ``D*H``.
+    """
+
+    def __init__(
+        self,
+        input_size: int | None = None,
+        vocab_size: int | None = None,
+        embedding_dim: int = 64,
+        cell: str = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        backend: str = "eager",
+        layer_norm: bool = False,
+        pad_id: int = 0,
+        owner: str = "SequenceEncoder",
+    ) -> None:
+        super().__init__()
+        self.owner = owner
+        exactly_one(owner, input_size=input_size, vocab_size=vocab_size)
+        self.vocab_size = vocab_size
+        self.input_size = input_size
+        self.embedding = None if vocab_size is None else nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        self.num_layers, self.bidirectional = num_layers, bidirectional
+        self.rnn = make_recurrent(
+            cell,
+            embedding_dim if vocab_size is not None else input_size,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+            batch_first=True,
+            backend=backend,
+            layer_norm=layer_norm,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.output_size = hidden_size * (2 if bidirectional else 1)
+
+    def check_input(self, x: Tensor, lengths: Tensor | None) -> None:
+        """Raise a clear error when ``x``/``lengths`` do not fit this encoder."""
+        if self.embedding is not None:
+            if x.dim() != 2:
+                raise ValueError(f"{self.owner}: expected token ids (B, T), got shape {tuple(x.shape)}")
+            check_token_ids(self.owner, "x", x, self.vocab_size)
+        elif x.dim() != 3 or x.shape[-1] != self.input_size or not x.is_floating_point():
+            raise ValueError(
+                f"{self.owner}: expected float features (B, T, {self.input_size}), got {x.dtype} {tuple(x.shape)}"
+            )
+        check_lengths(self.owner, lengths, x.shape[0], x.shape[1])
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
+        self.check_input(x, lengths)
+        inputs = self.dropout(self.embedding(x)) if self.embedding is not None else x
+        outputs, state = self.rnn(inputs, lengths=lengths)
+        return self.dropout(outputs), state
+
+    def summary(self, state: State) -> Tensor:
+        """``(B, D*H)``: the top layer's final hidden state (both directions) from the ``state`` it returned."""
+        h_n = state[0] if isinstance(state, tuple) else state
+        return last_layer_state(h_n, self.num_layers, self.bidirectional)
+
+
+class StateBridge(nn.Module):
+    """Map a ``(B, in_size)`` summary to a decoder's initial state ``(num_layers, B, H)`` (``(h, c)`` for LSTM).
+
+    ``h = tanh(W_h s + b_h)`` (and ``c = W_c s + b_c``), one linear map for all layers.
+    """
+
+    def __init__(self, in_size: int, hidden_size: int, num_layers: int, cell: str) -> None:
+        super().__init__()
+        self.num_layers, self.hidden_size = num_layers, hidden_size
+        self.to_h = nn.Linear(in_size, num_layers * hidden_size)
+        self.to_c = nn.Linear(in_size, num_layers * hidden_size) if cell == "lstm" else None
+
+    def _split(self, flat: Tensor) -> Tensor:  # (B, L*H) -> (L, B, H)
+        return flat.view(-1, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+
+    def forward(self, summary: Tensor) -> State:
+        h = self._split(torch.tanh(self.to_h(summary)))
+        return h if self.to_c is None else (h, self._split(self.to_c(summary)))
+

@@ -1,0 +1,85 @@
+"""Many-to-one: read a whole sequence, emit one prediction (class logits or a regression vector)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from seqforge.layers.attention import AdditiveAttention, length_mask
+from seqforge.models.common import SequenceEncoder, exactly_one
+
+POOLINGS = ("last", "mean", "max", "attention")
+
+
+class SequenceClassifier(nn.Module):
+    """Recurrent encoder, length-aware pooling, linear head.
+
+    Give ``num_classes`` for classification (logits ``(B, num_classes)``) or ``output_size`` for
+    regression (``(B, output_size)``); give ``input_size`` for float features ``(B, T, input_size)`` or
+    ``vocab_size`` for token ids ``(B, T)`` (embedded with ``embedding_dim``, ``pad_id`` rows zero).
+
+    Pooling over the encoder outputs ``(B, T, D*H)`` never looks at padding: ``"last"`` is the final
+    state of each sequence (for a bidirectional encoder: forward at the last valid step, backward at step
+    0), ``"mean"``/``"max"`` run over valid steps, ``"attention"`` is a learned-query additive attention.
+
+    Example::
+
+        >>> net = SequenceClassifier(num_classes=3, input_size=2, hidden_size=8)
+        >>> net(torch.randn(4, 5, 2), torch.tensor([5, 3, 2, 1])).shape
+        torch.Size([4, 3])
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        output_size: int | None = None,
+        input_size: int | None = None,
+        vocab_size: int | None = None,
+        embedding_dim: int = 64,
+        cell: str = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        pooling: str = "last",
+        backend: str = "eager",
+        layer_norm: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        exactly_one(name, num_classes=num_classes, output_size=output_size)
+        if pooling not in POOLINGS:
+            raise ValueError(f"{name}: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.num_classes, self.output_size, self.pooling = num_classes, output_size, pooling
+        self.encoder = SequenceEncoder(
+            input_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
+            backend, layer_norm, pad_id, owner=name,
+        )  # fmt: skip
+        width = self.encoder.output_size
+        if pooling == "attention":
+            self.query = nn.Parameter(torch.randn(width) / width**0.5)
+            self.attention = AdditiveAttention(width, width)
+        self.head = nn.Linear(width, num_classes or output_size)
+
+    def pool(self, outputs: Tensor, state: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None) -> Tensor:
+        """``(B, T, D*H)`` encoder outputs -> ``(B, D*H)`` summary."""
+        if self.pooling == "last":
+            return self.encoder.summary(state)
+        B, T, _ = outputs.shape
+        mask = None if lengths is None else length_mask(lengths, T)  # (B, T)
+        if self.pooling == "mean":
+            if mask is None:
+                return outputs.mean(dim=1)
+            return outputs.sum(dim=1) / lengths.to(outputs).unsqueeze(-1)  # padded outputs are zero
+        if self.pooling == "max":
+            if mask is None:
+                return outputs.amax(dim=1)
+            return outputs.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+        context, _ = self.attention(self.query.expand(B, -1), outputs, mask=mask)
+        return context
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``x`` ``(B, T)`` ids or ``(B, T, input_size)``; ``lengths`` ``(B,)`` -> ``(B, num_classes | output_size)``."""
+        outputs, state = self.encoder(x, lengths)
+        return self.head(self.pool(outputs, state, lengths))

@@ -1,0 +1,49 @@
+"""Many-to-many, same length: one label per input step (part-of-speech tagging, frame labelling)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from seqforge.models.common import SequenceEncoder
+
+
+class SequenceTagger(nn.Module):
+    """Recurrent encoder (bidirectional by default) and a per-step linear head.
+
+    ``forward(x, lengths)`` with ``x`` ``(B, T)`` token ids (``vocab_size``) or ``(B, T, input_size)``
+    floats returns logits ``(B, T, num_classes)``; the logits of padded steps are the head's bias (the
+    encoder output is zero there) and must be ignored by the loss (labels ``-100``).
+
+    Example::
+
+        >>> net = SequenceTagger(num_classes=5, vocab_size=10, hidden_size=8)
+        >>> net(torch.randint(1, 10, (2, 6)), torch.tensor([6, 4])).shape
+        torch.Size([2, 6, 5])
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_size: int | None = None,
+        vocab_size: int | None = None,
+        embedding_dim: int = 64,
+        cell: str = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        backend: str = "eager",
+        layer_norm: bool = False,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = SequenceEncoder(
+            input_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
+            backend, layer_norm, pad_id, owner=type(self).__name__,
+        )  # fmt: skip
+        self.head = nn.Linear(self.encoder.output_size, num_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        outputs, _ = self.encoder(x, lengths)  # (B, T, D*H)
+        return self.head(outputs)

@@ -1,0 +1,207 @@
+"""Config checks that run before any training, node-named instantiation, and the rich config tree.
+
+A wrong key or a wrong type fails here with the key named, instead of deep inside Lightning after the data
+have been loaded:
+
+- the top-level keys (``seed``, ``train``, ``ckpt_path`` ...) are merged into a typed schema;
+- every node with a ``_target_`` (data, model, model.net, trainer, callbacks.*, logger.*) is compared with
+  the target's signature: unknown keys are refused (with a suggestion), and values whose annotation is
+  plain (``int``, ``float``, ``bool``, ``str``, ``None``, ``Literal[...]``) are type-checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import rich.syntax
+import rich.tree
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from rich.console import Console
+
+_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+_PLAIN = (int, float, bool, str, type(None))
+
+
+class ConfigError(ValueError):
+    """A config value or key that cannot work; the message names the key."""
+
+
+@dataclasses.dataclass
+class TrainSchema:
+    """Types of the top-level keys of ``train.yaml`` (other keys are groups checked node by node)."""
+
+    task_name: str
+    tags: list[str]
+    train: bool
+    test: bool
+    ckpt_path: Optional[str]  # noqa: UP045 (OmegaConf structured configs need typing.Optional)
+    seed: Optional[int]  # noqa: UP045
+    compile: bool
+    optimized_metric: Optional[str]  # noqa: UP045
+
+
+@dataclasses.dataclass
+class EvalSchema:
+    """Types of the top-level keys of ``eval.yaml``."""
+
+    task_name: str
+    tags: list[str]
+    ckpt_path: str
+    seed: Optional[int]  # noqa: UP045
+
+
+def check_top_level(cfg: DictConfig, schema: type) -> None:
+    """Merge the top-level keys named by the dataclass ``schema`` into it; a wrong type names the key."""
+    names = [f.name for f in dataclasses.fields(schema)]
+    missing = [name for name in names if name not in cfg]
+    if missing:
+        raise ConfigError(f"config: missing top-level keys {missing}")
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), {name: cfg[name] for name in names})
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config key '{err.full_key}': {err.msg}") from None
+
+
+def _walk_targets(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
+    """Every dict node with a ``_target_`` inside ``node`` (itself included), with its dotted path."""
+    if not isinstance(node, DictConfig):
+        return
+    if "_target_" in node:
+        yield path, node
+    for key in node:
+        if not OmegaConf.is_missing(node, key):
+            yield from _walk_targets(node[key], f"{path}.{key}")
+
+
+def _signature(target: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def _hints(target: Any) -> dict[str, Any]:
+    function = target.__init__ if inspect.isclass(target) else target
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # unresolvable forward references: no type checks for this target
+        return {}
+
+
+def _allowed(hint: Any) -> tuple[set[type], set[Any]] | None:
+    """Plain types and literal values a hint allows, or ``None`` when it admits anything richer."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        kinds: set[type] = set()
+        values: set[Any] = set()
+        for arg in typing.get_args(hint):
+            part = _allowed(arg)
+            if part is None:
+                return None
+            kinds |= part[0]
+            values |= part[1]
+        return kinds, values
+    if origin is Literal:
+        return set(), set(typing.get_args(hint))
+    if hint in _PLAIN:
+        return {hint}, set()
+    return None
+
+
+def _type_ok(value: Any, kinds: set[type], values: set[Any]) -> bool:
+    if isinstance(value, bool):
+        return bool in kinds or any(value is v for v in values)
+    if isinstance(value, int) and (int in kinds or float in kinds):
+        return True
+    if isinstance(value, float | str) and type(value) in kinds:
+        return True
+    return any(value == v and type(value) is type(v) for v in values)
+
+
+def _describe(kinds: set[type], values: set[Any]) -> str:
+    names = sorted("None" if k is type(None) else k.__name__ for k in kinds)
+    return " or ".join(names + ([f"one of {sorted(map(repr, values))}"] if values else []))
+
+
+def check_node(path: str, node: DictConfig) -> None:
+    """Check one ``_target_`` node's keys (and plain-typed values) against the target's signature."""
+    target_name = node["_target_"]
+    try:
+        target = get_object(target_name)
+    except Exception as err:
+        raise ConfigError(f"config '{path}': cannot import _target_ {target_name!r} ({err})") from None
+    signature = _signature(target)
+    if signature is None:
+        return
+    params = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    hints = _hints(target)
+    for key in node:
+        if key in _HYDRA_KEYS:
+            continue
+        if key not in params:
+            if takes_any:
+                continue
+            close = difflib.get_close_matches(str(key), list(params), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; accepted: {sorted(params)}"
+            raise ConfigError(f"config '{path}.{key}': unknown key for {target_name}{hint}")
+        if OmegaConf.is_missing(node, key) or key not in hints:
+            continue
+        value = node[key]
+        allowed = _allowed(hints[key])
+        if value is None or OmegaConf.is_config(value) or allowed is None:
+            continue
+        if not _type_ok(value, *allowed):
+            raise ConfigError(f"config '{path}.{key}': expected {_describe(*allowed)} for {target_name}, "
+                              f"got {type(value).__name__} {value!r}")
+
+
+def check_config(cfg: DictConfig, schema: type, groups: Sequence[str]) -> None:
+    """Check the top-level keys against ``schema`` and every ``_target_`` node under ``groups``.
+
+    Raises:
+        ConfigError: naming the first wrong key.
+    """
+    check_top_level(cfg, schema)
+    for group in groups:
+        if group in cfg and cfg[group] is not None:
+            for path, node in _walk_targets(cfg[group], group):
+                check_node(path, node)
+
+
+def instantiate_node(path: str, node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` whose errors name the config node they came from.
+
+    ``kwargs`` merge into the node (``net={"input_size": 12}`` fills the nested ``net`` node).
+    """
+    if node is None:
+        raise ConfigError(f"config '{path}' is empty: choose one with {path}=NAME or +experiment=NAME")
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        raise ConfigError(f"config '{path}': {err}") from err
+
+
+def print_config_tree(cfg: DictConfig, order: Sequence[str], save_to: str | Path | None = None) -> None:
+    """Print the resolved config as a rich tree (groups in ``order`` first) and optionally save it."""
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "hydra"]
+    for key in keys:
+        branch = tree.add(str(key), style="bold", guide_style="dim")
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    Console().print(tree)
+    if save_to is not None:
+        with open(save_to, "w", encoding="utf-8") as handle:
+            Console(file=handle, width=110, color_system=None).print(tree)
