@@ -46,8 +46,12 @@ def test_cell_matches_torch(ours_cls, ref_cls, kwargs, dtype, bias):
         torch.testing.assert_close(a, b, atol=TOL[dtype], rtol=TOL[dtype])
     weights = [torch.randn_like(o) for o in out_ref]
     inputs = [x, *_as_tuple(hx)]
-    grads_ours = torch.autograd.grad(sum((o * w).sum() for o, w in zip(out_ours, weights)), inputs + list(ours.parameters()))
-    grads_ref = torch.autograd.grad(sum((o * w).sum() for o, w in zip(out_ref, weights)), inputs + list(ref.parameters()))
+    grads_ours = torch.autograd.grad(
+        sum((o * w).sum() for o, w in zip(out_ours, weights)), inputs + list(ours.parameters())
+    )
+    grads_ref = torch.autograd.grad(
+        sum((o * w).sum() for o, w in zip(out_ref, weights)), inputs + list(ref.parameters())
+    )
     for a, b in zip(grads_ours, grads_ref):
         torch.testing.assert_close(a, b, atol=TOL[dtype], rtol=TOL[dtype])
 
@@ -126,7 +130,10 @@ def test_layer_norm_cells_pass_gradcheck(cls):
     [
         (lambda c: c(torch.randn(2, 3, 5)), "Expected input to be 1D or 2D, got 3D"),
         (lambda c: c(torch.randn(2, 4)), "input has 4 features, expected input_size=5"),
-        (lambda c: c(torch.randn(2, 5), (torch.zeros(2, 6), torch.zeros(2, 7))), r"hx\[0\] \(h\) must have shape \(2, 7\)"),
+        (
+            lambda c: c(torch.randn(2, 5), (torch.zeros(2, 6), torch.zeros(2, 7))),
+            r"hx\[0\] \(h\) must have shape \(2, 7\)",
+        ),
         (lambda c: c(torch.randn(2, 5, dtype=torch.float64)), "input dtype torch.float64"),
         (lambda c: c(torch.randn(2, 5), torch.zeros(2, 7)), "hx must be a tuple"),
         (lambda c: c([[1.0] * 5]), "input must be a Tensor"),

@@ -163,22 +163,40 @@ def test_lengths_accept_lists_and_any_integer_dtype():
     [
         (lambda m: m(torch.randn(2, 3, 4, 5)), ValueError, "LSTM: Expected input to be 2D .* got 4D"),
         (lambda m: m(torch.randn(5, 2, 4)), ValueError, "input has 4 features .* expected input_size=3"),
-        (lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 5), torch.zeros(1, 2, 6))), ValueError,
-         r"h_0 must have shape \(1, 2, 6\) .* got \(1, 2, 5\)"),
-        (lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 6), torch.zeros(1, 3, 6))), ValueError,
-         r"c_0 must have shape \(1, 2, 6\).*got \(1, 3, 6\)"),
+        (
+            lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 5), torch.zeros(1, 2, 6))),
+            ValueError,
+            r"h_0 must have shape \(1, 2, 6\) .* got \(1, 2, 5\)",
+        ),
+        (
+            lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 6), torch.zeros(1, 3, 6))),
+            ValueError,
+            r"c_0 must have shape \(1, 2, 6\).*got \(1, 3, 6\)",
+        ),
         (lambda m: m(torch.randn(5, 2, 3), torch.zeros(1, 2, 6)), TypeError, r"hx must be a tuple \(h_0, c_0\)"),
-        (lambda m: m(torch.randn(5, 2, 3), lengths=torch.tensor([1.0, 2.0])), TypeError,
-         "lengths must have an integer dtype, got torch.float32"),
-        (lambda m: m(torch.randn(5, 2, 3), lengths=torch.tensor([6, 2])), ValueError,
-         r"lengths must lie in \[1, 5\] .* got min 2, max 6"),
+        (
+            lambda m: m(torch.randn(5, 2, 3), lengths=torch.tensor([1.0, 2.0])),
+            TypeError,
+            "lengths must have an integer dtype, got torch.float32",
+        ),
+        (
+            lambda m: m(torch.randn(5, 2, 3), lengths=torch.tensor([6, 2])),
+            ValueError,
+            r"lengths must lie in \[1, 5\] .* got min 2, max 6",
+        ),
         (lambda m: m(torch.randn(5, 2, 3), lengths=torch.tensor([0, 2])), ValueError, r"lengths must lie in \[1, 5\]"),
-        (lambda m: m(torch.randn(5, 2, 3), lengths=torch.tensor([5, 2, 1])), ValueError,
-         r"lengths must have shape \(2,\)"),
+        (
+            lambda m: m(torch.randn(5, 2, 3), lengths=torch.tensor([5, 2, 1])),
+            ValueError,
+            r"lengths must have shape \(2,\)",
+        ),
         (lambda m: m(torch.randn(5, 2, 3, dtype=torch.float64)), TypeError, "input dtype torch.float64"),
         (lambda m: m(torch.randn(0, 2, 3)), ValueError, "no time steps"),
-        (lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 6, dtype=torch.float64),) * 2), TypeError,
-         "h_0 is torch.float64"),
+        (
+            lambda m: m(torch.randn(5, 2, 3), (torch.zeros(1, 2, 6, dtype=torch.float64),) * 2),
+            TypeError,
+            "h_0 is torch.float64",
+        ),
     ],
 )
 def test_layer_bad_input_names_module_argument_and_values(call, exc, match):
@@ -325,3 +343,10 @@ def test_state_carried_across_windows_equals_one_pass_and_detach_cuts_gradients(
 def test_layer_docstring_examples_run():
     result = doctest.testmod(recurrent_module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_backend_can_be_switched_after_construction_and_is_checked():
+    layer = seqforge.LSTM(3, 4)
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        layer.backend = "nope"
+    assert layer.backend == "eager" and layer.backend_used == "eager"

@@ -91,9 +91,7 @@ class _CellBase(nn.Module):
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"{name}: input has {input.shape[-1]} features, expected input_size={self.input_size}"
-            )
+            raise ValueError(f"{name}: input has {input.shape[-1]} features, expected input_size={self.input_size}")
         if input.dtype != self.weight_ih.dtype:
             raise TypeError(f"{name}: input dtype {input.dtype} does not match parameters {self.weight_ih.dtype}")
         if input.device != self.weight_ih.device:

@@ -115,8 +115,21 @@ class RecurrentBase(nn.Module):
                             self.register_parameter(f"ln_cell_{kind}{sfx}", param)
         self.reset_parameters()
         self.backend = backend
-        self.backend_used = backend
-        get_backend(backend).check(self)
+
+    @property
+    def backend(self) -> str:
+        """Name of the backend that runs the loop; setting it checks that the backend supports the options."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        previous = self.__dict__.get("_backend")
+        self._backend, self.backend_used = name, name  # "auto" records its own choice in backend_used
+        try:
+            get_backend(name).check(self)
+        except ValueError:
+            self._backend = self.backend_used = previous
+            raise
 
     @property
     def num_directions(self) -> int:
@@ -256,7 +269,9 @@ class RecurrentBase(nn.Module):
         if lengths.dim() == 0:
             lengths = lengths.reshape(1)
         if lengths.dim() != 1 or lengths.shape[0] != batch:
-            raise ValueError(f"{name}: lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
+            raise ValueError(
+                f"{name}: lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}"
+            )
         lo, hi = int(lengths.min()), int(lengths.max())
         if lo < 1 or hi > steps:
             raise ValueError(f"{name}: lengths must lie in [1, {steps}] (the padded length), got min {lo}, max {hi}")
