@@ -13,6 +13,7 @@ Inputs: ``input (B, I)`` or unbatched ``(I,)``; state ``(B, H)`` (``(H,)`` unbat
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +46,7 @@ class _CellBase(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         gates = self.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
@@ -191,12 +192,11 @@ class LSTMCell(_CellBase):
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         x, unbatched = self._check_input(input)
-        if hx is None:
-            hx = (None, None)  # type: ignore[assignment]
-        elif not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError(f"{type(self).__name__}: hx must be a tuple (h, c), got {type(hx).__name__}")
-        h = self._check_state(hx[0], x.shape[0], unbatched, "hx[0] (h)")
-        c = self._check_state(hx[1], x.shape[0], unbatched, "hx[1] (c)")
+        h0, c0 = (None, None) if hx is None else hx
+        h = self._check_state(h0, x.shape[0], unbatched, "hx[0] (h)")
+        c = self._check_state(c0, x.shape[0], unbatched, "hx[1] (c)")
         gi, gh = self._gates(x, h)
         ln_cell = (self.ln_cell_weight, self.ln_cell_bias) if self.normalize_cell else (None, None)
         h_next, c_next = SF.lstm_pointwise(gi, gh, c, *ln_cell)

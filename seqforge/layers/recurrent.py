@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,12 +67,18 @@ class RecurrentBase(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        sizes: tuple[tuple[str, Any], ...] = (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        )
+        for arg, value in sizes:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout <= 1.0):
             raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
-        for arg, value in (("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout)):
+        rates: tuple[tuple[str, Any], ...] = (("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout))
+        for arg, value in rates:
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ValueError(f"{name}: {arg} must be a number in [0, 1), got {value!r}")
         if forget_bias is not None and (self.mode != "LSTM" or not bias):
@@ -87,13 +93,13 @@ class RecurrentBase(nn.Module):
         self.num_layers = num_layers
         self.bias = bias
         self.batch_first = batch_first
-        self.dropout = float(dropout)
+        self.dropout: float = float(dropout)
         self.bidirectional = bidirectional
         self.layer_norm = layer_norm
         self.recurrent_dropout = float(recurrent_dropout)
         self.zoneout = float(zoneout)
         self.forget_bias = forget_bias
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         gates = _GATES[self.mode] * hidden_size
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size * self.num_directions
@@ -128,7 +134,8 @@ class RecurrentBase(nn.Module):
         try:
             get_backend(name).check(self)
         except ValueError:
-            self._backend = self.backend_used = previous
+            if previous is not None:  # a failed switch leaves the working backend in place
+                self._backend = self.backend_used = previous
             raise
 
     @property
@@ -165,7 +172,7 @@ class RecurrentBase(nn.Module):
     def layer_weights(self, layer: int, direction: int) -> LayerWeights:
         """The parameters of ``layer`` (0-based) and ``direction`` (0 forward, 1 reverse)."""
         sfx = self._suffix(layer, direction)
-        return LayerWeights(*(getattr(self, f"{n}{sfx}", None) for n in (
+        return LayerWeights(*(getattr(self, f"{n}{sfx}", None) for n in (  # type: ignore[arg-type]
             "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias",
             "ln_hh_weight", "ln_hh_bias", "ln_cell_weight", "ln_cell_bias",
         )))  # fmt: skip
@@ -209,13 +216,11 @@ class RecurrentBase(nn.Module):
             (``(B, T, D * H)`` if ``batch_first``) and ``h_n``/``c_n`` ``(num_layers * D, B, H)`` hold each
             sequence's state after its last valid step (for the reverse direction: after step 0).
         """
-        name = type(self).__name__
-        packed = isinstance(input, PackedSequence)
-        if packed:
+        packed_input = input if isinstance(input, PackedSequence) else None
+        if packed_input is not None:
             if lengths is not None:
-                raise ValueError(f"{name}: pass lengths or a PackedSequence, not both")
-            packed_input = input
-            input, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
+                raise ValueError(f"{type(self).__name__}: pass lengths or a PackedSequence, not both")
+            input, lengths = pad_packed_sequence(packed_input, batch_first=self.batch_first)
         x, unbatched = self._check_input(input)
         if unbatched:
             x = x.unsqueeze(1)
@@ -229,11 +234,12 @@ class RecurrentBase(nn.Module):
             output, final = output.squeeze(1), tuple(s.squeeze(1) for s in final)
         elif self.batch_first:
             output = output.transpose(0, 1)
-        if packed:
-            output = _repack_like(output, lens, packed_input, self.batch_first)
-        return output, (final if self.mode == "LSTM" else final[0])
+        result: Tensor | PackedSequence = output
+        if packed_input is not None and lens is not None:
+            result = _repack_like(output, lens, packed_input, self.batch_first)
+        return result, ((final[0], final[1]) if self.mode == "LSTM" else final[0])
 
-    def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
+    def _check_input(self, input: object) -> tuple[Tensor, bool]:
         name = type(self).__name__
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
@@ -291,7 +297,7 @@ class RecurrentBase(nn.Module):
         else:
             if not isinstance(hx, Tensor):
                 raise TypeError(f"{name}: hx must be a Tensor, got {type(hx).__name__}")
-            parts, labels = (hx,), ("hx",)
+            parts, labels = (hx,), ("hx", "")
         expected = (layers, self.hidden_size) if unbatched else (layers, batch, self.hidden_size)
         out = []
         for part, label in zip(parts, labels):
