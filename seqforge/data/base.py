@@ -10,9 +10,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from seqforge.data.collate import collate_padded
+from seqforge.data.sampling import EpochShuffleSampler
 
 
 def package_data_path(package: str, *parts: str) -> Path:
@@ -66,12 +68,18 @@ def check_fraction(owner: str, name: str, value: Any, allow_zero: bool = False) 
     return float(value)
 
 
-def split_counts(n: int, fractions: Sequence[float], owner: str) -> list[int]:
-    """Split ``n`` items into ``(train, val, test)`` counts; val and test get at least one item each."""
-    fractions = [float(f) for f in fractions]
+def check_split(owner: str, split: Sequence[float]) -> tuple[float, float, float]:
+    """Validate ``(train, val, test)`` fractions: three positive numbers summing to 1."""
+    fractions = tuple(float(f) for f in split)
     if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"{owner}: split must be three positive fractions (train, val, test) summing to 1, "
-                         f"got {fractions}")
+                         f"got {list(split)}")
+    return fractions[0], fractions[1], fractions[2]
+
+
+def split_counts(n: int, fractions: Sequence[float], owner: str) -> list[int]:
+    """Split ``n`` items into ``(train, val, test)`` counts; val and test get at least one item each."""
+    fractions = check_split(owner, fractions)
     n_val = max(1, round(n * fractions[1]))
     n_test = max(1, round(n * fractions[2]))
     if n - n_val - n_test < 1:
@@ -124,6 +132,17 @@ class SplitDataModule(L.LightningDataModule):
     def net_kwargs(self) -> dict[str, int]:
         raise NotImplementedError
 
+    def load_fitted_state(self, state_dict: dict[str, Any]) -> None:
+        """Set the fitted state (vocabularies, scalers) from what ``state_dict()`` returned."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the fitted state; samples already built with a different state are rebuilt with it."""
+        before = self.state_dict() if self.splits else None
+        self.load_fitted_state(state_dict)
+        if self.splits and self.state_dict() != before:
+            self.splits = self.build()
+
     def _require_fitted(self, *state: Any) -> None:
         """Raise unless every piece of fitted state exists (after ``setup()`` or ``load_state_dict()``)."""
         if any(value is None for value in state):
@@ -135,11 +154,16 @@ class SplitDataModule(L.LightningDataModule):
         return self.make_loader(self.splits[split], shuffle)
 
     def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
-        """A DataLoader over samples collated by ``collate_fn`` into batches of ``batch_size``."""
+        """A DataLoader over samples collated by ``collate_fn`` into batches of ``batch_size``.
+
+        Shuffling draws each epoch's order from ``(run seed, epoch)`` only (the run seed is torch's
+        initial seed, set by ``seed_everything``), so a resumed run sees the same order.
+        """
+        sampler = EpochShuffleSampler(samples, seed=torch.initial_seed() % 2**31) if shuffle else None
         return DataLoader(
             samples,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

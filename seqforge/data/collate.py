@@ -24,9 +24,7 @@ def pad_sequences(seqs: Sequence[Tensor], padding_value: float = 0.0) -> tuple[T
     return padded, lengths
 
 
-def collate_padded(
-    batch: Sequence[tuple[Tensor, Tensor]], padding_value: float = 0.0
-) -> tuple[Tensor, Tensor, Tensor]:
+def collate_padded(batch: Sequence[tuple[Tensor, Tensor]], padding_value: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
     """Collate ``(sequence, target)`` pairs into ``(x, lengths, y)``.
 
     ``x`` is ``(B, T, *)`` padded with ``padding_value``, ``lengths`` is ``(B,)`` int64, and ``y`` is the
@@ -50,9 +48,7 @@ def collate_tagged(
     return x, lengths, y
 
 
-def collate_pairs(
-    batch: Sequence[tuple[Tensor, Tensor]], pad_id: int = 0
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def collate_pairs(batch: Sequence[tuple[Tensor, Tensor]], pad_id: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Collate ``(source ids, target ids)`` pairs into ``(src, src_lengths, tgt, tgt_lengths)``.
 
     Both id tensors are ``(B, L)`` int64 padded with ``pad_id``; lengths are ``(B,)`` int64.

@@ -12,6 +12,7 @@ import torch
 from seqforge.data.base import (
     SplitDataModule,
     check_positive_int,
+    check_split,
     package_data_path,
     read_lines,
     split_groups,
@@ -79,13 +80,13 @@ class TextPairsDataModule(SplitDataModule):
                 raise ValueError(f"{owner}: {name} must be one of {TOKENIZERS}, got {mode!r}")
         self.path = path
         self.tokenize, self.tgt_tokenize = tokenize, tgt_tokenize
-        self.split = tuple(float(f) for f in split)
+        self.split = check_split(owner, split)
         self.seed = int(seed)
         self.max_sources = (None if max_sources is None
                             else check_positive_int(owner, "max_sources", max_sources))
         self.src_vocab: Vocabulary | None = None
         self.tgt_vocab: Vocabulary | None = None
-        self.split_of: dict[str, str] = {}
+        self.pairs: dict[str, list[tuple[str, str]]] = {}
 
     def pairs_file(self) -> Path:
         """The TSV this module reads."""
@@ -99,7 +100,7 @@ class TextPairsDataModule(SplitDataModule):
             pairs = [p for p in pairs if p[0] in keep]
         which = split_groups([src for src, _ in pairs], self.split, self.seed, owner)
         names = ("train", "val", "test")
-        self.split_of = {src: names[w] for (src, _), w in zip(pairs, which, strict=True)}
+        self.pairs = {name: [p for p, w in zip(pairs, which, strict=True) if names[w] == name] for name in names}
         tokens = [(tokenize(src, self.tokenize), tokenize(tgt, self.tgt_tokenize)) for src, tgt in pairs]
         if self.src_vocab is None or self.tgt_vocab is None:
             train = [t for t, w in zip(tokens, which, strict=True) if w == 0]
@@ -110,6 +111,16 @@ class TextPairsDataModule(SplitDataModule):
             out[names[w]].append((torch.tensor(self.src_vocab.encode(src)),
                                   torch.tensor(self.tgt_vocab.encode(tgt, bos=True, eos=True))))
         return out
+
+    def references(self, split: str) -> dict[str, list[str]]:
+        """Every target string of each source string in ``split`` (for multi-reference scores such as
+        the G2P word error rate, where any listed pronunciation counts as correct)."""
+        if not self.pairs:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before asking for references")
+        refs: dict[str, list[str]] = {}
+        for src, tgt in self.pairs[split]:
+            refs.setdefault(src, []).append(tgt)
+        return refs
 
     @property
     def net_kwargs(self) -> dict[str, int]:
@@ -129,7 +140,7 @@ class TextPairsDataModule(SplitDataModule):
         assert self.src_vocab is not None and self.tgt_vocab is not None
         return {"src_vocab": self.src_vocab.state_dict(), "tgt_vocab": self.tgt_vocab.state_dict()}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_fitted_state(self, state_dict: dict[str, Any]) -> None:
         self.src_vocab = Vocabulary.from_state_dict(state_dict["src_vocab"])
         self.tgt_vocab = Vocabulary.from_state_dict(state_dict["tgt_vocab"])
 

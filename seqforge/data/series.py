@@ -217,6 +217,6 @@ class SeriesDataModule(SplitDataModule):
         assert self.scaler is not None
         return {"scaler": asdict(self.scaler), "mase_scale": self.mase_scale}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_fitted_state(self, state_dict: dict[str, Any]) -> None:
         self.scaler = Scaler(**state_dict["scaler"])
         self.mase_scale = state_dict["mase_scale"]

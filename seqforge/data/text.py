@@ -168,5 +168,5 @@ class TextDataModule(SplitDataModule):
         assert self.vocab is not None
         return {"vocab": self.vocab.state_dict()}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+    def load_fitted_state(self, state_dict: dict[str, Any]) -> None:
         self.vocab = Vocabulary.from_state_dict(state_dict["vocab"])

@@ -72,7 +72,7 @@ def read_ts(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[str]]:
         if label.strip() not in declared:
             raise ValueError(f"{where}: label {label.strip()!r} is not among the declared labels {declared}")
         try:
-            values = [[float(v) for v in dim.split(",")] for dim in dims]
+            values = [[math.nan if v.strip() == "?" else float(v) for v in dim.split(",")] for dim in dims]
         except ValueError as err:
             raise ValueError(f"{where}: cannot parse a value ({err})") from None
         if len({len(v) for v in values}) != 1:
@@ -158,10 +158,11 @@ class UCRDataModule(SplitDataModule):
         if self.classes is None:
             self.classes = sorted(set(train_labels), key=_label_key)
         index = {label: i for i, label in enumerate(self.classes)}
-        unseen = sorted(set(test_labels) - set(index))
-        if unseen:
-            raise ValueError(f"UCRDataModule: {test_file} has labels {unseen} never seen in training "
-                             f"(training labels: {self.classes})")
+        for file, labels in ((train_file, train_labels), (test_file, test_labels)):
+            unseen = sorted(set(labels) - set(index), key=_label_key)
+            if unseen:
+                raise ValueError(f"UCRDataModule: {file} has labels {unseen} never seen in training "
+                                 f"(training labels: {self.classes})")
         train_y = np.array([index[label] for label in train_labels])
         val_mask = self._validation_mask(train_y)
         fit_x = [x for x, v in zip(train_x, val_mask, strict=True) if not v]
@@ -207,5 +208,5 @@ class UCRDataModule(SplitDataModule):
         self._require_fitted(self.classes, self.mean, self.std)
         return {"classes": self.classes, "mean": self.mean, "std": self.std}
 
-    def load_state_dict(self, state_dict: dict[str, list]) -> None:
+    def load_fitted_state(self, state_dict: dict[str, list]) -> None:
         self.classes, self.mean, self.std = state_dict["classes"], state_dict["mean"], state_dict["std"]

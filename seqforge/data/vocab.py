@@ -64,7 +64,7 @@ class Vocabulary:
 
         Tokens spelled like a special (``"<unk>"``) map to that special and are not added again.
         """
-        seen = {token for seq in sequences for token in seq}
+        seen: set[str] = set().union(*map(set, sequences))
         return cls(sorted(seen - set(cls.specials)))
 
     def __len__(self) -> int:
