@@ -6,11 +6,12 @@ must not import :mod:`seqforge.layers`, which imports it).
 - ``script``: TorchScript loops with a hand-written backward (:mod:`seqforge.fused.function`), CUDA-graph
   capture on CUDA unless ``module.cuda_graphs = False``.
 - ``compile``: ``torch.compile`` of the per-step update (:mod:`seqforge.fused.compiled`).
+  Both support plain and layer-norm cells, lengths, bidirectional, stacking, dropout and recurrent dropout;
+  ``zoneout`` is rejected (use ``eager``).
 - ``cudnn``: torch's own multi-layer kernels (``torch._VF.lstm/gru/rnn_tanh/rnn_relu``) on our parameters:
   cuDNN on CUDA, torch's native kernel on CPU; ``lengths`` go through ``pack_padded_sequence``.
-- ``auto``: on CUDA ``cudnn`` when the options allow it, else ``script``; on CPU the fastest correct path
-  measured in ``benchmarks/SPEED.md`` (the native kernel when allowed, else ``script``); ``eager`` when no
-  fused path supports the options. The choice is logged once and stored in ``module.backend_used``.
+- ``auto``: ``cudnn`` when the options allow it, else ``script``, else ``eager`` (see :func:`choose_backend`).
+  The choice is stored in ``module.backend_used`` and logged (``logging.INFO``) when it changes.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ def _reject(module: Any, backend: str, options: tuple[str, ...]) -> None:
 
 
 def check_fused(module: Any) -> None:
-    """The TorchScript and compiled loops support plain and layer-norm cells, not the recurrent regularizers."""
-    _reject(module, module.backend, ("recurrent_dropout", "zoneout"))
+    """The TorchScript and compiled loops support plain and layer-norm cells and recurrent dropout, not zoneout."""
+    _reject(module, module.backend, ("zoneout",))
 
 
 def check_cudnn(module: Any) -> None:
-    """torch's kernels know neither layer norm nor the recurrent regularizers."""
+    """torch's kernels know neither layer norm nor recurrent dropout nor zoneout."""
     _reject(module, "cudnn", ("layer_norm", "recurrent_dropout", "zoneout"))
 
 
@@ -60,18 +61,20 @@ def _weights(module: Any) -> list[list[Tensor | None]]:
 def _stack(module: Any, x: Tensor, hx: State, lengths: Tensor | None, impl: str) -> tuple[Tensor, State]:
     out, finals = stack_forward(
         x, list(hx), lengths, _weights(module), module.mode, module.num_layers, module.num_directions,
-        module.dropout, module.training, impl, getattr(module, "cuda_graphs", True),
+        module.dropout, module.training, impl, getattr(module, "cuda_graphs", True), module.recurrent_dropout,
     )  # fmt: skip
     return out, tuple(finals)
 
 
 def script_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
     """Fused TorchScript loops with the hand-written backward."""
+    check_fused(module)  # cheap; catches options changed after construction
     return _stack(module, x, hx, lengths, "script")
 
 
 def compile_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
     """``torch.compile``'d step in a Python loop."""
+    check_fused(module)
     return _stack(module, x, hx, lengths, "compile")
 
 
@@ -80,6 +83,7 @@ _VF_FN = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn
 
 def cudnn_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
     """torch's native multi-layer kernel (cuDNN on CUDA) on the module's parameters."""
+    check_cudnn(module)
     flat: list[Tensor] = []
     for layer_w in _weights(module):
         flat.extend(p for p in layer_w[:4] if p is not None)  # w_ih, w_hh, b_ih, b_hh as torch orders them
@@ -97,8 +101,12 @@ def cudnn_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> 
     return out, tuple(s.index_select(1, unorder) for s in result[1:])
 
 
-def choose_backend(module: Any, device: torch.device) -> str:
-    """The backend ``auto`` runs for ``module`` on ``device`` (see the module docstring)."""
+def choose_backend(module: Any) -> str:
+    """The backend ``auto`` runs for ``module``: ``cudnn`` if the options allow it, else ``script``, else ``eager``.
+
+    The same order is right on both device types: cuDNN is the reference to beat on CUDA, and on CPU torch's
+    native kernel is the fastest plain path while ``script`` beats ``eager`` (``benchmarks/SPEED.md``).
+    """
     for name in ("cudnn", "script"):
         try:
             get_backend(name).check(module)
@@ -108,18 +116,23 @@ def choose_backend(module: Any, device: torch.device) -> str:
     return "eager"
 
 
-def auto_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """Run the backend :func:`choose_backend` picks; log the choice the first time it changes."""
-    name = choose_backend(module, x.device)
+def _record_choice(module: Any) -> str:
+    """Choose for ``module``, store the choice in ``module.backend_used`` and log it when it changes."""
+    name = choose_backend(module)
     if module.backend_used != name:
-        log.info("%s(backend='auto') on %s runs backend %r", type(module).__name__, x.device.type, name)
+        log.info("%s(backend='auto') runs backend %r", type(module).__name__, name)
         module.backend_used = name
-    return get_backend(name).forward(module, x, hx, lengths)
+    return name
+
+
+def auto_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
+    """Run the backend :func:`choose_backend` picks (re-chosen if the options changed since construction)."""
+    return get_backend(_record_choice(module)).forward(module, x, hx, lengths)
 
 
 def _check_auto(module: Any) -> None:
-    """Every option has at least the eager path; record the choice for the parameters' current device."""
-    module.backend_used = choose_backend(module, next(module.parameters()).device)
+    """Every option has at least the eager path: never raises; makes (and logs) the choice."""
+    _record_choice(module)
 
 
 SCRIPT = Backend("script", script_forward, check_fused)

@@ -15,22 +15,29 @@ import torch
 from torch import Tensor
 
 from seqforge.cells import functional as SF
-from seqforge.fused.stack import B_HH, LN_C_B, LN_C_W, LN_HH_B, LN_HH_W, W_HH
 
 log = logging.getLogger(__name__)
 
 
-def _lstm_step(gi_t: Tensor, h: Tensor, c: Tensor, w: list[Tensor | None]) -> tuple[Tensor, Tensor]:
-    gh = SF.project(h, w[W_HH], w[B_HH], w[LN_HH_W], w[LN_HH_B])
-    return SF.lstm_pointwise(gi_t, gh, c, w[LN_C_W], w[LN_C_B])
+# ``rec`` is ``(w_hh, b_hh, ln_hh_weight, ln_hh_bias)``, ``ln_cell`` is ``(ln_cell_weight, ln_cell_bias)``.
+Rec = tuple[Tensor, "Tensor | None", "Tensor | None", "Tensor | None"]
 
 
-def _gru_step(gi_t: Tensor, h: Tensor, w: list[Tensor | None]) -> Tensor:
-    return SF.gru_pointwise(gi_t, SF.project(h, w[W_HH], w[B_HH], w[LN_HH_W], w[LN_HH_B]), h)
+def _masked(h: Tensor, mask: Tensor | None) -> Tensor:
+    return h if mask is None else h * mask
 
 
-def _rnn_step(gi_t: Tensor, h: Tensor, w: list[Tensor | None], nonlinearity: str) -> Tensor:
-    return SF.rnn_pointwise(gi_t, SF.project(h, w[W_HH], w[B_HH], w[LN_HH_W], w[LN_HH_B]), nonlinearity)
+def _lstm_step(gi_t: Tensor, h: Tensor, c: Tensor, rec: Rec, ln_cell: tuple, mask: Tensor | None
+               ) -> tuple[Tensor, Tensor]:  # fmt: skip
+    return SF.lstm_pointwise(gi_t, SF.project(_masked(h, mask), *rec), c, *ln_cell)
+
+
+def _gru_step(gi_t: Tensor, h: Tensor, rec: Rec, mask: Tensor | None) -> Tensor:
+    return SF.gru_pointwise(gi_t, SF.project(_masked(h, mask), *rec), h)
+
+
+def _rnn_step(gi_t: Tensor, h: Tensor, rec: Rec, nonlinearity: str, mask: Tensor | None) -> Tensor:
+    return SF.rnn_pointwise(gi_t, SF.project(_masked(h, mask), *rec), nonlinearity)
 
 
 _EAGER_STEPS: dict[str, Callable] = {"LSTM": _lstm_step, "GRU": _gru_step, "RNN": _rnn_step}
@@ -52,22 +59,24 @@ def _run_step(kind: str, *args: object) -> object:
         return _EAGER_STEPS[kind](*args)
 
 
-def compiled_direction(mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w: list[Tensor | None]) -> list[Tensor]:
+def compiled_direction(
+    mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, rec: Rec, ln_cell: tuple, mask: Tensor | None = None
+) -> list[Tensor]:
     """One direction with the compiled step: ``gi (T, B, G*H)`` -> ``[h_all]`` or ``[h_all, c_all]``."""
     hs: list[Tensor] = []
     if mode == "LSTM":
         h, c = h0, c0
         cs: list[Tensor] = []
         for t in range(gi.shape[0]):
-            h, c = _run_step("LSTM", gi[t], h, c, w)
+            h, c = _run_step("LSTM", gi[t], h, c, rec, ln_cell, mask)
             hs.append(h)
             cs.append(c)
         return [torch.stack(hs), torch.stack(cs)]
     h = h0
     for t in range(gi.shape[0]):
         if mode == "GRU":
-            h = _run_step("GRU", gi[t], h, w)
+            h = _run_step("GRU", gi[t], h, rec, mask)
         else:
-            h = _run_step("RNN", gi[t], h, w, "tanh" if mode == "RNN_TANH" else "relu")
+            h = _run_step("RNN", gi[t], h, rec, "tanh" if mode == "RNN_TANH" else "relu", mask)
         hs.append(h)
     return [torch.stack(hs)]

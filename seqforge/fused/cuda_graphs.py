@@ -26,6 +26,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 WARMUP_CALLS = 3  # the profiling executor specializes a scripted function during its first calls
+MAX_SEEN = 1024  # signatures remembered while waiting for their second call
 
 
 def _signature(arg: Any) -> Hashable:
@@ -70,6 +71,8 @@ class GraphCache:
         entry = self._entries.get(key)
         if entry is None:
             if key in self._failed or key not in self._seen:
+                if len(self._seen) >= MAX_SEEN:  # many one-off shapes: forget them rather than grow
+                    self._seen.clear()
                 self._seen.add(key)
                 return fn(*args)
             entry = self._capture(key, fn, args)
@@ -103,4 +106,3 @@ class GraphCache:
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
         return entry
-

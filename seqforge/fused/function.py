@@ -34,15 +34,28 @@ def _call(name: str, args: tuple[Any, ...], graphs: bool) -> list[Tensor]:
     return GRAPHS(name, fn, args) if graphs else fn(*args)
 
 
+def _forward_loop(mode: str, args: tuple[Any, ...], save: bool, graphs: bool) -> list[Tensor]:
+    """Dispatch ``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask)`` to the loop of ``mode``."""
+    gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask = args
+    if mode == "LSTM":
+        return _call("lstm_forward", (*args, save), graphs)
+    if mode == "GRU":
+        return _call("gru_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, save), graphs)
+    return _call("rnn_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", mask, save), graphs)
+
+
 def _sum_bt(x: Tensor) -> Tensor:
     return x.sum((0, 1))
 
 
 class FusedRecurrence(torch.autograd.Function):
-    """``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b) -> (h_all, c_all)`` (LSTM) or ``h_all``."""
+    """``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask) -> (h_all, c_all)`` (LSTM) or ``h_all``.
+
+    ``mask`` (``(B, H)`` or None) is the recurrent-dropout mask applied to ``h`` before ``W_hh``; it gets no
+    gradient.
+    """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
     def forward(
         ctx: Any,
         mode: str,
@@ -56,52 +69,48 @@ class FusedRecurrence(torch.autograd.Function):
         ln_hh_b: Tensor | None,
         ln_c_w: Tensor | None,
         ln_c_b: Tensor | None,
+        mask: Tensor | None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        gi = gi.contiguous()
-        if mode == "LSTM":
-            args = (gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, True)
-            out = _call("lstm_forward", args, graphs)
-        elif mode == "GRU":
-            out = _call("gru_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, True), graphs)
-        else:
-            out = _call("rnn_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", True), graphs)
-        h_all, c_all, saved, tanh_c, xhat_hh, rstd_hh, chat, rstd_c = out
+        args = (gi.contiguous(), h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask)
+        out = _forward_loop(mode, args, True, graphs)
         ctx.mode, ctx.graphs = mode, graphs
         ctx.has = (b_hh is not None, ln_hh_w is not None, ln_c_w is not None)
-        ctx.save_for_backward(h0, c0, w_hh, ln_hh_w, ln_c_w, h_all, c_all, saved, tanh_c, xhat_hh, rstd_hh,
-                              chat, rstd_c)  # fmt: skip
+        ctx.save_for_backward(h0, c0, w_hh, mask, ln_hh_w, ln_c_w, *out)
+        h_all, c_all = out[0], out[1]
         return (h_all, c_all) if mode == "LSTM" else h_all
 
     @staticmethod
     @once_differentiable
-    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
-        h0, c0, w_hh, ln_hh_w, ln_c_w, h_all, c_all, saved, tanh_c, xhat_hh, rstd_hh, chat, rstd_c = (
-            ctx.saved_tensors
-        )
+        h0, c0, w_hh, mask, ln_hh_w, ln_c_w, *out = ctx.saved_tensors
+        h_all, c_all, saved, tanh_c, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c = out
         mode, graphs = ctx.mode, ctx.graphs
         dh_all = dh_all.contiguous()
+        ln_hh = (ln_hh_w, raw_hh, mean_hh, rstd_hh)
         if mode == "LSTM":
-            args = (dh_all, dc_all.contiguous(), c0, c_all, saved, tanh_c, w_hh, ln_hh_w, xhat_hh, rstd_hh,
-                    ln_c_w, chat, rstd_c)  # fmt: skip
+            args = (dh_all, dc_all.contiguous(), c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c)
             dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("lstm_backward", args, graphs)
         elif mode == "GRU":
-            args = (dh_all, h0, h_all, saved, w_hh, ln_hh_w, xhat_hh, rstd_hh)
+            args = (dh_all, h0, h_all, saved, w_hh, mask, *ln_hh)
             dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("gru_backward", args, graphs)
         else:
-            args = (dh_all, h_all, w_hh, ln_hh_w, xhat_hh, rstd_hh, mode == "RNN_RELU")
+            args = (dh_all, h_all, w_hh, mask, *ln_hh, mode == "RNN_RELU")
             dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("rnn_backward", args, graphs)
         has_bias, has_ln_hh, has_ln_c = ctx.has
-        h_prev = torch.cat([h0.unsqueeze(0), h_all[:-1]])  # (T, B, H)
-        # One (G*H, T*B) x (T*B, H) matmul for the recurrent weight gradient of all steps.
-        dw_hh = dgh_raw.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
+        dw_hh = None
+        if ctx.needs_input_grad[5]:
+            h_prev = torch.cat([h0.unsqueeze(0), h_all[:-1]])  # (T, B, H)
+            if mask is not None:
+                h_prev = h_prev * mask  # what W_hh multiplied
+            # One (G*H, T*B) x (T*B, H) matmul for the recurrent weight gradient of all steps.
+            dw_hh = dgh_raw.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
         db_hh = _sum_bt(dgh) if has_bias else None
-        dln_hh_w = _sum_bt(dgh * xhat_hh) if has_ln_hh else None
+        dln_hh_w = _sum_bt(dgh * (raw_hh - mean_hh) * rstd_hh) if has_ln_hh else None  # dgh * xhat
         dln_hh_b = _sum_bt(dgh) if has_ln_hh else None
-        dln_c_w = _sum_bt(dcn * chat) if has_ln_c else None
+        dln_c_w = _sum_bt(dcn * (c_all - mean_c) * rstd_c) if has_ln_c else None
         dln_c_b = _sum_bt(dcn) if has_ln_c else None
         return (None, None, dgi, dh0, dc0 if mode == "LSTM" else None, dw_hh, db_hh, dln_hh_w, dln_hh_b,
-                dln_c_w, dln_c_b)  # fmt: skip
+                dln_c_w, dln_c_b, None)  # fmt: skip
 
 
 def fused_recurrence(
@@ -113,6 +122,7 @@ def fused_recurrence(
     b_hh: Tensor | None,
     ln_hh: tuple[Tensor | None, Tensor | None],
     ln_cell: tuple[Tensor | None, Tensor | None],
+    mask: Tensor | None = None,
     graphs: bool = True,
 ) -> list[Tensor]:
     """Run one direction of one layer; returns ``[h_all]`` or ``[h_all, c_all]``, each ``(T, B, H)``.
@@ -124,7 +134,21 @@ def fused_recurrence(
         w_hh, b_hh: recurrent weight ``(G*H, H)`` and bias ``(G*H,)`` (or ``None``).
         ln_hh, ln_cell: layer-norm gain and shift of the recurrent projection and of the LSTM cell
             (``(None, None)`` without layer norm).
+        mask: recurrent-dropout mask ``(B, H)`` multiplying ``h`` before ``W_hh`` (None: no dropout).
         graphs: allow CUDA-graph capture of the loops (only used on CUDA).
+
+    Under autocast the loops run in ``w_hh``'s dtype (``gi`` is cast to it), autocast disabled.
     """
-    out = FusedRecurrence.apply(mode, graphs, gi, h0, c0, w_hh, b_hh, *ln_hh, *ln_cell)
-    return list(out) if isinstance(out, tuple) else [out]
+    device = gi.device.type
+    if torch.is_autocast_enabled(device):
+        # The recurrence runs in the parameters' dtype: the carried state would lose too much in bf16/fp16,
+        # and the loops need one dtype. The input projection outside stays in the autocast dtype.
+        with torch.autocast(device, enabled=False):
+            return fused_recurrence(mode, gi.to(w_hh.dtype), h0, c0, w_hh, b_hh, ln_hh, ln_cell, mask, graphs)
+    tensors = (gi, h0, c0, w_hh, b_hh, *ln_hh, *ln_cell, mask)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        out = FusedRecurrence.apply(mode, graphs, *tensors)
+        return list(out) if isinstance(out, tuple) else [out]
+    # Inference: the same forward loop without saving anything for a backward.
+    out = _forward_loop(mode, (gi.contiguous(), h0, c0, w_hh, b_hh, *ln_hh, *ln_cell, mask), False, graphs)
+    return out[:2] if mode == "LSTM" else out[:1]

@@ -6,12 +6,14 @@ TorchScript fuser can turn into a single kernel on CUDA.
 
 Forward loops return a fixed list (TorchScript needs one return type)::
 
-    [h_all (T, B, H), c_all (T, B, H) or empty, saved (T, B, k*H) or empty,
-     tanh_c (T, B, H) or empty, xhat_hh (T, B, G*H) or empty, rstd_hh (T, B, 1) or empty,
-     chat (T, B, H) or empty, rstd_c (T, B, 1) or empty]
+    [h_all (T, B, H), c_all (T, B, H) or empty, saved (T, B, k*H) or empty, tanh_c (T, B, H) or empty,
+     raw_hh (T, B, G*H) or empty, mean_hh (T, B, 1) or empty, rstd_hh (T, B, 1) or empty,
+     mean_c (T, B, 1) or empty, rstd_c (T, B, 1) or empty]
 
-where ``saved`` holds what the backward needs (LSTM: activated gates ``i, f, g, o``; GRU: ``r, z, n, gh_n``)
-and the ``xhat``/``rstd`` entries are the layer-norm statistics (only with layer norm and ``save=True``).
+where ``saved`` holds what the backward needs (LSTM: activated gates ``i, f, g, o``; GRU: ``r, z, n, gh_n``),
+``raw_hh`` is ``h W_hh^T`` before layer norm and the ``mean``/``rstd`` entries are the layer-norm statistics
+(of ``raw_hh`` and of the cell ``c_all``; only with layer norm and ``save=True``). Layer norm runs as torch's
+native kernels (``native_layer_norm`` and its backward), one kernel each.
 
 Backward loops receive the upstream gradients ``dh_all`` (and ``dc_all``) and return
 ``[dgi_all (T, B, G*H), dgh_raw_all (T, B, G*H), dgh_all (T, B, G*H), dcn_all (T, B, H) or empty, dh0, dc0]``:
@@ -29,20 +31,15 @@ from seqforge.cells.functional import LAYER_NORM_EPS
 
 
 def ln_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float = LAYER_NORM_EPS) -> list[Tensor]:
-    """Layer norm over the last dim returning ``[y, xhat, rstd]``; ``x (B, N)``, ``rstd (B, 1)``."""
-    mean = x.mean(-1, keepdim=True)
-    centered = x - mean
-    rstd = torch.rsqrt((centered * centered).mean(-1, keepdim=True) + eps)
-    xhat = centered * rstd
-    return [xhat * weight + bias, xhat, rstd]
+    """Layer norm over the last dim of ``x (B, N)`` returning ``[y, mean (B, 1), rstd (B, 1)]``."""
+    y, mean, rstd = torch.native_layer_norm(x, [x.size(-1)], weight, bias, eps)
+    return [y, mean, rstd]
 
 
-def ln_backward(dy: Tensor, xhat: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
-    """Gradient of layer norm w.r.t. its input, from the saved ``xhat`` and ``rstd``."""
-    dxhat = dy * weight
-    mean_d = dxhat.mean(-1, keepdim=True)
-    mean_dx = (dxhat * xhat).mean(-1, keepdim=True)
-    return rstd * (dxhat - mean_d - xhat * mean_dx)
+def ln_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
+    """Gradient of layer norm w.r.t. its input ``x (B, N)`` from the saved ``mean`` and ``rstd``."""
+    return torch.ops.aten.native_layer_norm_backward(dy, x, [x.size(-1)], mean, rstd, weight, None,
+                                                      [True, False, False])[0]  # fmt: skip
 
 
 def _empty(like: Tensor) -> Tensor:
@@ -53,6 +50,14 @@ def _stack_or_empty(items: list[Tensor], like: Tensor) -> Tensor:
     return torch.stack(items) if len(items) > 0 else _empty(like)
 
 
+def _stack_parts(parts: list[list[Tensor]], like: Tensor) -> Tensor:
+    """``(T, B, k*H)`` from ``k`` per-step lists of ``(B, H)`` tensors: a few large copies after the loop
+    instead of a ``cat`` per step."""
+    if len(parts[0]) == 0:
+        return _empty(like)
+    return torch.cat([torch.stack(p) for p in parts], 2)
+
+
 def _recurrent_projection(
     h: Tensor,
     w_hh_t: Tensor,
@@ -60,20 +65,36 @@ def _recurrent_projection(
     ln_w: Tensor | None,
     ln_b: Tensor | None,
     save: bool,
-    xhats: list[Tensor],
-    rstds: list[Tensor],
+    stats: list[list[Tensor]],
 ) -> Tensor:
-    """``gh = LN_hh(h W_hh^T) + b_hh`` for one step, saving the layer-norm statistics when asked."""
+    """``gh = LN_hh(h W_hh^T) + b_hh`` for one step, appending ``raw, mean, rstd`` to ``stats`` if asked."""
     gh = torch.mm(h, w_hh_t)
     if ln_w is not None and ln_b is not None:
         normed = ln_forward(gh, ln_w, ln_b)
-        gh = normed[0]
         if save:
-            xhats.append(normed[1])
-            rstds.append(normed[2])
+            stats[0].append(gh)
+            stats[1].append(normed[1])
+            stats[2].append(normed[2])
+        gh = normed[0]
     if b_hh is not None:
         gh = gh + b_hh
     return gh
+
+
+def _pre_activation(
+    gi_t: Tensor,
+    h: Tensor,
+    w_hh_t: Tensor,
+    b_hh: Tensor | None,
+    ln_w: Tensor | None,
+    ln_b: Tensor | None,
+    save: bool,
+    stats: list[list[Tensor]],
+) -> Tensor:
+    """``gi_t + gh``; without layer norm a single ``addmm`` (callers may fold ``b_hh`` into ``gi``)."""
+    if ln_w is None and b_hh is None:
+        return torch.addmm(gi_t, h, w_hh_t)
+    return gi_t + _recurrent_projection(h, w_hh_t, b_hh, ln_w, ln_b, save, stats)
 
 
 def lstm_forward(
@@ -86,6 +107,7 @@ def lstm_forward(
     ln_hh_b: Tensor | None,
     ln_c_w: Tensor | None,
     ln_c_b: Tensor | None,
+    mask: Tensor | None,
     save: bool,
 ) -> list[Tensor]:
     """LSTM recurrence. ``gi (T, B, 4H)``, ``h0, c0 (B, H)``, ``w_hh (4H, H)``; returns the list above."""
@@ -93,14 +115,12 @@ def lstm_forward(
     h, c = h0, c0
     hs: list[Tensor] = []
     cs: list[Tensor] = []
-    gates: list[Tensor] = []
+    gates: list[list[Tensor]] = [[], [], [], []]
     tcs: list[Tensor] = []
-    xhats: list[Tensor] = []
-    rstds: list[Tensor] = []
-    chats: list[Tensor] = []
-    crstds: list[Tensor] = []
+    stats: list[list[Tensor]] = [[], [], []]
+    cell_stats: list[list[Tensor]] = [[], []]
     for t in range(gi.size(0)):
-        g = gi[t] + _recurrent_projection(h, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, xhats, rstds)
+        g = _pre_activation(gi[t], h if mask is None else h * mask, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, stats)
         i, f, gg, o = g.chunk(4, 1)
         i = torch.sigmoid(i)
         f = torch.sigmoid(f)
@@ -112,24 +132,26 @@ def lstm_forward(
             normed = ln_forward(c, ln_c_w, ln_c_b)
             cn = normed[0]
             if save:
-                chats.append(normed[1])
-                crstds.append(normed[2])
+                cell_stats[0].append(normed[1])
+                cell_stats[1].append(normed[2])
         tc = torch.tanh(cn)
         h = o * tc
         hs.append(h)
         cs.append(c)
         if save:
-            gates.append(torch.cat([i, f, gg, o], 1))
+            for k, gate in enumerate([i, f, gg, o]):
+                gates[k].append(gate)
             tcs.append(tc)
     return [
         torch.stack(hs),
         torch.stack(cs),
-        _stack_or_empty(gates, gi),
+        _stack_parts(gates, gi),
         _stack_or_empty(tcs, gi),
-        _stack_or_empty(xhats, gi),
-        _stack_or_empty(rstds, gi),
-        _stack_or_empty(chats, gi),
-        _stack_or_empty(crstds, gi),
+        _stack_or_empty(stats[0], gi),
+        _stack_or_empty(stats[1], gi),
+        _stack_or_empty(stats[2], gi),
+        _stack_or_empty(cell_stats[0], gi),
+        _stack_or_empty(cell_stats[1], gi),
     ]
 
 
@@ -140,17 +162,17 @@ def gru_forward(
     b_hh: Tensor | None,
     ln_hh_w: Tensor | None,
     ln_hh_b: Tensor | None,
+    mask: Tensor | None,
     save: bool,
 ) -> list[Tensor]:
     """GRU recurrence. ``gi (T, B, 3H)``, ``h0 (B, H)``, ``w_hh (3H, H)``; returns the list above."""
     w_hh_t = w_hh.t()
     h = h0
     hs: list[Tensor] = []
-    saved: list[Tensor] = []
-    xhats: list[Tensor] = []
-    rstds: list[Tensor] = []
+    saved: list[list[Tensor]] = [[], [], [], []]
+    stats: list[list[Tensor]] = [[], [], []]
     for t in range(gi.size(0)):
-        gh = _recurrent_projection(h, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, xhats, rstds)
+        gh = _recurrent_projection(h if mask is None else h * mask, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, stats)
         i_r, i_z, i_n = gi[t].chunk(3, 1)
         h_r, h_z, h_n = gh.chunk(3, 1)
         r = torch.sigmoid(i_r + h_r)
@@ -159,15 +181,17 @@ def gru_forward(
         h = n + z * (h - n)
         hs.append(h)
         if save:
-            saved.append(torch.cat([r, z, n, h_n], 1))
+            for k, part in enumerate([r, z, n, h_n]):
+                saved[k].append(part)
     empty = _empty(gi)
     return [
         torch.stack(hs),
         empty,
-        _stack_or_empty(saved, gi),
+        _stack_parts(saved, gi),
         empty,
-        _stack_or_empty(xhats, gi),
-        _stack_or_empty(rstds, gi),
+        _stack_or_empty(stats[0], gi),
+        _stack_or_empty(stats[1], gi),
+        _stack_or_empty(stats[2], gi),
         empty,
         empty,
     ]
@@ -181,16 +205,16 @@ def rnn_forward(
     ln_hh_w: Tensor | None,
     ln_hh_b: Tensor | None,
     relu: bool,
+    mask: Tensor | None,
     save: bool,
 ) -> list[Tensor]:
     """Vanilla RNN recurrence ``h' = act(gi + gh)``. ``gi (T, B, H)``; returns the list above."""
     w_hh_t = w_hh.t()
     h = h0
     hs: list[Tensor] = []
-    xhats: list[Tensor] = []
-    rstds: list[Tensor] = []
+    stats: list[list[Tensor]] = [[], [], []]
     for t in range(gi.size(0)):
-        pre = gi[t] + _recurrent_projection(h, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, xhats, rstds)
+        pre = _pre_activation(gi[t], h if mask is None else h * mask, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, stats)
         h = torch.relu(pre) if relu else torch.tanh(pre)
         hs.append(h)
     empty = _empty(gi)
@@ -199,18 +223,25 @@ def rnn_forward(
         empty,
         empty,
         empty,
-        _stack_or_empty(xhats, gi),
-        _stack_or_empty(rstds, gi),
+        _stack_or_empty(stats[0], gi),
+        _stack_or_empty(stats[1], gi),
+        _stack_or_empty(stats[2], gi),
         empty,
         empty,
     ]
 
 
-def _through_ln_hh(dgh: Tensor, xhat_hh: Tensor, rstd_hh: Tensor, ln_hh_w: Tensor | None, t: int) -> Tensor:
-    """Gradient of ``h W_hh^T`` from the gradient of ``gh`` at step ``t``."""
+def _through_w_hh(draw: Tensor, w_hh: Tensor, mask: Tensor | None) -> Tensor:
+    """Gradient w.r.t. ``h`` of ``(h * mask) W_hh^T`` (recurrent dropout mask, if any)."""
+    dh = torch.mm(draw, w_hh)
+    return dh if mask is None else dh * mask
+
+
+def _through_ln_hh(dgh: Tensor, ln_hh: list[Tensor], ln_hh_w: Tensor | None, t: int) -> Tensor:
+    """Gradient of ``h W_hh^T`` from the gradient of ``gh`` at step ``t``; ``ln_hh = [raw, mean, rstd]``."""
     if ln_hh_w is None:
         return dgh
-    return ln_backward(dgh, xhat_hh[t], rstd_hh[t], ln_hh_w)
+    return ln_backward(dgh, ln_hh[0][t], ln_hh[1][t], ln_hh[2][t], ln_hh_w)
 
 
 def lstm_backward(
@@ -221,17 +252,20 @@ def lstm_backward(
     gates: Tensor,
     tanh_c: Tensor,
     w_hh: Tensor,
+    mask: Tensor | None,
     ln_hh_w: Tensor | None,
-    xhat_hh: Tensor,
+    raw_hh: Tensor,
+    mean_hh: Tensor,
     rstd_hh: Tensor,
     ln_c_w: Tensor | None,
-    chat: Tensor,
+    mean_c: Tensor,
     rstd_c: Tensor,
 ) -> list[Tensor]:
     """Backward of :func:`lstm_forward` through time (one fused pointwise gradient per step)."""
+    ln_hh = [raw_hh, mean_hh, rstd_hh]
     steps, batch, hidden = dh_all.shape
     dgates = torch.empty_like(gates)
-    dgh_raw = torch.empty_like(gates)
+    dgh_raw = torch.empty_like(gates) if ln_hh_w is not None else dgates  # same tensor without layer norm
     dcn_all = torch.empty_like(dh_all) if ln_c_w is not None else _empty(dh_all)
     dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
     dc_next = torch.zeros_like(dh_next)
@@ -242,7 +276,7 @@ def lstm_backward(
         dcn = dh * o * (1.0 - tc * tc)
         if ln_c_w is not None:
             dcn_all[t] = dcn
-            dcn = ln_backward(dcn, chat[t], rstd_c[t], ln_c_w)
+            dcn = ln_backward(dcn, c_all[t], mean_c[t], rstd_c[t], ln_c_w)
         dc = dc_all[t] + dc_next + dcn
         c_prev = c0 if t == 0 else c_all[t - 1]
         dc_next = dc * f
@@ -256,9 +290,10 @@ def lstm_backward(
             1,
         )
         dgates[t] = dgate
-        draw = _through_ln_hh(dgate, xhat_hh, rstd_hh, ln_hh_w, t)
-        dgh_raw[t] = draw
-        dh_next = torch.mm(draw, w_hh)
+        draw = _through_ln_hh(dgate, ln_hh, ln_hh_w, t)
+        if ln_hh_w is not None:
+            dgh_raw[t] = draw
+        dh_next = _through_w_hh(draw, w_hh, mask)
     return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next]
 
 
@@ -268,15 +303,18 @@ def gru_backward(
     h_all: Tensor,
     saved: Tensor,
     w_hh: Tensor,
+    mask: Tensor | None,
     ln_hh_w: Tensor | None,
-    xhat_hh: Tensor,
+    raw_hh: Tensor,
+    mean_hh: Tensor,
     rstd_hh: Tensor,
 ) -> list[Tensor]:
     """Backward of :func:`gru_forward` through time."""
+    ln_hh = [raw_hh, mean_hh, rstd_hh]
     steps, batch, hidden = dh_all.shape
     dgi = torch.empty([steps, batch, 3 * hidden], dtype=dh_all.dtype, device=dh_all.device)
     dgh = torch.empty_like(dgi)
-    dgh_raw = torch.empty_like(dgi)
+    dgh_raw = torch.empty_like(dgi) if ln_hh_w is not None else dgh
     dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
     for t in range(steps - 1, -1, -1):
         dh = dh_all[t] + dh_next
@@ -288,9 +326,10 @@ def gru_backward(
         dgi[t] = torch.cat([dr, dz, dn], 1)
         dgh_t = torch.cat([dr, dz, dn * r], 1)
         dgh[t] = dgh_t
-        draw = _through_ln_hh(dgh_t, xhat_hh, rstd_hh, ln_hh_w, t)
-        dgh_raw[t] = draw
-        dh_next = dh * z + torch.mm(draw, w_hh)
+        draw = _through_ln_hh(dgh_t, ln_hh, ln_hh_w, t)
+        if ln_hh_w is not None:
+            dgh_raw[t] = draw
+        dh_next = dh * z + _through_w_hh(draw, w_hh, mask)
     return [dgi, dgh_raw, dgh, _empty(dh_all), dh_next, _empty(dh_all)]
 
 
@@ -298,22 +337,26 @@ def rnn_backward(
     dh_all: Tensor,
     h_all: Tensor,
     w_hh: Tensor,
+    mask: Tensor | None,
     ln_hh_w: Tensor | None,
-    xhat_hh: Tensor,
+    raw_hh: Tensor,
+    mean_hh: Tensor,
     rstd_hh: Tensor,
     relu: bool,
 ) -> list[Tensor]:
     """Backward of :func:`rnn_forward` through time."""
+    ln_hh = [raw_hh, mean_hh, rstd_hh]
     steps, batch, hidden = dh_all.shape
     dpre_all = torch.empty_like(dh_all)
-    dgh_raw = torch.empty_like(dh_all)
+    dgh_raw = torch.empty_like(dh_all) if ln_hh_w is not None else dpre_all
     dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
     for t in range(steps - 1, -1, -1):
         dh = dh_all[t] + dh_next
         h = h_all[t]
         dpre = dh * (h > 0).to(dh.dtype) if relu else dh * (1.0 - h * h)
         dpre_all[t] = dpre
-        draw = _through_ln_hh(dpre, xhat_hh, rstd_hh, ln_hh_w, t)
-        dgh_raw[t] = draw
-        dh_next = torch.mm(draw, w_hh)
+        draw = _through_ln_hh(dpre, ln_hh, ln_hh_w, t)
+        if ln_hh_w is not None:
+            dgh_raw[t] = draw
+        dh_next = _through_w_hh(draw, w_hh, mask)
     return [dpre_all, dgh_raw, dpre_all, _empty(dh_all), dh_next, _empty(dh_all)]

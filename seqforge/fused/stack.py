@@ -19,9 +19,6 @@ from torch import Tensor
 from seqforge.cells.functional import LAYER_NORM_EPS
 from seqforge.fused import kernels
 
-# Index of each parameter in a per-(layer, direction) weight list; the order of ``LayerWeights``.
-W_IH, W_HH, B_IH, B_HH, LN_IH_W, LN_IH_B, LN_HH_W, LN_HH_B, LN_C_W, LN_C_B = range(10)
-
 
 def input_projection(
     x: Tensor,
@@ -49,41 +46,35 @@ def reverse_time(x: Tensor, index: Tensor | None) -> Tensor:
     return x.gather(0, index.unsqueeze(-1).expand(x.size(0), x.size(1), x.size(2)))
 
 
-def _scripted_direction(mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w: list[Tensor | None]) -> list[Tensor]:
+def _scripted_direction(
+    mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor, b_hh: Tensor | None,
+    ln_hh_w: Tensor | None, ln_hh_b: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
+    mask: Tensor | None,
+) -> list[Tensor]:  # fmt: skip
     """One direction through the TorchScript loops, differentiated by TorchScript (export path)."""
-    w_hh = w[W_HH]
-    assert w_hh is not None
     if mode == "LSTM":
         assert c0 is not None
-        out = kernels.lstm_forward(gi, h0, c0, w_hh, w[B_HH], w[LN_HH_W], w[LN_HH_B], w[LN_C_W], w[LN_C_B], False)
+        out = kernels.lstm_forward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, False)
         return [out[0], out[1]]
     if mode == "GRU":
-        return [kernels.gru_forward(gi, h0, w_hh, w[B_HH], w[LN_HH_W], w[LN_HH_B], False)[0]]
-    return [kernels.rnn_forward(gi, h0, w_hh, w[B_HH], w[LN_HH_W], w[LN_HH_B], mode == "RNN_RELU", False)[0]]
+        return [kernels.gru_forward(gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, False)[0]]
+    return [kernels.rnn_forward(gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", mask, False)[0]]
 
 
 @torch.jit.unused
 def _python_direction(
-    mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w: list[Tensor | None], impl: str, graphs: bool
-) -> list[Tensor]:
+    mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor, b_hh: Tensor | None,
+    ln_hh_w: Tensor | None, ln_hh_b: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
+    mask: Tensor | None, impl: str, graphs: bool,
+) -> list[Tensor]:  # fmt: skip
     """One direction in eager mode: the fused ``autograd.Function`` (``impl="script"``) or the compiled step."""
     if impl == "compile":
         from seqforge.fused.compiled import compiled_direction
 
-        return compiled_direction(mode, gi, h0, c0, w)
+        return compiled_direction(mode, gi, h0, c0, (w_hh, b_hh, ln_hh_w, ln_hh_b), (ln_c_w, ln_c_b), mask)
     from seqforge.fused.function import fused_recurrence
 
-    ln_hh = (w[LN_HH_W], w[LN_HH_B])
-    ln_cell = (w[LN_C_W], w[LN_C_B])
-    return fused_recurrence(mode, gi, h0, c0, w[W_HH], w[B_HH], ln_hh, ln_cell, graphs)
-
-
-def _direction(
-    mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w: list[Tensor | None], impl: str, graphs: bool
-) -> list[Tensor]:
-    if torch.jit.is_scripting():
-        return _scripted_direction(mode, gi, h0, c0, w)
-    return _python_direction(mode, gi, h0, c0, w, impl, graphs)
+    return fused_recurrence(mode, gi, h0, c0, w_hh, b_hh, (ln_hh_w, ln_hh_b), (ln_c_w, ln_c_b), mask, graphs)
 
 
 def stack_forward(
@@ -98,6 +89,7 @@ def stack_forward(
     training: bool,
     impl: str = "script",
     graphs: bool = True,
+    recurrent_dropout: float = 0.0,
 ) -> tuple[Tensor, list[Tensor]]:
     """Run a stacked (bi)directional recurrent layer.
 
@@ -110,6 +102,8 @@ def stack_forward(
         dropout, training: inter-layer dropout ``F.dropout(out, dropout, training)`` after every layer but the last.
         impl: ``"script"`` (fused autograd.Function) or ``"compile"`` (compiled step); ignored when scripted.
         graphs: allow CUDA-graph capture of the fused loops.
+        recurrent_dropout: variational dropout on ``h`` before ``W_hh`` in training: one Bernoulli(1 - p) / (1 - p)
+            mask ``(B, H)`` per layer and direction, drawn in the eager backend's order (same RNG stream).
 
     Returns:
         ``(output (T, B, D*H) with padded steps zero, [h_n] or [h_n, c_n] each (num_layers*D, B, H))``.
@@ -128,13 +122,28 @@ def stack_forward(
         outs: list[Tensor] = []
         for direction in range(num_directions):
             k = layer * num_directions + direction
-            w = weights[k]
-            w_ih = w[W_IH]
-            assert w_ih is not None
+            w_ih, w_hh, b_ih, b_hh, ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b = weights[k]
+            assert w_ih is not None and w_hh is not None
             inp = layer_input if direction == 0 else reverse_time(layer_input, index)
-            gi = input_projection(inp, w_ih, w[B_IH], w[LN_IH_W], w[LN_IH_B])  # (T, B, G*H)
-            c0 = hx[1][k] if len(hx) > 1 else None
-            states = _direction(mode, gi, hx[0][k], c0, w, impl, graphs)  # each (T, B, H)
+            if mode != "GRU" and ln_hh_w is None and b_ih is not None and b_hh is not None:
+                # Fold b_hh into the input projection: the loop's step is then one addmm + pointwise.
+                gi = input_projection(inp, w_ih, b_ih + b_hh, ln_ih_w, ln_ih_b)  # (T, B, G*H), one matmul
+                b_hh = None
+            else:
+                gi = input_projection(inp, w_ih, b_ih, ln_ih_w, ln_ih_b)
+                if ln_hh_w is not None and ln_hh_b is not None and b_hh is not None:
+                    # LN_hh(.) + b_hh == layer norm with shift ln_hh_b + b_hh: one op less per step.
+                    ln_hh_b = ln_hh_b + b_hh
+                    b_hh = None
+            h0, c0 = hx[0][k], (hx[1][k] if len(hx) > 1 else None)
+            mask: Tensor | None = None
+            if training and recurrent_dropout > 0.0:
+                mask = torch.bernoulli(torch.full_like(h0, 1.0 - recurrent_dropout)) / (1.0 - recurrent_dropout)
+            if torch.jit.is_scripting():
+                states = _scripted_direction(mode, gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask)
+            else:
+                states = _python_direction(mode, gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask,
+                                           impl, graphs)  # fmt: skip
             for j in range(len(states)):
                 finals[j].append(states[j][-1] if lengths is None else states[j][lengths - 1, rows])
             outs.append(states[0] if direction == 0 else reverse_time(states[0], index))
