@@ -62,6 +62,7 @@ class RecurrentBase(nn.Module):
         zoneout: float = 0.0,
         forget_bias: float | None = None,
         backend: str = "eager",
+        cuda_graphs: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -99,6 +100,7 @@ class RecurrentBase(nn.Module):
         self.recurrent_dropout = float(recurrent_dropout)
         self.zoneout = float(zoneout)
         self.forget_bias = forget_bias
+        self.cuda_graphs = cuda_graphs
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         gates = _GATES[self.mode] * hidden_size
         for layer in range(num_layers):
@@ -186,6 +188,7 @@ class RecurrentBase(nn.Module):
             "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False,
             "layer_norm": False, "recurrent_dropout": 0.0, "zoneout": 0.0, "forget_bias": None,
             "backend": "eager",
+            "cuda_graphs": True,
         }  # fmt: skip
         for key, default in defaults.items():
             if getattr(self, key) != default:
@@ -365,7 +368,10 @@ class LSTM(RecurrentBase):
         zoneout: probability that a unit keeps its previous ``h``/``c`` (Krueger et al., 2017); in
             evaluation the expected update is used.
         forget_bias: if set, initialize the forget-gate bias to this value (Jozefowicz et al., 2015 use 1).
-        backend: ``"eager"`` or a fused backend from :mod:`seqforge.fused`.
+        backend: ``"eager"`` (the reference loop), ``"script"`` (TorchScript loop with a hand-written
+            backward), ``"compile"`` (``torch.compile``), ``"cudnn"`` (torch's own kernels on these parameters)
+            or ``"auto"`` (the fastest one that supports the options; recorded in ``backend_used``).
+        cuda_graphs: let the ``script`` backend capture the whole loop in a CUDA graph for fixed shapes.
 
     Inputs: ``input``, ``(h_0, c_0)``, ``lengths`` — see :meth:`RecurrentBase.forward`.
     Outputs: ``output``, ``(h_n, c_n)``.
