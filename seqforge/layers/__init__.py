@@ -1,5 +1,14 @@
 """Recurrent layers (the loop around a cell) and their helpers."""
 
+from seqforge.layers.attention import (
+    AdditiveAttention,
+    Attention,
+    DotAttention,
+    GeneralAttention,
+    MultiHeadAttention,
+    length_mask,
+    make_attention,
+)
 from seqforge.layers.recurrent import (
     GRU,
     LSTM,
@@ -12,6 +21,13 @@ from seqforge.layers.recurrent import (
 )
 
 __all__ = [
+    "AdditiveAttention",
+    "Attention",
+    "DotAttention",
+    "GeneralAttention",
+    "MultiHeadAttention",
+    "length_mask",
+    "make_attention",
     "GRU",
     "LSTM",
     "RNN",

@@ -37,8 +37,11 @@ def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
     return weights.masked_fill(~mask, 0.0)  # rows without any valid key: NaN -> 0
 
 
-class _Attention(nn.Module):
-    """Shared input checks and the single-step ``(B, H)`` query convenience."""
+class Attention(nn.Module):
+    """Base of the attention modules: input checks and the single-step ``(B, Hq)`` query convenience.
+
+    Subclasses define ``score(q (B, Tq, Hq), k (B, S, Hk)) -> (B, Tq, S)`` (or override ``_attend``).
+    """
 
     def forward(
         self, query: Tensor, keys: Tensor, values: Tensor | None = None, mask: Tensor | None = None
@@ -72,7 +75,7 @@ class _Attention(nn.Module):
         raise NotImplementedError
 
 
-class AdditiveAttention(_Attention):
+class AdditiveAttention(Attention):
     """Bahdanau attention: ``score(q, k) = v^T tanh(W_q q + W_k k)``.
 
     Args:
@@ -91,7 +94,7 @@ class AdditiveAttention(_Attention):
         return self.v(hidden).squeeze(-1)
 
 
-class DotAttention(_Attention):
+class DotAttention(Attention):
     """Luong dot attention: ``score(q, k) = q . k`` (divided by ``sqrt(H)`` when ``scaled``); needs ``Hq == Hk``."""
 
     def __init__(self, query_size: int, key_size: int, scaled: bool = False) -> None:
@@ -107,7 +110,7 @@ class DotAttention(_Attention):
         return (q @ k.transpose(1, 2)) * self.scale
 
 
-class GeneralAttention(_Attention):
+class GeneralAttention(Attention):
     """Luong general attention: ``score(q, k) = q^T W k``."""
 
     def __init__(self, query_size: int, key_size: int) -> None:
@@ -118,7 +121,7 @@ class GeneralAttention(_Attention):
         return q @ self.weight(k).transpose(1, 2)
 
 
-class MultiHeadAttention(_Attention):
+class MultiHeadAttention(Attention):
     """Scaled dot-product attention with ``num_heads`` heads and learned projections.
 
     The context is the output projection of the concatenated heads, of size ``output_size`` (default
@@ -154,7 +157,7 @@ class MultiHeadAttention(_Attention):
         return self.out_proj(context), weights.mean(dim=1)
 
 
-def make_attention(kind: str, query_size: int, key_size: int, num_heads: int = 4) -> _Attention:
+def make_attention(kind: str, query_size: int, key_size: int, num_heads: int = 4) -> Attention:
     """Build the attention module named ``kind`` (one of :data:`ATTENTION_KINDS`)."""
     if kind == "additive":
         return AdditiveAttention(query_size, key_size)

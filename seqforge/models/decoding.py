@@ -28,7 +28,9 @@ def check_stop(owner: str, eos_id: int | None, max_len: int | None) -> int:
     """The number of steps to run at most; decoding must have an end token or a maximum length."""
     if max_len is None:
         if eos_id is None:
-            raise ValueError(f"{owner}: decoding needs an end token (eos_id) or a maximum length (max_len); got neither")
+            raise ValueError(
+                f"{owner}: decoding needs an end token (eos_id) or a maximum length (max_len); got neither"
+            )
         raise ValueError(f"{owner}: max_len is required (a bound on the steps even when eos_id={eos_id} is set)")
     if max_len < 1:
         raise ValueError(f"{owner}: max_len must be >= 1, got {max_len}")

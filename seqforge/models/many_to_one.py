@@ -24,6 +24,8 @@ class SequenceClassifier(nn.Module):
 
     Example::
 
+        >>> import torch
+        >>> from seqforge.models import SequenceClassifier
         >>> net = SequenceClassifier(num_classes=3, input_size=2, hidden_size=8)
         >>> net(torch.randn(4, 5, 2), torch.tensor([5, 3, 2, 1])).shape
         torch.Size([4, 3])
@@ -67,7 +69,7 @@ class SequenceClassifier(nn.Module):
         if self.pooling == "last":
             return self.encoder.summary(state)
         B, T, _ = outputs.shape
-        mask = None if lengths is None else length_mask(lengths, T)  # (B, T)
+        mask = None if lengths is None else length_mask(lengths.to(outputs.device), T)  # (B, T)
         if self.pooling == "mean":
             if mask is None:
                 return outputs.mean(dim=1)
@@ -80,6 +82,6 @@ class SequenceClassifier(nn.Module):
         return context
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        """``x`` ``(B, T)`` ids or ``(B, T, input_size)``; ``lengths`` ``(B,)`` -> ``(B, num_classes | output_size)``."""
+        """``x`` ``(B, T)`` ids or ``(B, T, input_size)``, ``lengths`` ``(B,)`` -> ``(B, num_classes)`` / ``(B, O)``."""
         outputs, state = self.encoder(x, lengths)
         return self.head(self.pool(outputs, state, lengths))

@@ -41,6 +41,8 @@ class Seq2Seq(nn.Module):
 
     Example::
 
+        >>> import torch
+        >>> from seqforge.models import Seq2Seq
         >>> net = Seq2Seq(12, 12, hidden_size=16, embedding_dim=8)
         >>> src, lens = torch.randint(4, 12, (3, 5)), torch.tensor([5, 4, 2])
         >>> tokens, lengths = net.generate(src, lens, beam_size=3, max_len=7)

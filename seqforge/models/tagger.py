@@ -16,6 +16,8 @@ class SequenceTagger(nn.Module):
 
     Example::
 
+        >>> import torch
+        >>> from seqforge.models import SequenceTagger
         >>> net = SequenceTagger(num_classes=5, vocab_size=10, hidden_size=8)
         >>> net(torch.randint(1, 10, (2, 6)), torch.tensor([6, 4])).shape
         torch.Size([2, 6, 5])

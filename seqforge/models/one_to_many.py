@@ -1,0 +1,206 @@
+"""One-to-many: generate a sequence from a condition (a class id or a feature vector).
+
+The condition ``c`` (an embedded class id ``(B, C)`` or given features ``(B, C)``) reaches the decoder in
+one or both of two ways, chosen by ``condition``:
+
+- ``"init"``: a learned bridge maps ``c`` to the initial state ``h_0 = tanh(W c + b)`` (and ``c_0``);
+- ``"input"``: ``c`` is concatenated to the input at every step;
+- ``"both"`` (default).
+
+Outputs are tokens (``vocab_size``: logits, sequences ``BOS ... EOS``) or real vectors (``output_size``:
+an MSE head giving the mean, or a Gaussian head giving mean and variance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqforge.layers.recurrent import make_recurrent
+from seqforge.models.common import StateBridge, check_token_ids, exactly_one
+from seqforge.models.decoding import beam_search, check_stop, sample_decode, select_rows
+
+CONDITIONING = ("init", "input", "both")
+REAL_HEADS = ("mse", "gaussian")
+
+
+class ConditionalGenerator(nn.Module):
+    """Conditional autoregressive decoder.
+
+    Args:
+        vocab_size / output_size: token outputs or real-valued outputs of ``output_size`` features.
+        num_conditions / cond_size: class-id condition (embedded to ``cond_embedding_dim``) or a float
+            condition vector of ``cond_size`` features.
+        output_head: ``"mse"`` or ``"gaussian"`` (real-valued outputs only).
+
+    ``forward(cond, y_in)`` (teacher forcing): ``y_in`` ``(B, T)`` ids starting with BOS, or ``(B, T, F)``
+    floats starting with a zero frame. Returns logits ``(B, T, V)``, the mean ``(B, T, F)`` (MSE head), or
+    ``(mean, variance)`` each ``(B, T, F)`` (Gaussian head).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        output_size: int | None = None,
+        num_conditions: int | None = None,
+        cond_size: int | None = None,
+        cond_embedding_dim: int = 32,
+        embedding_dim: int = 64,
+        cell: str = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        condition: str = "both",
+        output_head: str = "mse",
+        pad_id: int = 0,
+        bos_id: int = 1,
+        eos_id: int = 2,
+        backend: str = "eager",
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        exactly_one(name, vocab_size=vocab_size, output_size=output_size)
+        exactly_one(name, num_conditions=num_conditions, cond_size=cond_size)
+        if condition not in CONDITIONING:
+            raise ValueError(f"{name}: condition must be one of {CONDITIONING}, got {condition!r}")
+        if output_head not in REAL_HEADS:
+            raise ValueError(f"{name}: output_head must be one of {REAL_HEADS}, got {output_head!r}")
+        self.vocab_size, self.output_size, self.num_conditions, self.cond_size = (
+            vocab_size, output_size, num_conditions, cond_size,
+        )  # fmt: skip
+        self.condition, self.output_head = condition, output_head
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.cond_embedding = nn.Embedding(num_conditions, cond_embedding_dim) if num_conditions else None
+        c_dim = cond_embedding_dim if num_conditions else cond_size
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id) if vocab_size else None
+        step_in = embedding_dim if vocab_size else output_size
+        self.bridge = StateBridge(c_dim, hidden_size, num_layers, cell) if condition != "input" else None
+        self.rnn = make_recurrent(
+            cell, step_in + (c_dim if condition != "init" else 0), hidden_size, num_layers=num_layers,
+            dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend, layer_norm=layer_norm,
+        )  # fmt: skip
+        self.dropout = nn.Dropout(dropout)
+        out = vocab_size if vocab_size else output_size * (2 if output_head == "gaussian" else 1)
+        self.head = nn.Linear(hidden_size, out)
+
+    @property
+    def is_token(self) -> bool:
+        return self.vocab_size is not None
+
+    def encode_condition(self, cond: Tensor) -> Tensor:
+        """``cond`` ``(B,)`` class ids or ``(B, cond_size)`` floats -> ``(B, C)``."""
+        name = type(self).__name__
+        if self.cond_embedding is not None:
+            if cond.dim() != 1:
+                raise ValueError(f"{name}: cond must be (B,) class ids, got shape {tuple(cond.shape)}")
+            check_token_ids(name, "cond", cond, self.num_conditions)
+            return self.cond_embedding(cond)
+        if cond.dim() != 2 or cond.shape[1] != self.cond_size or not cond.is_floating_point():
+            raise ValueError(f"{name}: cond must be float (B, {self.cond_size}), got {cond.dtype} {tuple(cond.shape)}")
+        return cond
+
+    def initial_state(self, c: Tensor) -> Any:
+        """Decoder state ``(L, B, H)`` (``(h, c)`` for LSTM) from the encoded condition ``(B, C)``."""
+        if self.bridge is not None:
+            return self.bridge(c)
+        zeros = c.new_zeros(self.num_layers, c.shape[0], self.hidden_size)
+        return (zeros, zeros) if self.cell == "lstm" else zeros
+
+    def _inputs(self, y_in: Tensor, c: Tensor) -> Tensor:  # (B, T[, F]) -> (B, T, step_in [+ C])
+        x = self.dropout(self.embedding(y_in)) if self.is_token else y_in
+        if self.condition != "init":
+            x = torch.cat([x, c.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
+        return x
+
+    def _head(self, out: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        y = self.head(self.dropout(out))
+        if self.is_token or self.output_head == "mse":
+            return y
+        mean, raw = y.chunk(2, dim=-1)
+        return mean, F.softplus(raw) + 1e-6
+
+    def forward(self, cond: Tensor, y_in: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        name = type(self).__name__
+        if self.is_token:
+            if y_in.dim() != 2:
+                raise ValueError(f"{name}: y_in must be (B, T) token ids, got shape {tuple(y_in.shape)}")
+            check_token_ids(name, "y_in", y_in, self.vocab_size)
+        elif y_in.dim() != 3 or y_in.shape[-1] != self.output_size:
+            raise ValueError(f"{name}: y_in must be (B, T, {self.output_size}) floats, got {tuple(y_in.shape)}")
+        if y_in.shape[0] != cond.shape[0]:
+            raise ValueError(f"{name}: cond has batch {cond.shape[0]} but y_in has batch {y_in.shape[0]}")
+        c = self.encode_condition(cond)
+        out, _ = self.rnn(self._inputs(y_in, c), self.initial_state(c))  # (B, T, H)
+        return self._head(out)
+
+    # --- decoding -------------------------------------------------------------------------------------------
+    def decode_step(self, previous: Tensor, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """``previous`` ``(B,)`` ids or ``(B, F)`` values -> (logits / head output for the next step, state)."""
+        x = self._inputs(previous.unsqueeze(1), state["cond"])
+        out, hidden = self.rnn(x, state["hidden"])
+        y = self._head(out.squeeze(1))
+        return y, {"cond": state["cond"], "hidden": hidden}
+
+    @staticmethod
+    def reorder_state(state: dict[str, Any], index: Tensor) -> dict[str, Any]:
+        return {"cond": state["cond"].index_select(0, index), "hidden": select_rows(state["hidden"], index, 1)}
+
+    @torch.no_grad()
+    def generate(
+        self,
+        cond: Tensor,
+        max_len: int | None = None,
+        strategy: str = "greedy",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        beam_size: int = 1,
+        length_penalty: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Generate from ``cond``.
+
+        Tokens: ``strategy`` ``"greedy"`` or ``"sample"`` (``temperature``, ``top_k``, ``top_p``), or beam
+        search when ``beam_size > 1``; returns ``(tokens (B, L), lengths (B,))`` (EOS included, then pad).
+        Real values: ``"greedy"`` feeds back the mean, ``"sample"`` draws from the Gaussian head; returns
+        ``(values (B, max_len, F), lengths (B,))`` (all ``max_len``: real outputs have no end token).
+        """
+        c = self.encode_condition(cond)
+        state = {"cond": c, "hidden": self.initial_state(c)}
+        B = c.shape[0]
+        if self.is_token:
+            start = torch.full((B,), self.bos_id, dtype=torch.long, device=c.device)
+            if beam_size > 1:
+                tokens, lengths, _ = beam_search(
+                    self.decode_step, self.reorder_state, state, start, beam_size, max_len, self.eos_id,
+                    self.pad_id, length_penalty,
+                )  # fmt: skip
+                return tokens[:, 0], lengths[:, 0]
+            return sample_decode(
+                self.decode_step, state, start, max_len, self.eos_id, self.pad_id, strategy, temperature, top_k,
+                top_p, generator,
+            )  # fmt: skip
+        name = type(self).__name__
+        max_len = check_stop(name, None, max_len)
+        if beam_size != 1:
+            raise ValueError(f"{name}: beam search needs token outputs (vocab_size), got beam_size={beam_size}")
+        if strategy not in ("greedy", "sample") or (strategy == "sample" and self.output_head != "gaussian"):
+            raise ValueError(
+                f"{name}: real-valued outputs decode with strategy 'greedy', or 'sample' with output_head="
+                f"'gaussian'; got strategy={strategy!r} with output_head={self.output_head!r}"
+            )
+        value, values = c.new_zeros(B, self.output_size), []
+        for _ in range(max_len):
+            y, state = self.decode_step(value, state)
+            if isinstance(y, tuple):
+                mean, var = y
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+                y = mean + var.sqrt() * noise if strategy == "sample" else mean
+            value = y
+            values.append(y)
+        return torch.stack(values, 1), torch.full((B,), max_len, dtype=torch.long, device=c.device)

@@ -1,0 +1,206 @@
+"""What every task shares: optimizer/scheduler from Hydra partials, per-stage metrics, best-value tracking.
+
+A task is a ``LightningModule`` holding a plain ``nn.Module`` ``net``. Subclasses implement
+``model_step(batch) -> dict`` (at least ``loss``, ``preds``, ``target``) and build their metrics with
+:meth:`SequenceTask.setup_metrics`. The base logs ``<stage>/loss`` and ``<stage>/<metric>`` for
+``train``/``val``/``test`` and ``<monitor>_best`` (e.g. ``val/acc_best``) after every validation epoch.
+
+Scheduler configuration: ``scheduler`` is a partial taking the optimizer (stepped every epoch, monitoring
+the task's ``monitor`` for ``ReduceLROnPlateau``), or a dict ``{"scheduler": partial, "monitor": ...,
+"interval": "epoch" | "step", "frequency": 1}`` whose keys override those defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, MinMetric
+
+STAGES = ("train", "val", "test")
+
+
+def unpack_batch(owner: str, batch: Any, names: Sequence[str]) -> tuple[Any, ...]:
+    """The batch as a tuple of ``len(names)`` items; a clear error for any other shape of batch."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != len(names):
+        got = f"{len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__
+        raise ValueError(f"{owner}: expected a batch ({', '.join(names)}), got {got}")
+    return tuple(batch)
+
+
+def check_class_ids(owner: str, name: str, y: Tensor, num_classes: int, ignore_index: int | None = None) -> None:
+    """Class ids must be int64 in ``[0, num_classes)`` (``ignore_index`` allowed)."""
+    if y.dtype != torch.long:
+        raise TypeError(f"{owner}: {name} must be int64 class ids, got {y.dtype}")
+    valid = y if ignore_index is None else y[y != ignore_index]
+    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= num_classes):
+        raise ValueError(
+            f"{owner}: {name} holds class ids in [{int(valid.min())}, {int(valid.max())}] but the model has "
+            f"num_classes={num_classes}; does the data's label set match the model?"
+        )
+
+
+def check_label_smoothing(owner: str, value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}: label_smoothing must be in [0, 1), got {value}")
+    return float(value)
+
+
+class SequenceTask(L.LightningModule):
+    """Base of every task.
+
+    Args:
+        net: the model (``nn.Module``).
+        optimizer: ``functools.partial`` of an optimizer class, called with ``params=`` (needed to train;
+            ``None`` is fine for evaluation, e.g. ``Task.load_from_checkpoint(path, net=net)``).
+        scheduler: ``None``, a partial called with the optimizer, or a dict (see module docstring).
+
+    The checkpoint's hyper-parameters hold only the plain task options (not the net, not the partials).
+
+    Class attributes ``monitor`` (e.g. ``"val/acc"``) and ``monitor_mode`` (``"max"``/``"min"``) name the
+    metric that checkpointing and early stopping should watch.
+    """
+
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # only plain task options go into the checkpoint (loadable with torch.load(weights_only=True)); the
+        # net's weights are in the state dict and the optimizer/scheduler partials stay with the config
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"{type(self).__name__}: net must be an nn.Module, got {type(net).__name__}")
+        if optimizer is not None and not callable(optimizer):
+            raise TypeError(
+                f"{type(self).__name__}: optimizer must be a partial like functools.partial(torch.optim.Adam, "
+                f"lr=1e-3), got {optimizer!r}"
+            )
+        self.net = net
+        self.optimizer_factory, self.scheduler_config = optimizer, scheduler
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
+
+    # --- metrics ------------------------------------------------------------------------------------------
+    def setup_metrics(self, make: Callable[[], dict[str, Metric]]) -> None:
+        """Create ``train_metrics``, ``val_metrics``, ``test_metrics`` from a factory of named metrics."""
+        for stage in STAGES:
+            setattr(self, f"{stage}_metrics", MetricCollection(make(), compute_groups=False))
+
+    def metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+    def update_metrics(self, stage: str, out: dict[str, Any]) -> None:
+        """Feed ``out["preds"]``/``out["target"]`` to the stage's metrics (override for other inputs)."""
+        self.metrics(stage).update(out["preds"], out["target"])
+
+    def monitored_metric(self) -> Metric:
+        """The metric object named by ``monitor`` (``val/loss`` or ``val/<name>``)."""
+        name = self.monitor.split("/", 1)[1]
+        return self.val_loss if name == "loss" else self.val_metrics[name]
+
+    def model_step(self, batch: Any) -> dict[str, Any]:
+        """``{"loss": scalar, "preds": ..., "target": ..., "batch_size": int}`` for one batch."""
+        raise NotImplementedError
+
+    def _step(self, batch: Any, stage: str) -> dict[str, Any]:
+        out = self.model_step(batch)
+        loss, batch_size = out["loss"], out["batch_size"]  # batch_size weights the epoch mean
+        if stage == "train":
+            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        else:
+            loss_metric = getattr(self, f"{stage}_loss")
+            loss_metric.update(loss.detach(), batch_size)
+            self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.update_metrics(stage, out)
+        for name, metric in self.metrics(stage).items():
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return out
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")["loss"]
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        out = self._step(batch, "val")
+        if batch_idx == 0:
+            self.keep_examples(batch, out)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_fit_start(self) -> None:
+        # a validate()/test() run before fit() resets metric states inside inference mode, and inference
+        # tensors cannot be updated in place later: renew every state outside inference mode
+        for module in self.modules():
+            if isinstance(module, Metric):
+                module.reset()
+
+    def on_train_start(self) -> None:
+        self.best.reset()  # forget values seen during the sanity check
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.best.update(self.monitored_metric().compute())
+        self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
+        writer = self.tensorboard()
+        if writer is not None and getattr(self, "examples", None) is not None:
+            self.log_pictures(writer, self.examples)
+
+    # --- pictures -----------------------------------------------------------------------------------------
+    def keep_examples(self, batch: Any, out: dict[str, Any]) -> None:
+        """Keep what :meth:`log_pictures` needs from the first validation batch (default: nothing)."""
+        self.examples = None
+
+    def log_pictures(self, writer: Any, examples: Any) -> None:
+        """Log images/text of the kept examples to TensorBoard (default: nothing)."""
+
+    def tensorboard(self) -> Any | None:
+        """The TensorBoard ``SummaryWriter`` of the first TensorBoard logger, or ``None`` without one."""
+        if self._trainer is None:
+            return None
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    # --- optimization ---------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError(
+                f"{type(self).__name__}: training needs an optimizer, e.g. "
+                "optimizer=functools.partial(torch.optim.Adam, lr=1e-3); none was given"
+            )
+        optimizer = self.optimizer_factory(params=self.parameters())
+        scheduler = self.scheduler_config
+        if scheduler is None:
+            return optimizer
+        config: dict[str, Any] = {"monitor": self.monitor, "interval": "epoch", "frequency": 1}
+        if isinstance(scheduler, Mapping):
+            config.update(scheduler)
+            factory = config.pop("scheduler", None)
+            if not callable(factory):
+                raise ValueError(
+                    f"{type(self).__name__}: a scheduler dict needs a 'scheduler' partial, got keys {sorted(scheduler)}"
+                )
+        else:
+            factory = scheduler
+        config["scheduler"] = factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def datamodule_attr(task: L.LightningModule, name: str) -> Any:
+    """``trainer.datamodule.<name>`` when the task runs under a Trainer with a datamodule that has it."""
+    trainer = task._trainer
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    return getattr(datamodule, name, None)
+

@@ -1,0 +1,216 @@
+"""The plain nn.Module models: shapes, length handling, consistency between paths, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqforge.models import (
+    ConditionalGenerator,
+    Forecaster,
+    LanguageModel,
+    Seq2Seq,
+    SequenceClassifier,
+    SequenceTagger,
+)
+
+CELLS = ["rnn", "rnn_relu", "lstm", "gru"]
+
+
+def _padded_batch(vocab: int | None = None, feats: int = 3):
+    torch.manual_seed(0)
+    lengths = torch.tensor([7, 4, 1])
+    if vocab is None:
+        x = torch.randn(3, 7, feats)
+        for b, n in enumerate(lengths.tolist()):
+            x[b, n:] = 0.0
+    else:
+        x = torch.randint(4, vocab, (3, 7))
+        for b, n in enumerate(lengths.tolist()):
+            x[b, n:] = 0
+    return x, lengths
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
+def test_classifier_pooling_ignores_padding(cell, pooling):
+    net = SequenceClassifier(num_classes=4, input_size=3, hidden_size=6, cell=cell, pooling=pooling,
+                             bidirectional=True, num_layers=2).eval()  # fmt: skip
+    x, lengths = _padded_batch()
+    out = net(x, lengths)
+    assert out.shape == (3, 4)
+    for b, n in enumerate(lengths.tolist()):
+        alone = net(x[b : b + 1, :n], lengths[b : b + 1])
+        torch.testing.assert_close(out[b : b + 1], alone, rtol=1e-5, atol=1e-6)
+    garbage = x.clone()
+    garbage[1, 4:] = 100.0
+    torch.testing.assert_close(net(garbage, lengths), out, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_tokens_regression_and_options():
+    x, lengths = _padded_batch(vocab=10)
+    net = SequenceClassifier(output_size=2, vocab_size=10, embedding_dim=5, hidden_size=6, cell="gru", dropout=0.1)
+    assert net(x, lengths).shape == (3, 2)
+    assert net.encoder.embedding.padding_idx == 0
+    layer_norm = SequenceClassifier(num_classes=3, input_size=3, hidden_size=6, layer_norm=True)
+    assert layer_norm(torch.randn(2, 5, 3)).shape == (2, 3)
+
+
+def test_tagger_per_step_logits_ignore_padding():
+    net = SequenceTagger(num_classes=5, vocab_size=10, embedding_dim=4, hidden_size=6, cell="lstm").eval()
+    x, lengths = _padded_batch(vocab=10)
+    out = net(x, lengths)
+    assert out.shape == (3, 7, 5)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[b, :n], net(x[b : b + 1, :n], lengths[b : b + 1])[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attention", ["additive", "dot", "general", "multihead", "none"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_seq2seq_teacher_forcing_matches_stepwise_decoding(attention, cell):
+    torch.manual_seed(0)
+    net = Seq2Seq(10, 8, hidden_size=8, embedding_dim=6, attention=attention, cell=cell, num_heads=2,
+                  num_layers=2).eval()  # fmt: skip
+    src, lengths = _padded_batch(vocab=10)
+    tgt_in = torch.randint(3, 8, (3, 5))
+    tgt_in[:, 0] = net.bos_id
+    logits, attn = net(src, lengths, tgt_in)
+    assert logits.shape == (3, 5, 8)
+    state = net.encode(src, lengths)
+    for t in range(5):
+        step_logits, state = net.decode_step(tgt_in[:, t], state)
+        torch.testing.assert_close(step_logits, logits[:, t], rtol=1e-5, atol=1e-6)
+    if attention == "none":
+        assert attn is None
+        return
+    assert attn.shape == (3, 5, 7)
+    mask = torch.arange(7) < lengths[:, None]
+    assert torch.all(attn.masked_select(~mask[:, None, :]) == 0)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(3, 5))
+
+
+def test_seq2seq_scheduled_sampling_changes_inputs_only_below_one():
+    torch.manual_seed(0)
+    net = Seq2Seq(10, 8, hidden_size=8, embedding_dim=6).eval()
+    src, lengths = _padded_batch(vocab=10)
+    tgt_in = torch.randint(3, 8, (3, 6))
+    full, _ = net(src, lengths, tgt_in, teacher_forcing_ratio=1.0)
+    torch.manual_seed(1)
+    free, _ = net(src, lengths, tgt_in, teacher_forcing_ratio=0.0)
+    greedy_in = torch.cat([tgt_in[:, :1], free[:, :-1].argmax(-1)], dim=1)
+    torch.testing.assert_close(free, net(src, lengths, greedy_in)[0])  # ratio 0 feeds its own predictions
+    torch.testing.assert_close(full[:, 0], free[:, 0])
+
+
+def test_seq2seq_generate_shapes_and_zero_bridge():
+    net = Seq2Seq(10, 8, hidden_size=8, embedding_dim=6, bridge="zero", encoder_bidirectional=False)
+    src, lengths = _padded_batch(vocab=10)
+    tokens, out_lengths = net.generate(src, lengths, beam_size=2, max_len=5)
+    assert tokens.shape[0] == 3 and tokens.shape[1] <= 5 and out_lengths.shape == (3,)
+    assert int(out_lengths.max()) <= 5
+
+
+@pytest.mark.parametrize("condition", ["init", "input", "both"])
+def test_generator_teacher_forcing_matches_stepwise(condition):
+    torch.manual_seed(0)
+    net = ConditionalGenerator(vocab_size=9, num_conditions=3, hidden_size=8, embedding_dim=4, cond_embedding_dim=5,
+                               condition=condition, cell="gru").eval()  # fmt: skip
+    cond, y_in = torch.tensor([0, 2]), torch.randint(3, 9, (2, 5))
+    logits = net(cond, y_in)
+    c = net.encode_condition(cond)
+    state = {"cond": c, "hidden": net.initial_state(c)}
+    for t in range(5):
+        step, state = net.decode_step(y_in[:, t], state)
+        torch.testing.assert_close(step, logits[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_generator_real_valued_heads():
+    net = ConditionalGenerator(output_size=2, cond_size=3, hidden_size=8, output_head="gaussian")
+    mean, var = net(torch.randn(4, 3), torch.randn(4, 6, 2))
+    assert mean.shape == var.shape == (4, 6, 2) and bool((var > 0).all())
+    values, lengths = net.generate(torch.randn(4, 3), max_len=5, strategy="sample")
+    assert values.shape == (4, 5, 2) and lengths.tolist() == [5] * 4
+    mse = ConditionalGenerator(output_size=2, num_conditions=2, hidden_size=8)
+    assert mse(torch.tensor([0, 1]), torch.randn(2, 3, 2)).shape == (2, 3, 2)
+    with pytest.raises(ValueError, match="'sample' with output_head='gaussian'"):
+        mse.generate(torch.tensor([0, 1]), max_len=3, strategy="sample")
+    with pytest.raises(ValueError, match="beam search needs token outputs"):
+        mse.generate(torch.tensor([0, 1]), max_len=3, beam_size=2)
+
+
+def test_lm_weight_tying_and_state_carry():
+    lm = LanguageModel(vocab_size=12, embedding_dim=6, hidden_size=10, num_layers=2).eval()
+    assert lm.decoder.weight is lm.embedding.weight
+    x = torch.randint(0, 12, (2, 8))
+    whole, _ = lm(x)
+    first, state = lm(x[:, :5])
+    second, _ = lm(x[:, 5:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=1e-5, atol=1e-6)
+    untied = LanguageModel(vocab_size=12, embedding_dim=6, hidden_size=10, tie_weights=False)
+    assert untied.decoder.weight is not untied.embedding.weight
+
+
+@pytest.mark.parametrize("strategy", ["direct", "autoregressive"])
+@pytest.mark.parametrize("head", ["point", "gaussian", "quantile"])
+def test_forecaster_heads_and_lengths(strategy, head):
+    net = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head, quantiles=(0.1, 0.5, 0.9)).eval()
+    x, lengths = _padded_batch(feats=1)
+    out = net(x, lengths)
+    assert out.shape == (3, 3, {"point": 1, "gaussian": 2, "quantile": 3}[head])
+    if head == "gaussian":
+        assert bool((out[..., 1] > 0).all())
+    assert net.point(out).shape == (3, 3)
+    for b, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(out[b], net(x[b : b + 1, :n], lengths[b : b + 1])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_backend_option_reaches_the_recurrent_layers():
+    torch.manual_seed(0)
+    eager = SequenceClassifier(num_classes=3, vocab_size=10, embedding_dim=4, hidden_size=6, bidirectional=True).eval()
+    native = SequenceClassifier(num_classes=3, vocab_size=10, embedding_dim=4, hidden_size=6, bidirectional=True,
+                                backend="cudnn").eval()  # fmt: skip
+    native.load_state_dict(eager.state_dict())
+    assert native.encoder.rnn.backend == "cudnn"
+    x, lengths = _padded_batch(vocab=10)
+    torch.testing.assert_close(native(x, lengths), eager(x, lengths), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs_give_clear_errors():
+    clf = SequenceClassifier(num_classes=3, input_size=2, hidden_size=4)
+    with pytest.raises(ValueError, match=r"SequenceClassifier: expected float features \(B, T, 2\)"):
+        clf(torch.randn(2, 5, 3))
+    with pytest.raises(ValueError, match=r"SequenceClassifier: lengths must lie in \[1, 5\]"):
+        clf(torch.randn(2, 5, 2), torch.tensor([6, 2]))
+    with pytest.raises(ValueError, match=r"lengths must be an integer tensor of shape \(2,\)"):
+        clf(torch.randn(2, 5, 2), torch.tensor([5, 2, 1]))
+    with pytest.raises(ValueError, match="pass exactly one of num_classes or output_size"):
+        SequenceClassifier(num_classes=3, output_size=1, input_size=2)
+    with pytest.raises(ValueError, match="pass exactly one of input_size or vocab_size"):
+        SequenceClassifier(num_classes=3)
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        SequenceClassifier(num_classes=3, input_size=2, pooling="sum")
+    tokens = SequenceTagger(num_classes=3, vocab_size=6, hidden_size=4)
+    with pytest.raises(ValueError, match=r"SequenceTagger: x ids must lie in \[0, 6\) \(vocab_size=6\)"):
+        tokens(torch.tensor([[4, 9]]))
+    s2s = Seq2Seq(10, 8, hidden_size=4, embedding_dim=4)
+    src, lengths = _padded_batch(vocab=10)
+    with pytest.raises(ValueError, match=r"Seq2Seq: tgt_in ids must lie in \[0, 8\)"):
+        s2s(src, lengths, torch.full((3, 4), 9))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        Seq2Seq(10, 8, attention="luong")
+    with pytest.raises(ValueError, match="cell must be one of"):
+        Seq2Seq(10, 8, cell="transformer")
+    gen = ConditionalGenerator(vocab_size=6, num_conditions=2, hidden_size=4)
+    with pytest.raises(ValueError, match=r"ConditionalGenerator: cond ids must lie in \[0, 2\)"):
+        gen(torch.tensor([0, 5]), torch.tensor([[1, 4], [1, 5]]))
+    with pytest.raises(ValueError, match="Forecaster: head must be one of"):
+        Forecaster(horizon=2, head="laplace")
+
+
+@pytest.mark.parametrize("module", ["many_to_one", "tagger", "seq2seq", "lm", "forecaster"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"seqforge.models.{module}"))
+    assert result.attempted > 0 and result.failed == 0
