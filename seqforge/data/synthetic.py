@@ -28,8 +28,7 @@ from torch.utils.data import DataLoader
 from seqforge.data.base import SplitDataModule, check_positive_int
 from seqforge.data.collate import collate_pairs, collate_tagged, pad_sequences
 from seqforge.data.series import Scaler
-from seqforge.data.text import batchify_streams
-from seqforge.data.vocab import Vocabulary
+from seqforge.data.text import StreamDataModule
 
 PAD, BOS, EOS, FIRST_SYMBOL = 0, 1, 2, 4
 
@@ -320,24 +319,21 @@ _WORDS = {
 }
 
 
-class CharStreamDataModule(SplitDataModule):
+class CharStreamDataModule(StreamDataModule):
     """Character language modeling over text from a tiny grammar (``det adj noun verb det adj noun.``).
 
     ``num_chars`` characters are generated with ``seed`` and split 80/10/10 in order; each part is cut
     into ``batch_size`` contiguous streams read in blocks of ``block_size`` (the shared LM batch contract,
-    via :func:`seqforge.data.text.batchify_streams`). ``net_kwargs = {"vocab_size": V}``.
+    as :class:`seqforge.data.text.StreamDataModule` does). ``net_kwargs = {"vocab_size": V}``.
     """
 
     def __init__(
         self, num_chars: int = 20000, block_size: int = 32, batch_size: int = 16, seed: int = 0,
         num_workers: int = 0,
     ) -> None:  # fmt: skip
-        super().__init__(batch_size, num_workers)
-        owner = type(self).__name__
-        self.num_chars = check_positive_int(owner, "num_chars", num_chars)
-        self.block_size = check_positive_int(owner, "block_size", block_size)
+        super().__init__(block_size, batch_size, num_workers)
+        self.num_chars = check_positive_int(type(self).__name__, "num_chars", num_chars)
         self.seed = seed
-        self.vocab: Vocabulary | None = None
 
     def text(self) -> str:
         """The generated text (``num_chars`` characters, deterministic in ``seed``)."""
@@ -350,34 +346,10 @@ class CharStreamDataModule(SplitDataModule):
             size += len(sentence)
         return "".join(sentences)[: self.num_chars]
 
-    def build(self) -> dict[str, list[tuple[Tensor, Tensor]]]:
+    def parts(self) -> dict[str, str]:
         text = self.text()
         a, b = int(0.8 * len(text)), int(0.9 * len(text))
-        parts = {"train": text[:a], "val": text[a:b], "test": text[b:]}
-        if self.vocab is None:
-            self.vocab = Vocabulary.build([parts["train"]])
-        return {
-            split: batchify_streams(torch.tensor(self.vocab.encode(part)), self.batch_size, self.block_size)
-            for split, part in parts.items()
-        }
-
-    def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
-        """Pre-built batches in stream order (never shuffled, so state can be carried)."""
-        return DataLoader(samples, batch_size=None, shuffle=False, num_workers=self.num_workers)
-
-    @property
-    def net_kwargs(self) -> dict[str, int]:
-        self._require_fitted(self.vocab)
-        assert self.vocab is not None
-        return {"vocab_size": len(self.vocab)}
-
-    def state_dict(self) -> dict[str, Any]:
-        self._require_fitted(self.vocab)
-        assert self.vocab is not None
-        return {"vocab": self.vocab.state_dict()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.vocab = Vocabulary.from_state_dict(state_dict["vocab"])
+        return {"train": text[:a], "val": text[a:b], "test": text[b:]}
 
 
 class SineForecastDataModule(SplitDataModule):

