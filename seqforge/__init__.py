@@ -7,8 +7,20 @@ topology; Hydra configs that drive training.
 
 __version__ = "0.1.0"
 
+from typing import Any
+
 from seqforge.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell
 from seqforge.layers import GRU, LSTM, RNN, detach_state, make_recurrent
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: checkpoint loading needs Lightning and Hydra, which `import seqforge` alone should not pull in.
+    if name == "load_from_checkpoint":
+        from seqforge.checkpoint import load_from_checkpoint
+
+        return load_from_checkpoint
+    raise AttributeError(f"module 'seqforge' has no attribute {name!r}")
+
 
 __all__ = [
     "GRU",
@@ -21,5 +33,6 @@ __all__ = [
     "RNNCell",
     "__version__",
     "detach_state",
+    "load_from_checkpoint",
     "make_recurrent",
 ]

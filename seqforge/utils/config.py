@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import inspect
 import types
 import typing
@@ -22,12 +23,15 @@ from typing import Any, Literal, Optional
 
 import rich.syntax
 import rich.tree
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 _PLAIN = (int, float, bool, str, type(None))
 
@@ -81,6 +85,22 @@ def _walk_targets(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
     for key in node:
         if not OmegaConf.is_missing(node, key):
             yield from _walk_targets(node[key], f"{path}.{key}")
+
+
+def locate(dotted: str) -> Any:
+    """The object named by a dotted path (``package.module.Name``), importing the longest module prefix."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError as err:
+            if err.name is None or not ".".join(parts[:cut]).startswith(err.name):
+                raise
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(f"no module named {parts[0]!r}")
 
 
 def _signature(target: Any) -> inspect.Signature | None:
@@ -137,8 +157,8 @@ def check_node(path: str, node: DictConfig) -> None:
     """Check one ``_target_`` node's keys (and plain-typed values) against the target's signature."""
     target_name = node["_target_"]
     try:
-        target = get_object(target_name)
-    except Exception as err:
+        target = locate(str(target_name))
+    except (ImportError, AttributeError) as err:
         raise ConfigError(f"config '{path}': cannot import _target_ {target_name!r} ({err})") from None
     signature = _signature(target)
     if signature is None:
@@ -205,3 +225,27 @@ def print_config_tree(cfg: DictConfig, order: Sequence[str], save_to: str | Path
     if save_to is not None:
         with open(save_to, "w", encoding="utf-8") as handle:
             Console(file=handle, width=110, color_system=None).print(tree)
+
+
+def compose_config(
+    config_name: str = "train", overrides: Sequence[str] = (), output_dir: str | Path | None = None
+) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with ``overrides`` outside ``@hydra.main`` (notebooks, tests).
+
+    With ``output_dir``, the run folder and ``paths.log_dir`` point there, so the config can be passed
+    straight to :func:`seqforge.train.train`.
+
+    Example::
+
+        cfg = compose_config("train", ["+experiment=ucr_lstm", "debug=fdr"], output_dir="/tmp/run")
+        metrics = train(cfg)
+    """
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.paths.output_dir = str(output_dir)
+            cfg.paths.log_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg

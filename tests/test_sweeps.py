@@ -1,0 +1,88 @@
+"""Sweeps through the real script: ``-m`` over two values, and an Optuna study with a failed trial."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from test_train import QUIET, REPO, run_script
+
+from seqforge.utils.sweep import check_rdb_storage
+
+TRAIN = str(REPO / "scripts" / "train.py")
+OPTUNA_ARGS = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", "debug=fdr", *QUIET,
+               "model.net.pooling=choice(last,avg)"]
+
+
+def rdb_usable() -> bool:
+    try:
+        check_rdb_storage()
+    except RuntimeError:
+        return False
+    return True
+
+
+def read_trials(sweep_dir: Path) -> list[dict[str, str]]:
+    with open(sweep_dir / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def only_sweep_dir(root: Path) -> Path:
+    (sweep_dir,) = (root / "logs" / "parity_gru" / "multiruns").iterdir()
+    return sweep_dir
+
+
+def test_multirun_with_two_values_runs_two_jobs(tmp_path: Path) -> None:
+    result = run_script([TRAIN, "-m", "+experiment=parity_gru", "debug=fdr", *QUIET, "seed=1,2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert sorted(p.parent.name for p in sweep_dir.glob("*/metrics.json")) == ["0", "1"]
+    for job in ("0", "1"):
+        assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file()
+        assert list((sweep_dir / job / "tensorboard").glob("events.out.tfevents.*"))
+    rows = read_trials(sweep_dir)
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    assert "seed=1" in rows[0]["overrides"] and "seed=2" in rows[1]["overrides"]
+    assert all(float(row["test/acc"]) >= 0 for row in rows)
+
+
+@pytest.fixture(scope="module")
+def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Three seeded TPE trials; ``pooling=avg`` is not a pooling, so the trials that draw it fail."""
+    root = tmp_path_factory.mktemp("optuna")
+    storage = [] if rdb_usable() else ["hydra.sweeper.storage=null"]
+    return root, run_script([*OPTUNA_ARGS, "hydra.sweeper.n_trials=3", *storage], root)
+
+
+def test_optuna_sweep_records_every_trial_and_survives_a_failed_one(optuna_sweep) -> None:
+    root, result = optuna_sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(root)
+    rows = read_trials(sweep_dir)
+    assert len(rows) == 3
+    statuses = sorted(row["status"] for row in rows)
+    assert statuses[0] == "completed" and statuses[-1] == "failed"
+    assert all(("pooling=avg" in row["overrides"]) == (row["status"] == "failed") for row in rows)
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    completed = [float(row["val/acc_best"]) for row in rows if row["status"] == "completed"]
+    assert best["best_value"] == pytest.approx(max(completed))
+    assert best["best_params"]["model.net.pooling"] == "last"
+
+
+@pytest.mark.skipif(not rdb_usable(), reason="optuna 2.x cannot use SQLAlchemy 2.x: pip install 'sqlalchemy<2'")
+def test_optuna_sweep_resumes_from_its_storage_file(optuna_sweep) -> None:
+    import optuna
+
+    root, _ = optuna_sweep
+    sweep_dir = only_sweep_dir(root)
+    url = f"sqlite:///{sweep_dir}/optuna.db"
+    study = optuna.load_study(study_name="parity_gru", storage=url)
+    assert sorted(t.state.name for t in study.trials).count("FAIL") >= 1 and len(study.trials) == 3
+    # the same command (same search space) with the old sweep folder: one more trial joins the study
+    result = run_script([*OPTUNA_ARGS, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}"], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(optuna.load_study(study_name="parity_gru", storage=url).trials) == 4
+    assert len(read_trials(sweep_dir)) == 4

@@ -1,0 +1,110 @@
+"""Every experiment trains with ``debug=fdr`` through ``train(cfg)``; the script entry leaves its artifacts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqforge.train import get_metric_value, train
+from seqforge.utils.config import CONFIG_DIR, compose_config
+
+REPO = CONFIG_DIR.parent
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
+
+
+def shrink(experiment: str, data_root: Path) -> list[str]:
+    """Overrides that keep an experiment's own data and model but make its data tiny or local."""
+    if experiment == "g2p_cmudict":
+        return ["data.max_words=300", f"data.data_dir={data_root}"]
+    if experiment == "shakespeare_char":
+        (data_root / "shakespeare").mkdir(parents=True, exist_ok=True)
+        (data_root / "shakespeare" / "input.txt").write_text("To be, or not to be: that is the question.\n" * 80)
+        return [f"data.data_dir={data_root}", "data.block_size=16", "data.batch_size=4"]
+    if experiment == "adding_lstm":
+        return ["data.num_train=64", "data.num_val=32", "data.num_test=32"]
+    return []
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_fast_dev_run(experiment: str, tmp_path: Path) -> None:
+    overrides = [f"+experiment={experiment}", "debug=fdr", *QUIET, *shrink(experiment, tmp_path / "data")]
+    cfg = compose_config("train", overrides, tmp_path / "run")
+    metrics = train(cfg)
+    monitor = metrics["monitor"]
+    assert monitor.startswith("val/")
+    assert any(key.startswith("test/") for key in metrics), metrics
+    assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    assert metrics["backend"] == "eager"
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written == metrics
+    checkpoint = torch.load(metrics["best_ckpt_path"], weights_only=True)
+    assert checkpoint["seqforge"]["config"]["task_name"] == experiment
+    assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_optimized_metric_defaults_to_the_task_monitor() -> None:
+    metrics = {"val/acc": 0.5, "val/loss": 1.25, "monitor": "val/acc"}
+    assert get_metric_value(metrics, None) == 0.5
+    assert get_metric_value(metrics, "val/loss") == 1.25
+    with pytest.raises(KeyError, match=r"val/f1.*val/acc"):
+        get_metric_value(metrics, "val/f1")
+
+
+def run_script(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": python_path, "SEQFORGE_LOG_DIR": str(cwd / "logs"), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_script_leaves_checkpoint_events_and_metrics(tmp_path: Path) -> None:
+    result = run_script([str(REPO / "scripts" / "train.py"), "+experiment=parity_gru", "debug=fdr", *QUIET], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "parity_gru" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/acc" in metrics and "val/acc" in metrics
+    assert Path(metrics["best_ckpt_path"]).is_file()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "overrides.yaml").is_file()
+
+
+@pytest.mark.slow  # two extra Python processes: ~10 s idle, ~30 s on a loaded 2-core machine
+def test_ddp_cpu_two_processes_log_metrics_once(tmp_path: Path) -> None:
+    args = [str(REPO / "scripts" / "train.py"), "+experiment=parity_gru", "trainer=ddp_cpu", "logger=csv", *QUIET,
+            "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
+            "+trainer.limit_test_batches=2"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stdout + result.stderr
+    (run_dir,) = (tmp_path / "logs" / "parity_gru" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/acc" in metrics and Path(metrics["best_ckpt_path"]).is_file()
+    with open(run_dir / "csv" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows if row["val/acc"]] == ["0", "1"]  # once per epoch, not per process
+    assert len([row for row in rows if row["test/acc"]]) == 1
+
+
+def test_short_run_keeps_best_and_last_checkpoints_and_logs_scalars(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = ["+experiment=parity_gru", "trainer.max_epochs=3", "+trainer.limit_train_batches=2",
+                 "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", *QUIET]
+    metrics = train(compose_config("train", overrides, tmp_path))
+    best = torch.load(metrics["best_ckpt_path"], weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2 and best["epoch"] <= 2
+    assert Path(metrics["best_ckpt_path"]).name == f"epoch_{best['epoch']:03d}.ckpt"
+    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(tmp_path / "tensorboard"))
+    accumulator.Reload()
+    assert len(accumulator.Scalars("val/acc")) == 3 and len(accumulator.Scalars("test/acc")) == 1
