@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqforge.checkpoint import ConfigInCheckpoint
-from seqforge.utils.config import TrainSchema, check_config, instantiate_node, print_config_tree
+from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: L.LightningDataModule = instantiate_node("data", cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    try:  # reading the data validates what only the data can tell (a window longer than the sequences ...)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    except ValueError as err:
+        raise ConfigError(f"config 'data' ({cfg.data._target_}): {err}") from err
     net_kwargs = dict(datamodule.net_kwargs)
 
     log.info(f"Instantiating task <{cfg.model._target_}> with net sizes {net_kwargs}")

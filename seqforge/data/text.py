@@ -84,6 +84,13 @@ class StreamDataModule(SplitDataModule):
 
     def build(self) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
         parts = self.parts()
+        stream_steps = (len(parts["train"]) - 1) // self.batch_size
+        if self.block_size > stream_steps:
+            raise ValueError(
+                f"{type(self).__name__}: block_size={self.block_size} (the truncated-BPTT window) is longer than "
+                f"each of the batch_size={self.batch_size} training streams ({stream_steps} steps); lower "
+                "block_size or batch_size"
+            )
         if self.vocab is None:
             self.vocab = Vocabulary.build([parts["train"]])
         return {

@@ -23,6 +23,7 @@ from typing import Any, Literal, Optional
 
 import rich.syntax
 import rich.tree
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -125,6 +126,8 @@ def _allowed(hint: Any) -> tuple[set[type], set[Any]] | None:
         kinds: set[type] = set()
         values: set[Any] = set()
         for arg in typing.get_args(hint):
+            if arg is torch.Tensor:  # a YAML value is never a tensor: check the plain alternatives
+                continue
             part = _allowed(arg)
             if part is None:
                 return None
