@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import seqforge
+import seqforge.layers
+import seqforge.models
 from seqforge.models import (
     ConditionalGenerator,
     Forecaster,
@@ -214,3 +217,22 @@ def test_docstring_examples_run(module):
 
     result = doctest.testmod(importlib.import_module(f"seqforge.models.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda o: seqforge.models.SequenceClassifier(num_classes=3, input_size=2, hidden_size=4, rnn_options=o),
+        lambda o: seqforge.models.SequenceTagger(num_classes=3, input_size=2, hidden_size=4, rnn_options=o),
+        lambda o: seqforge.models.Seq2Seq(6, 7, hidden_size=4, rnn_options=o),
+        lambda o: seqforge.models.ConditionalGenerator(vocab_size=6, num_conditions=2, hidden_size=4, rnn_options=o),
+        lambda o: seqforge.models.LanguageModel(6, hidden_size=4, rnn_options=o),
+        lambda o: seqforge.models.Forecaster(horizon=2, hidden_size=4, strategy="autoregressive", rnn_options=o),
+    ],
+)
+def test_rnn_options_reach_every_recurrent_layer(build):
+    net = build({"recurrent_dropout": 0.25, "zoneout": 0.1})
+    layers = [m for m in net.modules() if isinstance(m, seqforge.layers.RecurrentBase)]
+    assert layers and all(m.recurrent_dropout == 0.25 and m.zoneout == 0.1 for m in layers)
+    with pytest.raises(TypeError, match="zonout"):
+        build({"zonout": 0.1})

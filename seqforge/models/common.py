@@ -56,7 +56,8 @@ class SequenceEncoder(nn.Module):
 
     ``forward(x, lengths)`` with ``x`` ``(B, T)`` int64 ids or ``(B, T, input_size)`` floats returns
     ``(outputs, state)``: ``outputs`` ``(B, T, D*H)`` zero on padding, ``state`` as the recurrent layer's
-    ``h_n`` (or ``(h_n, c_n)``), ``(num_layers*D, B, H)``. ``output_size`` is ``D*H``.
+    ``h_n`` (or ``(h_n, c_n)``), ``(num_layers*D, B, H)``. ``output_size`` is ``D*H``. ``rnn_options`` are
+    further keywords of the recurrent layer (``recurrent_dropout``, ``zoneout``, ``forget_bias`` ...).
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class SequenceEncoder(nn.Module):
         layer_norm: bool = False,
         pad_id: int = 0,
         owner: str = "SequenceEncoder",
+        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.owner = owner
@@ -91,6 +93,7 @@ class SequenceEncoder(nn.Module):
             batch_first=True,
             backend=backend,
             layer_norm=layer_norm,
+            **(rnn_options or {}),
         )
         self.dropout = nn.Dropout(dropout)
         self.output_size = hidden_size * (2 if bidirectional else 1)
@@ -137,4 +140,3 @@ class StateBridge(nn.Module):
     def forward(self, summary: Tensor) -> State:
         h = self._split(torch.tanh(self.to_h(summary)))
         return h if self.to_c is None else (h, self._split(self.to_c(summary)))
-

@@ -12,6 +12,8 @@ and ``"quantile"`` (``P = len(quantiles)``, one channel per quantile level).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,6 +51,7 @@ class Forecaster(nn.Module):
         quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
         backend: str = "eager",
         layer_norm: bool = False,
+        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -65,7 +68,8 @@ class Forecaster(nn.Module):
         self.num_params = {"point": 1, "gaussian": 2, "quantile": len(self.quantiles)}[head]
         self.encoder = SequenceEncoder(
             input_size=input_size, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, backend=backend, layer_norm=layer_norm, owner=name,
+            bidirectional=bidirectional, dropout=dropout, backend=backend, layer_norm=layer_norm,
+            rnn_options=rnn_options, owner=name,
         )  # fmt: skip
         width = self.encoder.output_size
         if strategy == "direct":
@@ -74,7 +78,7 @@ class Forecaster(nn.Module):
             self.bridge = StateBridge(width, hidden_size, num_layers, cell)
             self.decoder = make_recurrent(
                 cell, 1, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
-                batch_first=True, backend=backend, layer_norm=layer_norm,
+                batch_first=True, backend=backend, layer_norm=layer_norm, **(rnn_options or {}),
             )  # fmt: skip
             self.head = nn.Linear(hidden_size, self.num_params)
 

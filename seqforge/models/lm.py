@@ -44,13 +44,14 @@ class LanguageModel(nn.Module):
         eos_id: int | None = None,
         backend: str = "eager",
         layer_norm: bool = False,
+        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size, self.pad_id, self.eos_id = vocab_size, pad_id, eos_id
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
         self.rnn = make_recurrent(
             cell, embedding_dim, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
-            batch_first=True, backend=backend, layer_norm=layer_norm,
+            batch_first=True, backend=backend, layer_norm=layer_norm, **(rnn_options or {}),
         )  # fmt: skip
         self.dropout = nn.Dropout(dropout)
         out_dim = embedding_dim if tie_weights else hidden_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -47,6 +49,7 @@ class SequenceClassifier(nn.Module):
         backend: str = "eager",
         layer_norm: bool = False,
         pad_id: int = 0,
+        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -56,7 +59,7 @@ class SequenceClassifier(nn.Module):
         self.num_classes, self.output_size, self.pooling = num_classes, output_size, pooling
         self.encoder = SequenceEncoder(
             input_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
-            backend, layer_norm, pad_id, owner=name,
+            backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options,
         )  # fmt: skip
         width = self.encoder.output_size
         if pooling == "attention":

@@ -60,6 +60,7 @@ class ConditionalGenerator(nn.Module):
         eos_id: int = 2,
         backend: str = "eager",
         layer_norm: bool = False,
+        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -83,6 +84,7 @@ class ConditionalGenerator(nn.Module):
         self.rnn = make_recurrent(
             cell, step_in + (c_dim if condition != "init" else 0), hidden_size, num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend, layer_norm=layer_norm,
+            **(rnn_options or {}),
         )  # fmt: skip
         self.dropout = nn.Dropout(dropout)
         out = vocab_size if vocab_size else output_size * (2 if output_head == "gaussian" else 1)

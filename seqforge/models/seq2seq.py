@@ -66,6 +66,7 @@ class Seq2Seq(nn.Module):
         bridge: str = "linear",
         backend: str = "eager",
         layer_norm: bool = False,
+        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -79,7 +80,7 @@ class Seq2Seq(nn.Module):
         self.attention_kind = attention
         self.encoder = SequenceEncoder(
             None, src_vocab_size, embedding_dim, cell, hidden_size, num_layers, encoder_bidirectional, dropout,
-            backend, layer_norm, pad_id, owner=name,
+            backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options,
         )  # fmt: skip
         enc_size = self.encoder.output_size
         self.bridge = StateBridge(enc_size, hidden_size, num_layers, cell) if bridge == "linear" else None
@@ -88,6 +89,7 @@ class Seq2Seq(nn.Module):
         self.decoder = make_recurrent(
             cell, embedding_dim + (hidden_size if feeding else 0), hidden_size, num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend, layer_norm=layer_norm,
+            **(rnn_options or {}),
         )  # fmt: skip
         if feeding:
             self.memory_proj = nn.Linear(enc_size, hidden_size)
@@ -133,9 +135,7 @@ class Seq2Seq(nn.Module):
     @staticmethod
     def reorder_state(state: dict[str, Any], index: Tensor) -> dict[str, Any]:
         """Keep batch rows ``index`` of every tensor in ``state`` (hidden states have batch on dim 1)."""
-        return {
-            key: select_rows(value, index, dim=1 if key == "hidden" else 0) for key, value in state.items()
-        }
+        return {key: select_rows(value, index, dim=1 if key == "hidden" else 0) for key, value in state.items()}
 
     # --- training -------------------------------------------------------------------------------------------
     def forward(

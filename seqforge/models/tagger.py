@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from seqforge.models.common import SequenceEncoder
@@ -37,12 +39,13 @@ class SequenceTagger(nn.Module):
         backend: str = "eager",
         layer_norm: bool = False,
         pad_id: int = 0,
+        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.encoder = SequenceEncoder(
             input_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
-            backend, layer_norm, pad_id, owner=type(self).__name__,
+            backend, layer_norm, pad_id, owner=type(self).__name__, rnn_options=rnn_options,
         )  # fmt: skip
         self.head = nn.Linear(self.encoder.output_size, num_classes)
 
