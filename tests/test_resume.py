@@ -40,7 +40,6 @@ def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
     return values
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = _train(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]

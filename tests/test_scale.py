@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).parents[1]
 TOLERANCE = 0.03
 RUN = [
@@ -30,7 +28,6 @@ def _metrics(run_dir: Path, *extra: str) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     single = _metrics(tmp_path / "single", "data.batch_size=32")
     ddp = _metrics(tmp_path / "ddp", "data.batch_size=16", "trainer=ddp_cpu")
