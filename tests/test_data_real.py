@@ -553,3 +553,10 @@ def test_data_configs_instantiate_and_set_up(tmp_path: Path, config: str, overri
     batch = next(iter(dm.train_dataloader()))
     assert isinstance(batch, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in batch)
     assert dm.net_kwargs and all(isinstance(v, int) for v in dm.net_kwargs.values())
+
+
+def test_ucr_series_longer_than_max_length_is_a_clear_error() -> None:
+    dm = UCRDataModule(name="JapaneseVowels", max_length=20)
+    with pytest.raises(ValueError, match=r"JapaneseVowels_TRAIN\.ts has \d+ steps, more than max_length=20"):
+        dm.setup()
+    UCRDataModule(name="JapaneseVowels", max_length=29).setup()  # the longest series is 29 steps

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seqforge.data.base import SplitDataModule, check_fraction, package_data_path, read_lines
+from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, package_data_path, read_lines
 
 # Classification problems shipped inside the sktime wheel (sktime/datasets/data/<Name>/).
 UCR_DATASETS = (
@@ -57,8 +57,7 @@ def read_ts(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[str]]:
             elif key == "timestamps" and words[:1] == ["true"]:
                 raise ValueError(f"{where}: time-stamped .ts files are not supported")
             elif key == "targetlabel" and words[:1] == ["true"]:
-                raise ValueError(f"{where}: this is a regression problem (@targetLabel); "
-                                 "a class label is needed")
+                raise ValueError(f"{where}: this is a regression problem (@targetLabel); a class label is needed")
             elif key == "classlabel":
                 if words[:1] != ["true"] or len(words) < 2:
                     raise ValueError(f"{where}: expected '@classLabel true <labels...>', got {line!r}")
@@ -78,8 +77,7 @@ def read_ts(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[str]]:
         if len({len(v) for v in values}) != 1:
             raise ValueError(f"{where}: dimensions have different lengths {[len(v) for v in values]}")
         if series and len(dims) != series[0].shape[1]:
-            raise ValueError(f"{where}: ragged row with {len(dims)} dimensions, earlier rows have "
-                             f"{series[0].shape[1]}")
+            raise ValueError(f"{where}: ragged row with {len(dims)} dimensions, earlier rows have {series[0].shape[1]}")
         x = np.asarray(values, dtype=np.float64).T  # (T, C)
         if not np.isfinite(x).all():
             raise ValueError(f"{where}: missing or non-finite values ('?', NaN, inf); impute them first")
@@ -113,6 +111,8 @@ class UCRDataModule(SplitDataModule):
         val_fraction: share of each class of the training file held out for validation.
         seed: seed of the validation split.
         num_workers: DataLoader workers.
+        max_length: longest series accepted (``None``: any); a longer one is an error naming the file and
+            its position, so memory use is bounded by configuration, not by surprises in the data.
 
     Batches: ``(x, lengths, y)`` with ``x`` float32 ``(B, T, C)`` zero-padded, ``lengths`` int64 ``(B,)``,
     ``y`` int64 ``(B,)``. ``net_kwargs = {"input_size": C, "num_classes": K}``.
@@ -126,12 +126,16 @@ class UCRDataModule(SplitDataModule):
         val_fraction: float = 0.2,
         seed: int = 0,
         num_workers: int = 0,
+        max_length: int | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers)
+        self.max_length = None if max_length is None else check_positive_int("UCRDataModule", "max_length", max_length)
         if path is None and name not in UCR_DATASETS:
-            raise ValueError(f"UCRDataModule: unknown dataset {name!r}; available offline: "
-                             f"{list(UCR_DATASETS)} (or pass path= to a folder holding <name>_TRAIN.ts and "
-                             "<name>_TEST.ts)")
+            raise ValueError(
+                f"UCRDataModule: unknown dataset {name!r}; available offline: "
+                f"{list(UCR_DATASETS)} (or pass path= to a folder holding <name>_TRAIN.ts and "
+                "<name>_TEST.ts)"
+            )
         self.name = name
         self.path = path
         self.val_fraction = check_fraction("UCRDataModule", "val_fraction", val_fraction)
@@ -152,17 +156,28 @@ class UCRDataModule(SplitDataModule):
         train_file, test_file = self.files()
         train_x, train_labels = read_ts(train_file)
         test_x, test_labels = read_ts(test_file)
+        for file, series in ((train_file, train_x), (test_file, test_x)):
+            too_long = [i for i, x in enumerate(series) if self.max_length is not None and len(x) > self.max_length]
+            if too_long:
+                raise ValueError(
+                    f"UCRDataModule: series {too_long[0]} of {file} has {len(series[too_long[0]])} steps, "
+                    f"more than max_length={self.max_length} ({len(too_long)} such series)"
+                )
         if train_x[0].shape[1] != test_x[0].shape[1]:
-            raise ValueError(f"UCRDataModule: {train_file} has {train_x[0].shape[1]} channels but "
-                             f"{test_file} has {test_x[0].shape[1]}")
+            raise ValueError(
+                f"UCRDataModule: {train_file} has {train_x[0].shape[1]} channels but "
+                f"{test_file} has {test_x[0].shape[1]}"
+            )
         if self.classes is None:
             self.classes = sorted(set(train_labels), key=_label_key)
         index = {label: i for i, label in enumerate(self.classes)}
         for file, labels in ((train_file, train_labels), (test_file, test_labels)):
             unseen = sorted(set(labels) - set(index), key=_label_key)
             if unseen:
-                raise ValueError(f"UCRDataModule: {file} has labels {unseen} never seen in training "
-                                 f"(training labels: {self.classes})")
+                raise ValueError(
+                    f"UCRDataModule: {file} has labels {unseen} never seen in training "
+                    f"(training labels: {self.classes})"
+                )
         train_y = np.array([index[label] for label in train_labels])
         val_mask = self._validation_mask(train_y)
         fit_x = [x for x, v in zip(train_x, val_mask, strict=True) if not v]
@@ -175,8 +190,10 @@ class UCRDataModule(SplitDataModule):
         mean, std = np.asarray(self.mean), np.asarray(self.std)
 
         def samples(xs: list[np.ndarray], ys: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
-            return [(torch.from_numpy(((x - mean) / std).astype(np.float32)), torch.tensor(int(y)))
-                    for x, y in zip(xs, ys, strict=True)]
+            return [
+                (torch.from_numpy(((x - mean) / std).astype(np.float32)), torch.tensor(int(y)))
+                for x, y in zip(xs, ys, strict=True)
+            ]
 
         test_y = np.array([index[label] for label in test_labels])
         return {
@@ -193,8 +210,10 @@ class UCRDataModule(SplitDataModule):
             members = rng.permutation(np.flatnonzero(y == c))
             mask[members[: math.floor(self.val_fraction * len(members) + 0.5)]] = True
         if mask.all() or not mask.any():
-            raise ValueError(f"UCRDataModule: val_fraction={self.val_fraction} leaves an empty train or "
-                             f"validation part for {len(y)} training samples")
+            raise ValueError(
+                f"UCRDataModule: val_fraction={self.val_fraction} leaves an empty train or "
+                f"validation part for {len(y)} training samples"
+            )
         return mask
 
     @property
