@@ -130,7 +130,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(plain)
 
     if cfg.train:
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     fit_metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
 
     callback = trainer.checkpoint_callback
@@ -140,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.train and not best_path:
             log.warning("No best checkpoint (fast_dev_run or no checkpoint callback); testing the current weights")
         test_ckpt = (best_path or None) if cfg.train else cfg.ckpt_path
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
         test_metrics = _floats(trainer.callback_metrics, ("test/",))
     if cfg.train and not best_path:
         # fast_dev_run disables checkpointing; keep the weights anyway so the run can be loaded and predicted

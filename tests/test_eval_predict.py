@@ -112,3 +112,23 @@ def test_bad_checkpoints_fail_clearly(checkpoints: dict[str, dict], tmp_path: Pa
     torch.save(checkpoint, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="do not fit the stored model"):
         load_from_checkpoint(tmp_path / "other.ckpt")
+
+
+class _Payload:
+    """Unpickling this would create a marker file: code from the checkpoint file running on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_loading_never_executes_code_from_the_file(checkpoints: dict[str, dict], tmp_path: Path) -> None:
+    checkpoint = torch.load(checkpoints["ucr_lstm"]["best_ckpt_path"], weights_only=True)
+    marker = tmp_path / "code_ran"
+    checkpoint["seqforge"]["payload"] = _Payload(marker)
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_from_checkpoint(tmp_path / "evil.ckpt")
+    assert not marker.exists()
