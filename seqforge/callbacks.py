@@ -79,7 +79,7 @@ class ExceptionCheckpoint(L.Callback):
             return
         os.makedirs(self.dirpath, exist_ok=True)
         tmp = self.ckpt_path + ".tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # resumable: optimizer and loop states too
         if trainer.is_global_zero:
             os.replace(tmp, self.ckpt_path)
             log.warning(

@@ -145,7 +145,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.train and not best_path:
         # fast_dev_run disables checkpointing; keep the weights anyway so the run can be loaded and predicted
         best_path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
-        trainer.save_checkpoint(best_path)
+        trainer.save_checkpoint(best_path, weights_only=False)  # a full checkpoint (optimizer too)
 
     metrics: dict[str, Any] = {**fit_metrics, **test_metrics}
     metrics.update(best_ckpt_path=best_path, backend=backend_used(model.net), monitor=model.monitor)
