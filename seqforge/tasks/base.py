@@ -117,6 +117,7 @@ class SequenceTask(L.LightningModule):
         loss, batch_size = out["loss"], out["batch_size"]  # batch_size weights the epoch mean
         if stage == "train":
             self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=batch_size)  # long runs
         else:
             loss_metric = getattr(self, f"{stage}_loss")
             loss_metric.update(loss.detach(), batch_size)
