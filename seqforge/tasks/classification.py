@@ -26,6 +26,7 @@ class ClassificationTask(SequenceTask):
 
     monitor = "val/acc"
     monitor_mode = "max"
+    ignore_index: int | None = None  # a label value that loss and metrics skip (padding, for tagging)
 
     def __init__(
         self,
@@ -36,13 +37,14 @@ class ClassificationTask(SequenceTask):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
+        name = type(self).__name__
         self.num_classes = num_classes or getattr(net, "num_classes", None)
         if not self.num_classes:
-            raise ValueError("ClassificationTask: num_classes is needed (pass it, or use a net with num_classes)")
-        self.label_smoothing = check_label_smoothing("ClassificationTask", label_smoothing)
+            raise ValueError(f"{name}: num_classes is needed (pass it, or use a net with num_classes)")
+        self.label_smoothing = check_label_smoothing(name, label_smoothing)
         self.setup_metrics(lambda: {
-            "acc": MulticlassAccuracy(self.num_classes, average="micro"),
-            "f1": MulticlassF1Score(self.num_classes, average="macro"),
+            "acc": MulticlassAccuracy(self.num_classes, average="micro", ignore_index=self.ignore_index),
+            "f1": MulticlassF1Score(self.num_classes, average="macro", ignore_index=self.ignore_index),
         })  # fmt: skip
 
     def model_step(self, batch: Any) -> dict[str, Any]:

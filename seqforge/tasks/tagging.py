@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 import torch.nn.functional as F
-from torch import nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from seqforge.tasks.base import SequenceTask, check_class_ids, check_label_smoothing, unpack_batch
+from seqforge.tasks.base import check_class_ids, unpack_batch
+from seqforge.tasks.classification import ClassificationTask
 
 IGNORE_INDEX = -100
 
 
-class TaggingTask(SequenceTask):
+class TaggingTask(ClassificationTask):
     """Sequence tagging on batches ``(x, lengths, y)``; ``y`` ``(B, T)`` int64 with ``-100`` on padding.
+
+    Same arguments as :class:`ClassificationTask`, with one label per step.
 
     Logs ``<stage>/loss``, ``<stage>/acc`` (over real steps), ``<stage>/f1`` (macro) and ``val/acc_best``.
     """
 
-    monitor = "val/acc"
-    monitor_mode = "max"
-
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | Mapping[str, Any] | None = None,
-        num_classes: int | None = None,
-        label_smoothing: float = 0.0,
-    ) -> None:
-        super().__init__(net, optimizer, scheduler)
-        self.num_classes = num_classes or getattr(net, "num_classes", None)
-        if not self.num_classes:
-            raise ValueError("TaggingTask: num_classes is needed (pass it, or use a net with num_classes)")
-        self.label_smoothing = check_label_smoothing("TaggingTask", label_smoothing)
-        self.setup_metrics(lambda: {
-            "acc": MulticlassAccuracy(self.num_classes, average="micro", ignore_index=IGNORE_INDEX),
-            "f1": MulticlassF1Score(self.num_classes, average="macro", ignore_index=IGNORE_INDEX),
-        })  # fmt: skip
+    ignore_index = IGNORE_INDEX
 
     def model_step(self, batch: Any) -> dict[str, Any]:
         name = type(self).__name__
