@@ -560,3 +560,16 @@ def test_ucr_series_longer_than_max_length_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"JapaneseVowels_TRAIN\.ts has \d+ steps, more than max_length=20"):
         dm.setup()
     UCRDataModule(name="JapaneseVowels", max_length=29).setup()  # the longest series is 29 steps
+
+
+def test_log_standard_scaler_round_trips_and_needs_positive_values() -> None:
+    from seqforge.data.series import Scaler
+
+    values = np.array([112.0, 118.0, 132.0, 129.0, 121.0])
+    scaler = Scaler.fit("log_standard", values)
+    scaled = scaler.transform(values)
+    assert abs(scaled.mean()) < 1e-12 and abs(scaled.std() - 1) < 1e-12
+    np.testing.assert_allclose(scaler.inverse_transform(scaled), values, rtol=1e-12)
+    torch.testing.assert_close(scaler.inverse_transform(scaler.transform(torch.tensor(values))), torch.tensor(values))
+    with pytest.raises(ValueError, match="log_standard needs a positive series"):
+        Scaler.fit("log_standard", np.array([1.0, 0.0, 2.0]))

@@ -38,7 +38,7 @@ SERIES_SOURCES: dict[str, Callable[[], np.ndarray]] = {
     "air_passengers": _air_passengers,
     "lynx": _lynx,
 }
-SCALERS = ("standard", "minmax", "none")
+SCALERS = ("standard", "minmax", "log_standard", "none")
 
 
 def read_csv_column(path: str | os.PathLike[str], column: str) -> np.ndarray:
@@ -71,7 +71,11 @@ def read_csv_column(path: str | os.PathLike[str], column: str) -> np.ndarray:
 
 @dataclass
 class Scaler:
-    """Affine scaling ``(x - shift) / scale`` fitted on training data; plain floats, so it saves as data."""
+    """Affine scaling ``(x - shift) / scale`` fitted on training data; plain floats, so it saves as data.
+
+    ``log_standard`` standardizes ``log(x)`` instead (positive series with multiplicative trend and
+    seasonality, such as AirPassengers); its inverse is ``exp(x * scale + shift)``.
+    """
 
     kind: str = "standard"
     shift: float = 0.0
@@ -79,10 +83,15 @@ class Scaler:
 
     @classmethod
     def fit(cls, kind: str, values: np.ndarray) -> Scaler:
-        """``standard``: mean and std; ``minmax``: min and range (maps to [0, 1]); ``none``: identity."""
+        """``standard``: mean and std; ``minmax``: min and range (maps to [0, 1]); ``log_standard``: mean
+        and std of ``log(values)``; ``none``: identity."""
         if kind not in SCALERS:
             raise ValueError(f"Scaler: kind must be one of {SCALERS}, got {kind!r}")
-        if kind == "standard":
+        if kind == "log_standard":
+            if values.min() <= 0:
+                raise ValueError(f"Scaler: log_standard needs a positive series, got a minimum of {values.min()}")
+            values = np.log(values)
+        if kind in ("standard", "log_standard"):
             shift, scale = float(values.mean()), float(values.std())
         elif kind == "minmax":
             shift, scale = float(values.min()), float(values.max() - values.min())
@@ -92,11 +101,16 @@ class Scaler:
 
     def transform(self, x: Any) -> Any:
         """Scale a numpy array or tensor (any shape)."""
+        if self.kind == "log_standard":
+            x = torch.log(x) if isinstance(x, torch.Tensor) else np.log(x)
         return (x - self.shift) / self.scale
 
     def inverse_transform(self, x: Any) -> Any:
         """Back to original units (any shape)."""
-        return x * self.scale + self.shift
+        y = x * self.scale + self.shift
+        if self.kind == "log_standard":
+            return torch.exp(y) if isinstance(y, torch.Tensor) else np.exp(y)
+        return y
 
 
 class SeriesDataModule(SplitDataModule):
@@ -115,7 +129,8 @@ class SeriesDataModule(SplitDataModule):
         stop: keep only the first ``stop`` points (e.g. sunspots up to 1955: ``stop=256``).
         window: history length W; horizon: forecast length H.
         test_size, val_size: number of target points in the test and validation blocks (each >= H).
-        scaler: ``"standard"``, ``"minmax"`` or ``"none"``.
+        scaler: ``"standard"``, ``"minmax"``, ``"log_standard"`` (standardized log, for positive series
+            with multiplicative trend) or ``"none"``.
         season: seasonal period of the naive forecast that scales MASE (``mase_scale``).
         batch_size, num_workers: DataLoader settings.
 
