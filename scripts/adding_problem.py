@@ -107,8 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-test", type=int, default=1000)
     parser.add_argument("--val-every", type=int, default=250, help="validate every N training steps")
     parser.add_argument("--backend", default="script",
-                        help="recurrent backend; on CPU 'script' trains the GRU and tanh RNN 2-3x faster than "
-                             "'cudnn' (torch's native kernel)")
+                        help="recurrent backend (eager, script, compile, cudnn, auto); all compute the same function")
     parser.add_argument("--stop-below", type=float, default=0.002,
                         help="stop a run early once its validation MSE is below this")
     parser.add_argument("--accelerator", default="cpu")
