@@ -5,17 +5,15 @@ TensorBoard logs keep the steps from before the crash."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_train import REPO, run_script
 
-REPO = Path(__file__).parents[1]
 RUN = [
     "+experiment=parity_gru", "data.num_train=128", "data.num_val=64", "data.num_test=64",
     "model.net.num_layers=2", "model.net.dropout=0.3", "model.net.hidden_size=16", "trainer.max_epochs=4",
@@ -25,9 +23,8 @@ RUN = [
 
 
 def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "tests"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "scripts/train.py", *RUN, f"hydra.run.dir={run_dir}", *extra]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    args = [str(REPO / "scripts" / "train.py"), *RUN, f"hydra.run.dir={run_dir}", *extra]
+    return run_script(args, run_dir.parent, timeout=300, extra_path=(str(REPO / "tests"),))
 
 
 def _scalars(run_dir: Path, tag: str) -> dict[int, float]:

@@ -6,12 +6,10 @@ with a stated tolerance of 0.03 accuracy on 400 validation sequences."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).parents[1]
+from test_train import REPO, run_script
+
 TOLERANCE = 0.03
 RUN = [
     "+experiment=parity_gru", "data.num_train=1024", "data.num_val=400", "data.num_test=400", "trainer.max_epochs=12",
@@ -21,9 +19,8 @@ RUN = [
 
 
 def _metrics(run_dir: Path, *extra: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "scripts/train.py", *RUN, f"hydra.run.dir={run_dir}", *extra]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    args = [str(REPO / "scripts" / "train.py"), *RUN, f"hydra.run.dir={run_dir}", *extra]
+    result = run_script(args, run_dir.parent, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((run_dir / "metrics.json").read_text())
 

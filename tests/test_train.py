@@ -60,8 +60,11 @@ def test_optimized_metric_defaults_to_the_task_monitor() -> None:
         get_metric_value(metrics, "val/f1")
 
 
-def run_script(args: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+def run_script(
+    args: list[str], cwd: Path, timeout: int = 240, extra_path: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """Run a script in a subprocess from ``cwd`` with the repo (and ``extra_path``) importable."""
+    python_path = os.pathsep.join(filter(None, [str(REPO), *extra_path, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "SEQFORGE_LOG_DIR": str(cwd / "logs"), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
