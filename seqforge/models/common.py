@@ -58,6 +58,8 @@ class SequenceEncoder(nn.Module):
     ``(outputs, state)``: ``outputs`` ``(B, T, D*H)`` zero on padding, ``state`` as the recurrent layer's
     ``h_n`` (or ``(h_n, c_n)``), ``(num_layers*D, B, H)``. ``output_size`` is ``D*H``. ``rnn_options`` are
     further keywords of the recurrent layer (``recurrent_dropout``, ``zoneout``, ``forget_bias`` ...).
+    ``input_noise`` is the standard deviation of Gaussian noise added to float features in training mode
+    only (a regularizer for small real-valued datasets; features are assumed standardized).
     """
 
     def __init__(
@@ -75,10 +77,16 @@ class SequenceEncoder(nn.Module):
         pad_id: int = 0,
         owner: str = "SequenceEncoder",
         rnn_options: dict[str, Any] | None = None,
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
         self.owner = owner
         exactly_one(owner, input_size=input_size, vocab_size=vocab_size)
+        if not input_noise >= 0.0:
+            raise ValueError(f"{owner}: input_noise must be a standard deviation >= 0, got {input_noise!r}")
+        if input_noise and vocab_size is not None:
+            raise ValueError(f"{owner}: input_noise={input_noise} needs float features (input_size), not token ids")
+        self.input_noise = float(input_noise)
         self.vocab_size = vocab_size
         self.input_size = input_size
         self.embedding = None if vocab_size is None else nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
@@ -112,7 +120,12 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, State]:
         self.check_input(x, lengths)
-        inputs = self.dropout(self.embedding(x)) if self.embedding is not None else x
+        if self.embedding is not None:
+            inputs = self.dropout(self.embedding(x))
+        elif self.training and self.input_noise:
+            inputs = x + self.input_noise * torch.randn_like(x)
+        else:
+            inputs = x
         outputs, state = self.rnn(inputs, lengths=lengths)
         return self.dropout(outputs), state
 

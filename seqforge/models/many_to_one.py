@@ -23,6 +23,7 @@ class SequenceClassifier(nn.Module):
     Pooling over the encoder outputs ``(B, T, D*H)`` never looks at padding: ``"last"`` is the final
     state of each sequence (for a bidirectional encoder: forward at the last valid step, backward at step
     0), ``"mean"``/``"max"`` run over valid steps, ``"attention"`` is a learned-query additive attention.
+    ``input_noise``: std of Gaussian noise added to float features while training (see ``SequenceEncoder``).
 
     Example::
 
@@ -50,6 +51,7 @@ class SequenceClassifier(nn.Module):
         layer_norm: bool = False,
         pad_id: int = 0,
         rnn_options: dict[str, Any] | None = None,
+        input_noise: float = 0.0,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -59,7 +61,7 @@ class SequenceClassifier(nn.Module):
         self.num_classes, self.output_size, self.pooling = num_classes, output_size, pooling
         self.encoder = SequenceEncoder(
             input_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
-            backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options,
+            backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options, input_noise=input_noise,
         )  # fmt: skip
         width = self.encoder.output_size
         if pooling == "attention":
