@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 import seqforge
 import seqforge.layers
@@ -57,6 +58,21 @@ def test_classifier_tokens_regression_and_options():
     assert net.encoder.embedding.padding_idx == 0
     layer_norm = SequenceClassifier(num_classes=3, input_size=3, hidden_size=6, layer_norm=True)
     assert layer_norm(torch.randn(2, 5, 3)).shape == (2, 3)
+
+
+def test_classifier_input_noise_only_while_training():
+    torch.manual_seed(0)
+    plain = SequenceClassifier(num_classes=3, input_size=3, hidden_size=6)
+    noisy = SequenceClassifier(num_classes=3, input_size=3, hidden_size=6, input_noise=0.5)
+    noisy.load_state_dict(plain.state_dict())
+    x, lengths = _padded_batch()
+    torch.testing.assert_close(noisy.eval()(x, lengths), plain.eval()(x, lengths))
+    noisy.train()
+    assert not torch.allclose(noisy(x, lengths), plain.train()(x, lengths), atol=1e-3)
+    with pytest.raises(ValueError, match="input_noise must be a standard deviation >= 0, got -0.1"):
+        SequenceClassifier(num_classes=3, input_size=3, input_noise=-0.1)
+    with pytest.raises(ValueError, match="input_noise=0.1 needs float features"):
+        SequenceClassifier(num_classes=3, vocab_size=5, input_noise=0.1)
 
 
 def test_tagger_per_step_logits_ignore_padding():
@@ -155,8 +171,10 @@ def test_lm_weight_tying_and_state_carry():
 
 @pytest.mark.parametrize("strategy", ["direct", "autoregressive"])
 @pytest.mark.parametrize("head", ["point", "gaussian", "quantile"])
-def test_forecaster_heads_and_lengths(strategy, head):
-    net = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head, quantiles=(0.1, 0.5, 0.9)).eval()
+@pytest.mark.parametrize("window_norm", ["none", "last", "mean"])
+def test_forecaster_heads_and_lengths(strategy, head, window_norm):
+    net = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head, quantiles=(0.1, 0.5, 0.9),
+                     window_norm=window_norm).eval()  # fmt: skip
     x, lengths = _padded_batch(feats=1)
     out = net(x, lengths)
     assert out.shape == (3, 3, {"point": 1, "gaussian": 2, "quantile": 3}[head])
@@ -165,6 +183,45 @@ def test_forecaster_heads_and_lengths(strategy, head):
     assert net.point(out).shape == (3, 3)
     for b, n in enumerate(lengths.tolist()):
         torch.testing.assert_close(out[b], net(x[b : b + 1, :n], lengths[b : b + 1])[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["direct", "autoregressive"])
+@pytest.mark.parametrize("head", ["point", "gaussian", "quantile"])
+def test_forecaster_window_norm_follows_the_level(strategy, head):
+    """With ``window_norm`` a shifted history gives the same forecast shifted by the same amount (locations
+    move, the Gaussian variance does not); the level is the last valid step or the mean over valid steps."""
+    torch.manual_seed(0)
+    x, lengths = _padded_batch(feats=1)
+    shift = torch.tensor([3.0, -2.0, 10.0]).view(3, 1, 1)
+    for norm in ("last", "mean"):
+        net = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head, window_norm=norm).eval()
+        out, moved = net(x, lengths), net(x + shift, lengths)
+        expected = moved.clone()
+        expected[..., : 1 if head == "gaussian" else None] -= shift
+        torch.testing.assert_close(expected, out, rtol=1e-5, atol=1e-5)
+        valid = [x[b, :n, 0] for b, n in enumerate(lengths.tolist())]
+        level = torch.stack([v[-1] if norm == "last" else v.mean() for v in valid]).unsqueeze(1)
+        torch.testing.assert_close(net.level(x, lengths), level)
+    plain = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head).eval()
+    assert not torch.allclose(plain(x + shift, lengths) - shift, plain(x, lengths), atol=1e-3)
+    with pytest.raises(ValueError, match=r"Forecaster: window_norm must be one of \('none', 'last', 'mean'\)"):
+        Forecaster(horizon=2, window_norm="max")
+
+
+@pytest.mark.parametrize("window_norm", ["none", "mean"])
+def test_forecaster_season_corrects_the_seasonal_naive_forecast(window_norm):
+    """``season=S``: a net whose head outputs zero forecasts exactly ``y[t + k - S]`` (repeated past S)."""
+    x = torch.arange(2 * 9, dtype=torch.float32).view(2, 9, 1) ** 1.5
+    lengths = torch.tensor([9, 6])
+    net = Forecaster(horizon=5, hidden_size=4, season=3, window_norm=window_norm).eval()
+    nn.init.zeros_(net.head.weight)
+    nn.init.zeros_(net.head.bias)
+    expected = torch.stack([x[0, [6, 7, 8, 6, 7], 0], x[1, [3, 4, 5, 3, 4], 0]])
+    torch.testing.assert_close(net(x, lengths)[..., 0], expected)
+    with pytest.raises(ValueError, match="season=3 needs windows of at least 3 valid steps, got a window of 2"):
+        net(x, torch.tensor([9, 2]))
+    with pytest.raises(ValueError, match="Forecaster: season must be a period >= 1"):
+        Forecaster(horizon=2, season=0)
 
 
 def test_backend_option_reaches_the_recurrent_layers():

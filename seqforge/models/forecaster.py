@@ -6,6 +6,16 @@ Feature 0 of the history is the target series (other features, if any, are covar
 - ``strategy="autoregressive"``: a decoder starts from a bridge of the encoder summary and feeds each
   step's point forecast back as the next input, starting from the last observed value.
 
+``window_norm`` makes the net see each window relative to its own level (instance normalization without
+learned parameters): ``"last"`` subtracts the last observed value of the target series, ``"mean"`` its
+mean over the valid steps, from feature 0 of the history, and adds it back to every location output
+(the point forecast, the Gaussian mean, every quantile). With a log-scaled series that is a forecast of
+ratios to the window's level, so a trending series does not leave the range the net was trained on.
+``season=S`` goes one step further: the net forecasts the correction to the seasonal naive forecast
+(step ``k`` of the horizon starts from the value ``S`` steps earlier, ``y[t + k - S]``, repeated
+season-wise when ``horizon > S``), so for a seasonal series it only has to learn the change from one
+season to the next. Every window needs at least ``S`` valid steps.
+
 Heads (the last output dim ``P``): ``"point"`` (``P = 1``), ``"gaussian"`` (``P = 2``: mean, variance)
 and ``"quantile"`` (``P = len(quantiles)``, one channel per quantile level).
 """
@@ -23,6 +33,7 @@ from seqforge.models.common import SequenceEncoder, StateBridge
 
 HEADS = ("point", "gaussian", "quantile")
 STRATEGIES = ("direct", "autoregressive")
+WINDOW_NORMS = ("none", "last", "mean")
 
 
 class Forecaster(nn.Module):
@@ -52,6 +63,8 @@ class Forecaster(nn.Module):
         backend: str = "eager",
         layer_norm: bool = False,
         rnn_options: dict[str, Any] | None = None,
+        window_norm: str = "none",
+        season: int | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -61,9 +74,14 @@ class Forecaster(nn.Module):
             raise ValueError(f"{name}: head must be one of {HEADS}, got {head!r}")
         if head == "quantile" and (not quantiles or not all(0 < q < 1 for q in quantiles)):
             raise ValueError(f"{name}: quantiles must be levels in (0, 1), got {quantiles!r}")
+        if window_norm not in WINDOW_NORMS:
+            raise ValueError(f"{name}: window_norm must be one of {WINDOW_NORMS}, got {window_norm!r}")
         if horizon < 1:
             raise ValueError(f"{name}: horizon must be >= 1, got {horizon}")
-        self.horizon, self.strategy, self.head_kind = horizon, strategy, head
+        if season is not None and season < 1:
+            raise ValueError(f"{name}: season must be a period >= 1 (or None), got {season}")
+        self.season = season
+        self.horizon, self.strategy, self.head_kind, self.window_norm = horizon, strategy, head, window_norm
         self.quantiles = tuple(float(q) for q in quantiles) if head == "quantile" else ()
         self.num_params = {"point": 1, "gaussian": 2, "quantile": len(self.quantiles)}[head]
         self.encoder = SequenceEncoder(
@@ -94,7 +112,47 @@ class Forecaster(nn.Module):
         median = min(range(len(self.quantiles)), key=lambda i: abs(self.quantiles[i] - 0.5))
         return out[..., median]
 
+    def level(self, history: Tensor, lengths: Tensor | None) -> Tensor:
+        """Per-window level of the target series that ``window_norm`` removes: ``(B, 1)``."""
+        target = history[..., 0]  # (B, W)
+        if self.window_norm == "none":
+            return target.new_zeros(target.shape[0], 1)
+        if lengths is None:
+            lengths = torch.full((target.shape[0],), target.shape[1], device=target.device)
+        lengths = lengths.to(target.device)
+        if self.window_norm == "last":
+            return target.gather(1, (lengths - 1).unsqueeze(1))
+        valid = torch.arange(target.shape[1], device=target.device) < lengths.unsqueeze(1)
+        return (target * valid).sum(1, keepdim=True) / lengths.unsqueeze(1).to(target.dtype)
+
+    def seasonal_naive(self, history: Tensor, lengths: Tensor | None) -> Tensor:
+        """``(B, horizon)``: for step ``k`` the target series' value ``season`` steps before it."""
+        assert self.season is not None
+        B, W = history.shape[:2]
+        if lengths is None:
+            lengths = torch.full((B,), W, device=history.device)
+        lengths = lengths.to(history.device)
+        if int(lengths.min()) < self.season:
+            raise ValueError(f"{type(self).__name__}: season={self.season} needs windows of at least {self.season} "
+                             f"valid steps, got a window of {int(lengths.min())}")
+        k = torch.arange(self.horizon, device=history.device) % self.season  # (H,)
+        index = (lengths - self.season).unsqueeze(1) + k  # (B, H)
+        return history[..., 0].gather(1, index)
+
     def forward(self, history: Tensor, lengths: Tensor | None = None) -> Tensor:
+        level = self.level(history, lengths)  # (B, 1)
+        if self.window_norm != "none":
+            history = torch.cat([history[..., :1] - level.unsqueeze(1), history[..., 1:]], dim=-1)
+        out = self._forecast(history, lengths)  # (B, H, P), relative to the level
+        if self.season is not None:  # relative to the seasonal naive forecast instead
+            level = self.seasonal_naive(history, lengths) + level  # (B, H)
+        elif self.window_norm == "none":
+            return out
+        if self.head_kind == "gaussian":  # shift the mean, not the variance
+            return torch.stack([out[..., 0] + level, out[..., 1]], dim=-1)
+        return out + level.unsqueeze(-1)
+
+    def _forecast(self, history: Tensor, lengths: Tensor | None) -> Tensor:
         _, state = self.encoder(history, lengths)
         summary = self.encoder.summary(state)  # (B, D*H)
         B = history.shape[0]
