@@ -63,6 +63,29 @@ def test_row_without_valid_keys_gives_zeros_not_nan(kind):
     assert torch.all(weights[1] == 0)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("separate_values", [False, True])
+def test_projected_memory_gives_the_same_result_and_gradients(kind, separate_values):
+    """``project_memory`` once + ``projected=True`` per step equals the plain call, forward and backward."""
+    query, keys, _, mask = _inputs(tq=2)
+    values = torch.randn(B, S, H) if separate_values else None
+    attn = make_attention(kind, H, H, num_heads=2).double()
+    q, k = query.double().requires_grad_(), keys.double().requires_grad_()
+    v = None if values is None else values.double().requires_grad_()
+    inputs = [t for t in (q, k, v) if t is not None]
+    plain = attn(q, k, v, mask)
+    plain_grads = torch.autograd.grad(sum(x.sum() for x in plain), [*inputs, *attn.parameters()], allow_unused=True)
+    pk, pv = attn.project_memory(k, v)
+    cached = attn(q, pk, pv, mask, projected=True)
+    cached_grads = torch.autograd.grad(sum(x.sum() for x in cached), [*inputs, *attn.parameters()], allow_unused=True)
+    for a, b in zip(plain, cached):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(plain_grads, cached_grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_additive_matches_its_formula_in_float64():
     attn = AdditiveAttention(5, H, attention_size=7).double()
     torch.manual_seed(1)

@@ -11,6 +11,11 @@ Every module has the same call::
 
 Weights sum to one over the valid positions of each row and are exactly zero on padding. A row with no
 valid position gets all-zero weights and a zero context (never NaN).
+
+A decoder attends to the same memory at every step, so the memory-side projections (``W_k k`` of the
+additive and general scores, the key and value projections of multi-head attention) can be computed
+once: ``keys, values = attn.project_memory(keys, values)`` and then ``attn(query, keys, values, mask,
+projected=True)`` at each step gives the same result as the plain call.
 """
 
 from __future__ import annotations
@@ -40,12 +45,23 @@ def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
 class Attention(nn.Module):
     """Base of the attention modules: input checks and the single-step ``(B, Hq)`` query convenience.
 
-    Subclasses define ``score(q (B, Tq, Hq), k (B, S, Hk)) -> (B, Tq, S)`` (or override ``_attend``).
+    Subclasses define ``score(q (B, Tq, Hq), k (B, S, Hk')) -> (B, Tq, S)`` on projected keys (or override
+    ``_attend``), and ``project_memory`` when they project keys or values.
     """
 
+    def project_memory(self, keys: Tensor, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The memory-side projections, ``(keys', values')``, to compute once and pass with ``projected=True``."""
+        return keys, keys if values is None else values
+
     def forward(
-        self, query: Tensor, keys: Tensor, values: Tensor | None = None, mask: Tensor | None = None
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor | None = None,
+        mask: Tensor | None = None,
+        projected: bool = False,
     ) -> tuple[Tensor, Tensor]:
+        """``projected=True``: ``keys``/``values`` come from :meth:`project_memory` (cached by the caller)."""
         name = type(self).__name__
         values = keys if values is None else values
         if keys.dim() != 3 or values.dim() != 3 or values.shape[:2] != keys.shape[:2]:
@@ -64,6 +80,8 @@ class Attention(nn.Module):
             )
         single = query.dim() == 2
         q = query.unsqueeze(1) if single else query  # (B, Tq, Hq)
+        if not projected:
+            keys, values = self.project_memory(keys, values)
         context, weights = self._attend(q, keys, values, mask)
         return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
 
@@ -89,8 +107,11 @@ class AdditiveAttention(Attention):
         self.key_proj = nn.Linear(key_size, attention_size)
         self.v = nn.Linear(attention_size, 1, bias=False)
 
+    def project_memory(self, keys: Tensor, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.key_proj(keys), keys if values is None else values  # keys' (B, S, A)
+
     def score(self, q: Tensor, k: Tensor) -> Tensor:
-        hidden = torch.tanh(self.query_proj(q).unsqueeze(2) + self.key_proj(k).unsqueeze(1))  # (B, Tq, S, A)
+        hidden = torch.tanh(self.query_proj(q).unsqueeze(2) + k.unsqueeze(1))  # (B, Tq, S, A)
         return self.v(hidden).squeeze(-1)
 
 
@@ -117,8 +138,11 @@ class GeneralAttention(Attention):
         super().__init__()
         self.weight = nn.Linear(key_size, query_size, bias=False)
 
+    def project_memory(self, keys: Tensor, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.weight(keys), keys if values is None else values  # keys' (B, S, Hq)
+
     def score(self, q: Tensor, k: Tensor) -> Tensor:
-        return q @ self.weight(k).transpose(1, 2)
+        return q @ k.transpose(1, 2)
 
 
 class MultiHeadAttention(Attention):
@@ -143,6 +167,9 @@ class MultiHeadAttention(Attention):
         self.v_proj = nn.Linear(key_size, query_size)
         self.out_proj = nn.Linear(query_size, output_size or query_size)
 
+    def project_memory(self, keys: Tensor, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.k_proj(keys), self.v_proj(keys if values is None else values)  # both (B, S, Hq)
+
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         B, Tq, H = q.shape
         heads, d = self.num_heads, H // self.num_heads
@@ -150,7 +177,7 @@ class MultiHeadAttention(Attention):
         def split(x: Tensor) -> Tensor:  # (B, L, H) -> (B, heads, L, d)
             return x.view(B, -1, heads, d).transpose(1, 2)
 
-        qh, kh, vh = split(self.q_proj(q)), split(self.k_proj(k)), split(self.v_proj(v))
+        qh, kh, vh = split(self.q_proj(q)), split(k), split(v)
         scores = qh @ kh.transpose(-1, -2) / math.sqrt(d)  # (B, heads, Tq, S)
         weights = masked_softmax(scores, mask)
         context = (weights @ vh).transpose(1, 2).reshape(B, Tq, H)

@@ -110,8 +110,10 @@ class Seq2Seq(nn.Module):
             hidden = (zeros, zeros) if self.cell == "lstm" else zeros
         state: dict[str, Any] = {"hidden": hidden, "attn": None}
         if self.attention_kind != "none":
+            keys, values = self.attention.project_memory(self.memory_proj(memory))  # once per source
             state.update(
-                memory=self.memory_proj(memory),  # (B, S, H)
+                keys=keys,  # (B, S, H') as the attention projected them
+                values=values,  # (B, S, H)
                 mask=length_mask(src_lengths.to(src.device), src.shape[1]),  # (B, S)
                 feed=memory.new_zeros(B, self.hidden_size),
             )
@@ -127,7 +129,7 @@ class Seq2Seq(nn.Module):
         out = out.squeeze(1)  # (B, H)
         new = dict(state, hidden=hidden)
         if self.attention_kind != "none":
-            context, weights = self.attention(out, new["memory"], mask=new["mask"])
+            context, weights = self.attention(out, new["keys"], new["values"], new["mask"], projected=True)
             out = torch.tanh(self.combine(torch.cat([out, context], dim=-1)))
             new.update(feed=out, attn=weights)
         return self.out(self.dropout(out)), new
