@@ -51,7 +51,7 @@ class ConfigInCheckpoint(L.Callback):
         self.net_kwargs = to_plain(net_kwargs)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set at runtime by Lightning's data connector
         state = datamodule.state_dict() if datamodule is not None else {}
         checkpoint[CHECKPOINT_KEY] = {
             "config": self.config,

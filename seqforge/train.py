@@ -13,7 +13,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -23,6 +23,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqforge.checkpoint import ConfigInCheckpoint
 from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
+
+if TYPE_CHECKING:
+    from seqforge.data.base import SplitDataModule
+    from seqforge.tasks.base import SequenceTask
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,7 @@ def fill_monitor(callbacks_cfg: DictConfig | None, monitor: str, mode: str) -> N
 def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
     """Objects of every ``_target_`` node of a group (``callbacks``/``logger``); ``null`` entries skipped."""
     objects = []
+    name: Any  # a DictConfig key (str, int, ...): formatted into the dotted path as is
     for name, node in (cfg or {}).items():
         if isinstance(node, DictConfig) and "_target_" in node:
             objects.append(instantiate_node(f"{group}.{name}", node))
@@ -107,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
-    datamodule: L.LightningDataModule = instantiate_node("data", cfg.data)
+    datamodule: SplitDataModule = instantiate_node("data", cfg.data)
     try:  # reading the data validates what only the data can tell (a window longer than the sequences ...)
         datamodule.prepare_data()
         datamodule.setup("fit")
@@ -116,7 +121,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     net_kwargs = dict(datamodule.net_kwargs)
 
     log.info(f"Instantiating task <{cfg.model._target_}> with net sizes {net_kwargs}")
-    model: L.LightningModule = instantiate_node("model", cfg.model, net=net_kwargs)
+    model: SequenceTask = instantiate_node("model", cfg.model, net=net_kwargs)
     if cfg.compile:
         model.net.compile()  # in place: parameter names (and checkpoints) stay the same
 
@@ -149,7 +154,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {**fit_metrics, **test_metrics}
     metrics.update(best_ckpt_path=best_path, backend=backend_used(model.net), monitor=model.monitor)
-    if trainer.fast_dev_run:  # Lightning swapped the loggers for a dummy: record the final numbers anyway
+    # under fast_dev_run Lightning swapped the loggers for a dummy: record the final numbers anyway
+    if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by Lightning's Trainer setup
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, step=0)
             logger.finalize("success")

@@ -6,12 +6,12 @@ import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from seqforge.data.collate import collate_padded
 from seqforge.data.sampling import EpochShuffleSampler
@@ -161,7 +161,7 @@ class SplitDataModule(L.LightningDataModule):
         """
         sampler = EpochShuffleSampler(samples, seed=torch.initial_seed() % 2**31) if shuffle else None
         return DataLoader(
-            samples,
+            cast("Dataset[Any]", samples),  # a list is a map-style dataset
             batch_size=self.batch_size,
             sampler=sampler,
             collate_fn=self.collate_fn,

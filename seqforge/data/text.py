@@ -6,10 +6,10 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, write_atomic
 from seqforge.data.vocab import Vocabulary
@@ -100,7 +100,7 @@ class StreamDataModule(SplitDataModule):
 
     def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
         """Batches are pre-built streams: served in order (never shuffled), one list item per batch."""
-        return DataLoader(samples, batch_size=None, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(cast("Dataset[Any]", samples), batch_size=None, shuffle=False, num_workers=self.num_workers)
 
     @property
     def net_kwargs(self) -> dict[str, int]:

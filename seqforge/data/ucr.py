@@ -118,6 +118,8 @@ class UCRDataModule(SplitDataModule):
     ``y`` int64 ``(B,)``. ``net_kwargs = {"input_size": C, "num_classes": K}``.
     """
 
+    name: str  # always set (LightningDataModule declares it Optional)
+
     def __init__(
         self,
         name: str = "JapaneseVowels",
@@ -225,6 +227,7 @@ class UCRDataModule(SplitDataModule):
     def state_dict(self) -> dict[str, list]:
         """Plain-data fitted state: class names and per-channel normalization."""
         self._require_fitted(self.classes, self.mean, self.std)
+        assert self.classes is not None and self.mean is not None and self.std is not None
         return {"classes": self.classes, "mean": self.mean, "std": self.std}
 
     def load_fitted_state(self, state_dict: dict[str, list]) -> None:

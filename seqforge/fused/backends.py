@@ -95,6 +95,7 @@ def cudnn_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> 
         return result[0], tuple(result[1:])
     packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
     order, unorder = packed.sorted_indices, packed.unsorted_indices
+    assert order is not None and unorder is not None  # always set by enforce_sorted=False
     state = tuple(s.index_select(1, order) for s in hx) if module.mode == "LSTM" else hx[0].index_select(1, order)
     result = fn(packed.data, packed.batch_sizes, state, flat, *args)
     out, _ = pad_packed_sequence(packed._replace(data=result[0]), total_length=x.shape[0])

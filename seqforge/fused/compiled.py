@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -68,15 +69,15 @@ def compiled_direction(
         h, c = h0, c0
         cs: list[Tensor] = []
         for t in range(gi.shape[0]):
-            h, c = _run_step("LSTM", gi[t], h, c, rec, ln_cell, mask)
+            h, c = cast("tuple[Tensor, Tensor]", _run_step("LSTM", gi[t], h, c, rec, ln_cell, mask))
             hs.append(h)
             cs.append(c)
         return [torch.stack(hs), torch.stack(cs)]
     h = h0
     for t in range(gi.shape[0]):
         if mode == "GRU":
-            h = _run_step("GRU", gi[t], h, rec, mask)
+            h = cast(Tensor, _run_step("GRU", gi[t], h, rec, mask))
         else:
-            h = _run_step("RNN", gi[t], h, rec, "tanh" if mode == "RNN_TANH" else "relu", mask)
+            h = cast(Tensor, _run_step("RNN", gi[t], h, rec, "tanh" if mode == "RNN_TANH" else "relu", mask))
         hs.append(h)
     return [torch.stack(hs)]

@@ -87,7 +87,9 @@ class FusedRecurrence(torch.autograd.Function):
         mode, graphs = ctx.mode, ctx.graphs
         dh_all = dh_all.contiguous()
         ln_hh = (ln_hh_w, raw_hh, mean_hh, rstd_hh)
+        args: tuple[Any, ...]
         if mode == "LSTM":
+            assert dc_all is not None  # autograd materializes the gradient of c_all (zeros when unused)
             args = (dh_all, dc_all.contiguous(), c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c)
             dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("lstm_backward", args, graphs)
         elif mode == "GRU":

@@ -53,6 +53,7 @@ def loop_fusion_report(mode: str, batch: int, hidden: int, steps: int, device: s
         fwd_name, fwd_args = "gru_forward", (gi, h0, w_hh, b_hh, *ln_g, None, True)
     else:
         fwd_name, fwd_args = "rnn_forward", (gi, h0, w_hh, b_hh, *ln_g, mode == "RNN_RELU", None, True)
+    bwd_args: tuple[Any, ...]
     with torch.no_grad():
         for _ in range(WARMUP_CALLS):
             out = scripted(fwd_name)(*fwd_args)

@@ -91,9 +91,11 @@ class SequenceEncoder(nn.Module):
         self.input_size = input_size
         self.embedding = None if vocab_size is None else nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.num_layers, self.bidirectional = num_layers, bidirectional
+        step_size = embedding_dim if vocab_size is not None else input_size
+        assert step_size is not None  # exactly_one: input_size is given when vocab_size is not
         self.rnn = make_recurrent(
             cell,
-            embedding_dim if vocab_size is not None else input_size,
+            step_size,
             hidden_size,
             num_layers=num_layers,
             bidirectional=bidirectional,
@@ -111,6 +113,7 @@ class SequenceEncoder(nn.Module):
         if self.embedding is not None:
             if x.dim() != 2:
                 raise ValueError(f"{self.owner}: expected token ids (B, T), got shape {tuple(x.shape)}")
+            assert self.vocab_size is not None  # the embedding exists only with a vocab_size
             check_token_ids(self.owner, "x", x, self.vocab_size)
         elif x.dim() != 3 or x.shape[-1] != self.input_size or not x.is_floating_point():
             raise ValueError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -67,7 +67,7 @@ class SequenceClassifier(nn.Module):
         if pooling == "attention":
             self.query = nn.Parameter(torch.randn(width) / width**0.5)
             self.attention = AdditiveAttention(width, width)
-        self.head = nn.Linear(width, num_classes or output_size)
+        self.head = nn.Linear(width, cast(int, num_classes or output_size))
 
     def pool(self, outputs: Tensor, state: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None) -> Tensor:
         """``(B, T, D*H)`` encoder outputs -> ``(B, D*H)`` summary."""
@@ -78,6 +78,7 @@ class SequenceClassifier(nn.Module):
         if self.pooling == "mean":
             if mask is None:
                 return outputs.mean(dim=1)
+            assert lengths is not None  # mask is built from lengths
             return outputs.sum(dim=1) / lengths.to(outputs).unsqueeze(-1)  # padded outputs are zero
         if self.pooling == "max":
             if mask is None:

@@ -13,7 +13,7 @@ an MSE head giving the mean, or a Gaussian head giving mean and variance).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -77,9 +77,9 @@ class ConditionalGenerator(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
         self.cond_embedding = nn.Embedding(num_conditions, cond_embedding_dim) if num_conditions else None
-        c_dim = cond_embedding_dim if num_conditions else cond_size
+        c_dim = cast(int, cond_embedding_dim if num_conditions else cond_size)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id) if vocab_size else None
-        step_in = embedding_dim if vocab_size else output_size
+        step_in = cast(int, embedding_dim if vocab_size else output_size)
         self.bridge = StateBridge(c_dim, hidden_size, num_layers, cell) if condition != "input" else None
         self.rnn = make_recurrent(
             cell, step_in + (c_dim if condition != "init" else 0), hidden_size, num_layers=num_layers,
@@ -87,7 +87,7 @@ class ConditionalGenerator(nn.Module):
             **(rnn_options or {}),
         )  # fmt: skip
         self.dropout = nn.Dropout(dropout)
-        out = vocab_size if vocab_size else output_size * (2 if output_head == "gaussian" else 1)
+        out = vocab_size if vocab_size else cast(int, output_size) * (2 if output_head == "gaussian" else 1)
         self.head = nn.Linear(hidden_size, out)
 
     @property
@@ -100,6 +100,7 @@ class ConditionalGenerator(nn.Module):
         if self.cond_embedding is not None:
             if cond.dim() != 1:
                 raise ValueError(f"{name}: cond must be (B,) class ids, got shape {tuple(cond.shape)}")
+            assert self.num_conditions is not None  # the condition embedding exists only with num_conditions
             check_token_ids(name, "cond", cond, self.num_conditions)
             return self.cond_embedding(cond)
         if cond.dim() != 2 or cond.shape[1] != self.cond_size or not cond.is_floating_point():
@@ -114,7 +115,11 @@ class ConditionalGenerator(nn.Module):
         return (zeros, zeros) if self.cell == "lstm" else zeros
 
     def _inputs(self, y_in: Tensor, c: Tensor) -> Tensor:  # (B, T[, F]) -> (B, T, step_in [+ C])
-        x = self.dropout(self.embedding(y_in)) if self.is_token else y_in
+        if self.is_token:
+            assert self.embedding is not None  # token outputs always have the embedding
+            x = self.dropout(self.embedding(y_in))
+        else:
+            x = y_in
         if self.condition != "init":
             x = torch.cat([x, c.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
         return x
@@ -131,6 +136,7 @@ class ConditionalGenerator(nn.Module):
         if self.is_token:
             if y_in.dim() != 2:
                 raise ValueError(f"{name}: y_in must be (B, T) token ids, got shape {tuple(y_in.shape)}")
+            assert self.vocab_size is not None  # is_token
             check_token_ids(name, "y_in", y_in, self.vocab_size)
         elif y_in.dim() != 3 or y_in.shape[-1] != self.output_size:
             raise ValueError(f"{name}: y_in must be (B, T, {self.output_size}) floats, got {tuple(y_in.shape)}")
@@ -196,6 +202,7 @@ class ConditionalGenerator(nn.Module):
                 f"{name}: real-valued outputs decode with strategy 'greedy', or 'sample' with output_head="
                 f"'gaussian'; got strategy={strategy!r} with output_head={self.output_head!r}"
             )
+        assert self.output_size is not None  # exactly_one: real-valued outputs have output_size
         value, values = c.new_zeros(B, self.output_size), []
         for _ in range(max_len):
             y, state = self.decode_step(value, state)

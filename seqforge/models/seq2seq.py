@@ -153,7 +153,8 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"{name}: tgt_in must be (B, T) with B={src.shape[0]}, got {tuple(tgt_in.shape)}")
         check_token_ids(name, "tgt_in", tgt_in, self.tgt_vocab_size)
         state = self.encode(src, src_lengths)
-        logits, attn = [], []
+        logits: list[Tensor] = []
+        attn: list[Any] = []  # (B, S) weights per step, or None without attention
         tokens = tgt_in[:, 0]
         for t in range(tgt_in.shape[1]):
             if t > 0:

@@ -13,13 +13,16 @@ the task's ``monitor`` for ``ReduceLROnPlateau``), or a dict ``{"scheduler": par
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, MinMetric
+
+if TYPE_CHECKING:
+    from lightning.fabric.utilities.data import AttributeDict
 
 STAGES = ("train", "val", "test")
 
@@ -67,6 +70,15 @@ class SequenceTask(L.LightningModule):
 
     monitor: str = "val/loss"
     monitor_mode: str = "min"
+    train_metrics: MetricCollection  # the three are created by setup_metrics
+    val_metrics: MetricCollection
+    test_metrics: MetricCollection
+    examples: Any  # what keep_examples kept from the first validation batch for log_pictures
+
+    if TYPE_CHECKING:
+        # save_hyperparameters() keeps the init arguments in an AttributeDict: `self.hparams.<name>` is valid
+        @property
+        def hparams(self) -> AttributeDict: ...
 
     def __init__(
         self,
@@ -94,7 +106,8 @@ class SequenceTask(L.LightningModule):
     def setup_metrics(self, make: Callable[[], dict[str, Metric]]) -> None:
         """Create ``train_metrics``, ``val_metrics``, ``test_metrics`` from a factory of named metrics."""
         for stage in STAGES:
-            setattr(self, f"{stage}_metrics", MetricCollection(make(), compute_groups=False))
+            metrics = cast("dict[str, Metric | MetricCollection]", make())  # dict is invariant in its values
+            setattr(self, f"{stage}_metrics", MetricCollection(metrics, compute_groups=False))
 
     def metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")

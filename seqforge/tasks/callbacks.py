@@ -27,7 +27,7 @@ class LengthCurriculum(L.Callback):
         return round(self.start_len + fraction * (self.end_len - self.start_len))
 
     def _set(self, trainer: L.Trainer, epoch: int) -> None:
-        datamodule = trainer.datamodule
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]  # set at runtime by Lightning's data connector
         if datamodule is None or not hasattr(datamodule, "max_train_length"):
             raise ValueError(
                 "LengthCurriculum: the datamodule must have a max_train_length attribute that its "
@@ -36,10 +36,11 @@ class LengthCurriculum(L.Callback):
         datamodule.max_train_length = self.length_at(epoch)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.reload_dataloaders_every_n_epochs != 1:
+        every_n = trainer.reload_dataloaders_every_n_epochs  # type: ignore[attr-defined]  # set by Lightning
+        if every_n != 1:
             raise ValueError(
                 "LengthCurriculum: set Trainer(reload_dataloaders_every_n_epochs=1) so each epoch's training "
-                f"loader sees the new length, got {trainer.reload_dataloaders_every_n_epochs}"
+                f"loader sees the new length, got {every_n}"
             )
         self._set(trainer, trainer.current_epoch)
 

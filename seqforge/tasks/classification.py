@@ -38,9 +38,10 @@ class ClassificationTask(SequenceTask):
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         name = type(self).__name__
-        self.num_classes = num_classes or getattr(net, "num_classes", None)
-        if not self.num_classes:
+        classes = num_classes or getattr(net, "num_classes", None)
+        if not classes:
             raise ValueError(f"{name}: num_classes is needed (pass it, or use a net with num_classes)")
+        self.num_classes: int = classes
         self.label_smoothing = check_label_smoothing(name, label_smoothing)
         self.setup_metrics(lambda: {
             "acc": MulticlassAccuracy(self.num_classes, average="micro", ignore_index=self.ignore_index),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,9 @@ from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, Symmet
 
 from seqforge.tasks.base import SequenceTask, datamodule_attr, unpack_batch
 from seqforge.tasks.plots import forecast_figure
+
+if TYPE_CHECKING:
+    from seqforge.models.forecaster import Forecaster
 
 
 def quantile_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
@@ -33,6 +36,8 @@ class ForecastingTask(SequenceTask):
 
     monitor = "val/mae"
     monitor_mode = "min"
+    net: Forecaster
+    quantiles: Tensor  # the net's quantile levels, a non-persistent buffer
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from seqforge.layers.attention import length_mask
 from seqforge.tasks.base import SequenceTask, unpack_batch
 from seqforge.tasks.plots import curves_figure
+
+if TYPE_CHECKING:
+    from seqforge.models.one_to_many import ConditionalGenerator
 
 
 class GenerationTask(SequenceTask):
@@ -31,6 +34,7 @@ class GenerationTask(SequenceTask):
 
     monitor = "val/loss"
     monitor_mode = "min"
+    net: ConditionalGenerator
 
     def __init__(
         self,
@@ -45,7 +49,7 @@ class GenerationTask(SequenceTask):
             raise TypeError("GenerationTask: net must be a seqforge.models.ConditionalGenerator")
         self.is_token = net.is_token
         if self.is_token:
-            vocab, pad = net.vocab_size, net.pad_id
+            vocab, pad = self.net.vocab_size, self.net.pad_id
             self.setup_metrics(lambda: {"token_acc": MulticlassAccuracy(vocab, average="micro", ignore_index=pad)})
         else:
             self.setup_metrics(lambda: {"mse": MeanSquaredError()})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,11 @@ from torchmetrics.text import Perplexity
 
 from seqforge.layers.recurrent import detach_state
 from seqforge.tasks.base import SequenceTask, datamodule_attr, unpack_batch
+
+if TYPE_CHECKING:
+    from torch.optim.lr_scheduler import LRScheduler
+
+    from seqforge.models.lm import LanguageModel
 
 
 class LanguageModelTask(SequenceTask):
@@ -37,6 +42,7 @@ class LanguageModelTask(SequenceTask):
 
     monitor = "val/ppl"
     monitor_mode = "min"
+    net: LanguageModel
 
     def __init__(
         self,
@@ -71,7 +77,8 @@ class LanguageModelTask(SequenceTask):
         return {"loss": loss, "preds": logits.detach().float(), "target": y, "batch_size": x.numel()}
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        optimizer = self.optimizers()
+        # the one optimizer, wrapped in a LightningOptimizer (an instance of the wrapped optimizer's class too)
+        optimizer = cast(torch.optim.Optimizer, self.optimizers())
         loss = self._step(batch, "train")["loss"]
         optimizer.zero_grad()
         self.manual_backward(loss)
@@ -79,7 +86,7 @@ class LanguageModelTask(SequenceTask):
             clip = self.hparams.gradient_clip_val
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
-        scheduler = self.lr_schedulers()
+        scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one scheduler
         if scheduler is not None and self._scheduler_interval() == "step":
             scheduler.step()
         return loss
@@ -98,7 +105,7 @@ class LanguageModelTask(SequenceTask):
         self.states.pop("eval", None)
 
     def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers()
+        scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one scheduler
         if scheduler is None or self._scheduler_interval() != "epoch":
             return
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,9 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from seqforge.tasks.base import SequenceTask, check_label_smoothing, datamodule_attr, unpack_batch
 from seqforge.tasks.plots import attention_figure
+
+if TYPE_CHECKING:
+    from seqforge.models.seq2seq import Seq2Seq
 
 SCHEDULES = ("constant", "linear", "inverse_sigmoid")
 
@@ -67,6 +70,7 @@ class Seq2SeqTask(SequenceTask):
 
     monitor = "val/exact_match"
     monitor_mode = "max"
+    net: Seq2Seq  # or a module with the same interface
 
     def __init__(
         self,
@@ -92,7 +96,7 @@ class Seq2SeqTask(SequenceTask):
         for name in ("tgt_vocab_size", "pad_id", "eos_id"):
             if not hasattr(net, name):
                 raise TypeError(f"Seq2SeqTask: net must have a {name} attribute (a seqforge.models.Seq2Seq)")
-        vocab, pad = net.tgt_vocab_size, net.pad_id
+        vocab, pad = self.net.tgt_vocab_size, self.net.pad_id
         self.setup_metrics(lambda: {"token_acc": MulticlassAccuracy(vocab, average="micro", ignore_index=pad)})
         for stage in ("val", "test"):
             metrics = self.metrics(stage)

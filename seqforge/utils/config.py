@@ -83,6 +83,7 @@ def _walk_targets(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
         return
     if "_target_" in node:
         yield path, node
+    key: Any  # a DictConfig key (str, int, ...): formatted into the dotted path as is
     for key in node:
         if not OmegaConf.is_missing(node, key):
             yield from _walk_targets(node[key], f"{path}.{key}")
@@ -169,6 +170,7 @@ def check_node(path: str, node: DictConfig) -> None:
     params = signature.parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     hints = _hints(target)
+    key: Any  # a DictConfig key (str, int, ...): formatted into messages as is
     for key in node:
         if key in _HYDRA_KEYS:
             continue
