@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqforge.layers.attention import length_mask
 from seqforge.layers.recurrent import make_recurrent
 from seqforge.models.common import SequenceEncoder, StateBridge
 
@@ -112,26 +113,28 @@ class Forecaster(nn.Module):
         median = min(range(len(self.quantiles)), key=lambda i: abs(self.quantiles[i] - 0.5))
         return out[..., median]
 
+    @staticmethod
+    def _lengths(history: Tensor, lengths: Tensor | None) -> Tensor:
+        """``lengths`` on ``history``'s device, or the full window length for every row: ``(B,)``."""
+        if lengths is None:
+            return torch.full((history.shape[0],), history.shape[1], device=history.device)
+        return lengths.to(history.device)
+
     def level(self, history: Tensor, lengths: Tensor | None) -> Tensor:
         """Per-window level of the target series that ``window_norm`` removes: ``(B, 1)``."""
         target = history[..., 0]  # (B, W)
         if self.window_norm == "none":
             return target.new_zeros(target.shape[0], 1)
-        if lengths is None:
-            lengths = torch.full((target.shape[0],), target.shape[1], device=target.device)
-        lengths = lengths.to(target.device)
+        lengths = self._lengths(history, lengths)
         if self.window_norm == "last":
             return target.gather(1, (lengths - 1).unsqueeze(1))
-        valid = torch.arange(target.shape[1], device=target.device) < lengths.unsqueeze(1)
+        valid = length_mask(lengths, target.shape[1])  # (B, W)
         return (target * valid).sum(1, keepdim=True) / lengths.unsqueeze(1).to(target.dtype)
 
     def seasonal_naive(self, history: Tensor, lengths: Tensor | None) -> Tensor:
         """``(B, horizon)``: for step ``k`` the target series' value ``season`` steps before it."""
         assert self.season is not None
-        B, W = history.shape[:2]
-        if lengths is None:
-            lengths = torch.full((B,), W, device=history.device)
-        lengths = lengths.to(history.device)
+        lengths = self._lengths(history, lengths)
         if int(lengths.min()) < self.season:
             raise ValueError(f"{type(self).__name__}: season={self.season} needs windows of at least {self.season} "
                              f"valid steps, got a window of {int(lengths.min())}")
@@ -158,10 +161,7 @@ class Forecaster(nn.Module):
         B = history.shape[0]
         if self.strategy == "direct":
             return self._params(self.head(summary).view(B, self.horizon, self.num_params))
-        if lengths is None:
-            last = history[:, -1, :1]
-        else:
-            last = history[torch.arange(B, device=history.device), lengths.to(history.device) - 1, :1]  # (B, 1)
+        last = history[..., 0].gather(1, self._lengths(history, lengths).unsqueeze(1) - 1)  # (B, 1)
         hidden, value, outs = self.bridge(summary), last, []
         for _ in range(self.horizon):
             out, hidden = self.decoder(value.unsqueeze(1), hidden)
