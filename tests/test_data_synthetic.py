@@ -104,7 +104,7 @@ def test_sine_forecast_scaler_fitted_on_training_part_only():
     dm = SineForecastDataModule(window=8, horizon=3, length=200, batch_size=4)
     history, lengths, target = _first(dm)
     assert history.shape == (4, 8, 1) and target.shape == (4, 3) and lengths.tolist() == [8] * 4
-    series = dm.series()
+    series = dm.series  # the generated series, kept by setup()
     assert dm.scaler.shift == pytest.approx(series[:140].mean())
     assert dm.mase_scale == pytest.approx(abs(series[1:140] - series[:139]).mean())
     first_val = dm.splits["val"][0]

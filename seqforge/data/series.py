@@ -134,6 +134,9 @@ class SeriesDataModule(SplitDataModule):
         season: seasonal period of the naive forecast that scales MASE (``mase_scale``).
         batch_size, num_workers: DataLoader settings.
 
+    A subclass that overrides :meth:`load_series` (e.g. a generated series) passes neither ``path`` nor
+    ``source``.
+
     Batches: ``(history, lengths, target)``: float32 ``(B, W, 1)``, int64 ``(B,)`` (all ``W``), float32
     ``(B, H)``, both scaled. ``net_kwargs = {"input_size": 1, "horizon": H}``.
     """
@@ -155,7 +158,8 @@ class SeriesDataModule(SplitDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         owner = "SeriesDataModule"
-        if (path is None) == (source is None):
+        generated = type(self).load_series is not SeriesDataModule.load_series  # a subclass makes its series
+        if not generated and (path is None) == (source is None):
             raise ValueError(f"{owner}: pass exactly one of path= or source=, got path={path!r}, "
                              f"source={source!r}")
         if source is not None and source not in SERIES_SOURCES:

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from seqforge.data.base import SplitDataModule, check_positive_int
 from seqforge.data.collate import collate_pairs, collate_tagged, pad_sequences
-from seqforge.data.series import Scaler
+from seqforge.data.series import SeriesDataModule
 from seqforge.data.text import StreamDataModule
 
 PAD, BOS, EOS, FIRST_SYMBOL = 0, 1, 2, 4
@@ -352,65 +352,33 @@ class CharStreamDataModule(StreamDataModule):
         return {"train": text[:a], "val": text[a:b], "test": text[b:]}
 
 
-class SineForecastDataModule(SplitDataModule):
+class SineForecastDataModule(SeriesDataModule):
     """Forecast a noisy two-tone series ``10 + 3 sin(2 pi t / 20) + 1.5 sin(2 pi t / 7) + noise``.
 
-    Windows of ``window`` points predict the next ``horizon``; the series of ``length`` points is split in
-    time (70/15/15 of the targets), the standard scaler is fitted on the training part only, and
-    ``mase_scale`` is the training part's mean absolute one-step difference (original units), as in
-    :class:`seqforge.data.series.SeriesDataModule`. ``net_kwargs = {"input_size": 1, "horizon": H}``.
+    A :class:`seqforge.data.series.SeriesDataModule` over a generated series of ``length`` points: windows
+    of ``window`` points predict the next ``horizon``, the targets are split in time (70/15/15), the
+    standard scaler is fitted on the training part only, and ``mase_scale`` is the training part's mean
+    absolute one-step difference (original units). ``net_kwargs = {"input_size": 1, "horizon": H}``.
     """
 
     def __init__(
         self, window: int = 24, horizon: int = 6, length: int = 600, noise: float = 0.1, batch_size: int = 32,
         seed: int = 0, num_workers: int = 0,
     ) -> None:  # fmt: skip
-        super().__init__(batch_size, num_workers)
         owner = type(self).__name__
-        self.window = check_positive_int(owner, "window", window)
-        self.horizon = check_positive_int(owner, "horizon", horizon)
         self.length = check_positive_int(owner, "length", length)
         if length < 4 * (window + horizon):
             raise ValueError(f"{owner}: length={length} is too short for window={window} + horizon={horizon}; "
                              f"need at least {4 * (window + horizon)}")
+        val_start, test_start = int(0.7 * length), int(0.85 * length)
+        super().__init__(
+            window=window, horizon=horizon, test_size=length - test_start, val_size=test_start - val_start,
+            scaler="standard", season=1, batch_size=batch_size, num_workers=num_workers,
+        )  # fmt: skip
         self.noise, self.seed = float(noise), seed
-        self.scaler: Scaler | None = None
-        self.mase_scale: float | None = None
 
-    def series(self) -> np.ndarray:
+    def load_series(self) -> np.ndarray:
         t = np.arange(self.length, dtype=np.float64)
         rng = np.random.default_rng(self.seed)
         clean = 10 + 3 * np.sin(2 * np.pi * t / 20) + 1.5 * np.sin(2 * np.pi * t / 7)
         return clean + self.noise * rng.standard_normal(self.length)
-
-    def build(self) -> dict[str, list[tuple[Tensor, Tensor]]]:
-        series, w, h = self.series(), self.window, self.horizon
-        n = len(series)
-        val_start, test_start = int(0.7 * n), int(0.85 * n)
-        train_part = series[:val_start]
-        self.scaler = Scaler.fit("standard", train_part)
-        self.mase_scale = float(np.abs(np.diff(train_part)).mean())
-        scaled = torch.from_numpy(self.scaler.transform(series).astype(np.float32))
-
-        def windows(first: int, last: int) -> list[tuple[Tensor, Tensor]]:  # targets start in [first, last]
-            return [(scaled[t - w : t].unsqueeze(-1), scaled[t : t + h]) for t in range(first, last + 1)]
-
-        return {
-            "train": windows(w, val_start - h),
-            "val": windows(val_start, test_start - h),
-            "test": windows(test_start, n - h),
-        }
-
-    @property
-    def net_kwargs(self) -> dict[str, int]:
-        return {"input_size": 1, "horizon": self.horizon}
-
-    def state_dict(self) -> dict[str, Any]:
-        self._require_fitted(self.scaler, self.mase_scale)
-        assert self.scaler is not None
-        return {"scaler": {"kind": self.scaler.kind, "shift": self.scaler.shift, "scale": self.scaler.scale},
-                "mase_scale": self.mase_scale}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.scaler = Scaler(**state_dict["scaler"])
-        self.mase_scale = state_dict["mase_scale"]
