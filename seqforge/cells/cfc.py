@@ -50,10 +50,11 @@ class CfCCell(nn.Module):
     ``time_gaps=True`` the **last feature** of ``x_t`` is ``Δt``, the time elapsed since the previous
     step (expected ``>= 0``), and ``u_t = x_t[:, :-1]``: the cell learns from ``input_size - 1``
     features, so ``input_size`` counts the time column. Feeding a column of ones is the same as
-    ``time_gaps=False`` with one input feature fewer (the parameter shapes are identical). In a stacked or
-    reversed layer, build only the first-layer forward cell with ``time_gaps=True``: a deeper layer's input
-    is the layer below's output (its last unit is no elapsed time), and a reversed pass reaching step ``t``
-    comes from step ``t + 1``, so its gap is ``Δt_{t+1}``, not ``Δt_t``.
+    ``time_gaps=False`` with one input feature fewer (the parameter shapes are identical). Only a first-layer,
+    forward cell reads ``Δt`` correctly: a deeper layer's input is the layer below's output (its last unit
+    is no elapsed time), and a reversed pass reaching step ``t`` comes from step ``t + 1`` (gap
+    ``Δt_{t+1}``). A layer that builds every cell with the same options should therefore use
+    ``time_gaps=True`` with one layer and one direction.
 
     Initialization: Glorot-uniform weights (as the authors' code), zero biases.
 
