@@ -31,7 +31,8 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
     offset = 1
     while offset < steps:
         b = torch.cat([b[:offset], a[offset:] * b[:-offset] + b[offset:]])
-        a = torch.cat([a[:offset], a[offset:] * a[:-offset]])
+        if 2 * offset < steps:  # the last round needs no further products of a
+            a = torch.cat([a[:offset], a[offset:] * a[:-offset]])
         offset *= 2
     return b
 
