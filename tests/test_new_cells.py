@@ -175,6 +175,7 @@ CELLS: dict[str, Callable[..., nn.Module]] = {
 
 
 def _inputs(batch: int = 2) -> tuple[Tensor, Tensor]:
+    """``x_t (batch, 3)`` non-negative (CfC's time-gap column is an elapsed time) and ``state (batch, 4)``."""
     torch.manual_seed(4)
     return torch.randn(batch, 3, dtype=F64).abs(), torch.randn(batch, 4, dtype=F64)
 
