@@ -1,11 +1,15 @@
 """CPU threads of the entry points: the OpenMP wait policy before torch loads, the intra-op count after.
 
 OpenMP threads that spin while they wait slow down every other process on the same cores, and are slowed
-down by them: beside one busy process the README's main job took 195 s with torch's defaults and 10 s with
-``OMP_WAIT_POLICY=PASSIVE`` (issue 17, ``benchmarks/THREADS.md``). libgomp reads its environment once,
-when torch loads it, so each script calls :func:`prepare_environment` before anything imports torch. This
-module imports only the standard library and lives beside the scripts because importing any ``seqforge``
-module imports torch. Once Hydra has composed the config, :func:`set_threads` applies its ``threads`` key.
+down by them: on a loaded 2-core machine the README's main job took 284 s with torch's defaults (two
+threads, libgomp's default spinning) and 23 s with ``OMP_WAIT_POLICY=PASSIVE``, where two threads were
+also faster than one (``benchmarks/THREADS.md``). So the automatic choice is the passive wait policy and
+torch's own thread count (one per physical core).
+
+libgomp reads its environment once, when torch loads it, so each script calls :func:`prepare_environment`
+before anything imports torch. This module imports only the standard library and lives beside the
+scripts because importing any ``seqforge`` module imports torch. Once Hydra has composed the config,
+:func:`set_threads` applies its ``threads`` key.
 
 What wins: ``threads=N`` over the user's environment (``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` for the
 count; ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT``/``KMP_BLOCKTIME`` for waiting) over the automatic choice.
@@ -21,13 +25,12 @@ from collections.abc import Mapping, MutableMapping
 
 COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch's intra-op default reads these
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # libgomp, libgomp, Intel OpenMP
-AUTOMATIC = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}  # measured: benchmarks/THREADS.md
 
 log = logging.getLogger(__name__)
 
 
 def prepare_environment(environ: MutableMapping[str, str] = os.environ) -> None:
-    """Set the automatic ``OMP_WAIT_POLICY`` and ``OMP_NUM_THREADS`` unless ``environ`` already chose.
+    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless ``environ`` already chose how OpenMP threads wait.
 
     Call it before the first ``import torch`` of the process: later, libgomp has read its settings.
     """
@@ -38,16 +41,14 @@ def prepare_environment(environ: MutableMapping[str, str] = os.environ) -> None:
             stacklevel=2,
         )
     if not any(name in environ for name in WAIT_VARIABLES):
-        environ["OMP_WAIT_POLICY"] = AUTOMATIC["OMP_WAIT_POLICY"]
-    if not any(name in environ for name in COUNT_VARIABLES):
-        environ["OMP_NUM_THREADS"] = AUTOMATIC["OMP_NUM_THREADS"]
+        environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def set_threads(threads: int | None, environ: Mapping[str, str] = os.environ) -> str:
     """Use ``threads`` intra-op CPU threads (``None``: keep what the environment chose); log what is used.
 
     Returns:
-        The logged line, e.g. ``"CPU threads: 1 intra-op (OMP_NUM_THREADS=1); OMP_WAIT_POLICY=PASSIVE"``.
+        The logged line, e.g. ``"CPU threads: 2 intra-op (torch's default); OMP_WAIT_POLICY=PASSIVE"``.
 
     Raises:
         ValueError: ``threads`` is not a positive integer or ``None``.
