@@ -2,8 +2,8 @@
 
 OpenMP threads that spin while they wait slow down every other process on the same cores, and are slowed
 down by them: on a loaded 2-core machine the README's main job took 284 s with torch's defaults (two
-threads, libgomp's default spinning) and 23 s with ``OMP_WAIT_POLICY=PASSIVE``, where two threads were
-also faster than one (``benchmarks/THREADS.md``). So the automatic choice is the passive wait policy and
+threads, libgomp's default spinning) and 23 s with ``OMP_WAIT_POLICY=PASSIVE``, with which two threads were
+faster than one in 3 of 4 rounds (``benchmarks/THREADS.md``). So the automatic choice is the passive wait policy and
 torch's own thread count (one per physical core).
 
 libgomp reads its environment once, when torch loads it, so each script calls :func:`prepare_environment`

@@ -35,7 +35,7 @@ class PictureLogger:
                 logger.experiment.add_figure(tag, figure, global_step=global_step, close=False)
             elif isinstance(logger, MLFlowLogger):
                 logger.experiment.log_figure(logger.run_id, figure, f"{tag}/step_{global_step:06d}.png")
-            else:
+            elif isinstance(logger, WandbLogger):
                 import wandb  # only runs that configured a WandbLogger need it
 
                 logger.log_image(tag, images=[wandb.Image(figure)], step=global_step)
@@ -47,7 +47,7 @@ class PictureLogger:
                 logger.experiment.add_text(tag, text, global_step=global_step)
             elif isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, text, f"{tag}/step_{global_step:06d}.txt")
-            else:
+            elif isinstance(logger, WandbLogger):
                 logger.log_text(tag, columns=["text"], data=[[line] for line in text.split("  \n")], step=global_step)
 
 
