@@ -4,12 +4,15 @@
 ``checkpoint["seqforge"] = {"config", "net_kwargs", "datamodule_state"}``: the resolved model and data
 configs, the data-dependent net sizes, and the datamodule's fitted state (vocabularies, scalers).
 :func:`load_from_checkpoint` reads it back with ``torch.load(weights_only=True)``, so loading never
-unpickles arbitrary objects.
+unpickles arbitrary objects, and instantiates only what the allowlist names (:func:`check_stored_config`):
+the stored config is checked whole before anything is imported or called.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -17,11 +20,30 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from seqforge.utils.config import locate
+
 CHECKPOINT_KEY = "seqforge"
 # Lightning stores these as arbitrary Python objects (optimizer partials, OmegaConf types); we keep a
 # plain-data copy so the whole checkpoint loads with weights_only=True.
 _OBJECT_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 _TYPE_KEYS = ("hparams_type", "datamodule_hparams_type")
+# What a checkpoint's stored config may instantiate: classes defined under these prefixes. configs/ name
+# seqforge's tasks, models and datamodules, torch.optim optimizers and schedulers, and Lightning's
+# callbacks, loggers, profilers, strategies and Trainer; torch.nn covers user nets built from its layers.
+ALLOWED_TARGETS = (
+    "seqforge.",
+    "torch.nn.",
+    "torch.optim.",
+    "lightning.pytorch.callbacks.",
+    "lightning.pytorch.loggers.",
+    "lightning.pytorch.profilers.",
+    "lightning.pytorch.strategies.",
+    "lightning.pytorch.trainer.",
+)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint's stored config names something it may not instantiate; nothing was imported or called."""
 
 
 def to_plain(value: Any) -> Any:
@@ -65,6 +87,82 @@ class ConfigInCheckpoint(L.Callback):
             checkpoint.pop(key, None)
 
 
+def _matches(name: str, prefixes: Sequence[str]) -> bool:
+    """``name`` is one of ``prefixes`` or lies under one (``"a.b"`` covers ``a.b`` and ``a.b.*``, not ``a.bc``)."""
+    return any(name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".") for p in prefixes)
+
+
+def _items(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
+    """``(path, key, value)`` of every dict entry and list item under ``node``, depth first."""
+    entries = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in entries:
+        where = f"{path}[{key}]" if isinstance(node, list) else f"{path}.{key}"
+        yield where, key, value
+        yield from _items(value, where)
+
+
+def _check_target(where: str, name: Any, prefixes: Sequence[str], allow: Sequence[str]) -> None:
+    how = ("pass allow=('mypkg.cells.',) to load_from_checkpoint, or allow_targets=[mypkg.cells.] to "
+           "scripts/eval.py / scripts/predict.py, only for code you trust")
+    if not isinstance(name, str):
+        raise UnsafeCheckpointError(f"config '{where}': _target_ must be a dotted class name, got {name!r}")
+    parts = name.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() and not part.startswith("_") for part in parts):
+        raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is not a public dotted class name "
+                                    "(private or dunder parts are refused)")
+    if not _matches(name, prefixes):
+        allowed = ", ".join([*ALLOWED_TARGETS, *allow])
+        raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is not allowed in a checkpoint (allowed: "
+                                    f"{allowed}); it was not imported. To trust it, {how}")
+    try:
+        target = locate(name)
+    except (ImportError, AttributeError) as err:
+        raise UnsafeCheckpointError(f"config '{where}': cannot import _target_ {name!r} ({err})") from None
+    if not inspect.isclass(target):
+        raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is a {type(target).__name__}, not a "
+                                    "class; a checkpoint may only name classes")
+    defined = f"{target.__module__}.{target.__qualname__}"
+    if not _matches(defined, prefixes):
+        raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is {defined}, which is not allowed "
+                                    f"in a checkpoint. To trust it, {how}")
+
+
+def check_stored_config(node: Any, path: str, allow: Sequence[str] = ()) -> None:
+    """Refuse a stored config that would make Hydra import or call anything outside the allowlist.
+
+    Walks the plain-data tree ``node`` (dicts and lists, ``_args_`` and ``_partial_`` nodes included)
+    BEFORE anything is imported: every ``_target_`` must be a public dotted name under
+    :data:`ALLOWED_TARGETS` or ``allow``, and only then is it imported and required to be a class defined
+    under those prefixes (so ``seqforge.checkpoint.os.system`` is refused). Strings holding ``${``
+    are refused too: a saved config is resolved, and a resolver such as ``oc.decode`` could build a
+    hidden ``_target_`` node at instantiation time.
+
+    Args:
+        node: the stored config (``checkpoint["seqforge"]["config"]["model"]`` ...), plain data.
+        path: its name in messages (``"model"``).
+        allow: more trusted prefixes, e.g. ``("mypkg.cells.",)``: a prefix covers the names under it
+            (``"mypkg.cells"`` and ``"mypkg.cells."`` both cover ``mypkg.cells.MyCell``, not
+            ``mypkg.cellsx``); a full class name covers that class. The class must be defined there
+            (its ``__module__``), not merely imported there.
+
+    Raises:
+        UnsafeCheckpointError: naming the config path and the target.
+    """
+    for entry in allow:
+        if not isinstance(entry, str) or not entry.strip(".") or not all(
+            part.isidentifier() for part in entry.rstrip(".").split(".")
+        ):
+            raise ValueError(f"allow: expected dotted module or class names such as 'mypkg.cells.', got {entry!r}")
+    prefixes = (*ALLOWED_TARGETS, *allow)
+    for where, key, value in _items(node, path):
+        for text in (key, value):
+            if isinstance(text, str) and "${" in text:
+                raise UnsafeCheckpointError(f"config '{where}': {text!r} holds an interpolation; a checkpoint "
+                                            "stores a resolved config, so this one was crafted or damaged")
+        if key == "_target_":
+            _check_target(where, value, prefixes, allow)
+
+
 def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict at ``path`` (loaded with ``weights_only=True``) and check it is seqforge's.
 
@@ -87,9 +185,32 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return checkpoint
 
 
-def build_datamodule(checkpoint: dict[str, Any]) -> L.LightningDataModule:
-    """The datamodule of a checkpoint's run with its fitted state restored (no data are read)."""
+def check_checkpoint_config(checkpoint: dict[str, Any], allow: Sequence[str] = ()) -> None:
+    """Check what :func:`load_from_checkpoint` instantiates (stored ``model``, ``data``, ``net_kwargs``).
+
+    Raises:
+        UnsafeCheckpointError: see :func:`check_stored_config`.
+        ValueError: the stored entry lacks the ``model`` or ``data`` node.
+    """
     stored = checkpoint[CHECKPOINT_KEY]
+    config = stored.get("config") if isinstance(stored, dict) else None
+    if not isinstance(config, dict) or not all(isinstance(config.get(key), dict) for key in ("model", "data")):
+        raise ValueError(f"load_from_checkpoint: the '{CHECKPOINT_KEY}' entry holds no 'model' and 'data' configs")
+    check_stored_config(config["model"], "model", allow)
+    check_stored_config(config["data"], "data", allow)
+    check_stored_config(stored.get("net_kwargs", {}), "net_kwargs", allow)
+
+
+def build_datamodule(checkpoint: dict[str, Any], allow: Sequence[str] = ()) -> L.LightningDataModule:
+    """The datamodule of a checkpoint's run with its fitted state restored (no data are read).
+
+    ``allow``: more trusted ``_target_`` prefixes (see :func:`check_stored_config`).
+
+    Raises:
+        UnsafeCheckpointError: the stored data config names something outside the allowlist.
+    """
+    stored = checkpoint[CHECKPOINT_KEY]
+    check_stored_config(stored["config"]["data"], "data", allow)
     datamodule = instantiate(OmegaConf.create(stored["config"]["data"]))
     if stored["datamodule_state"]:
         datamodule.load_state_dict(stored["datamodule_state"])
@@ -97,13 +218,18 @@ def build_datamodule(checkpoint: dict[str, Any]) -> L.LightningDataModule:
 
 
 def load_from_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", allow: Sequence[str] = ()
 ) -> L.LightningModule:
     """Rebuild the task (LightningModule with its net) saved at ``path``, without the training config.
 
     The task and net are instantiated from the config stored in the checkpoint, the weights loaded
     strictly, and the datamodule (vocabularies, scalers; no data read) attached as ``task.datamodule``
     for encoding inputs and decoding outputs. The task is returned in eval mode on ``map_location``.
+
+    Only classes under :data:`ALLOWED_TARGETS` (seqforge, torch.nn, torch.optim, Lightning's callbacks,
+    loggers, profilers, strategies and Trainer) are instantiated; the stored config is checked before
+    anything is imported. A model built with your own classes loads with ``allow``, e.g.
+    ``allow=("mypkg.cells.",)`` (prefixes of the modules that define them; trust only your own code).
 
     Example::
 
@@ -112,9 +238,14 @@ def load_from_checkpoint(
 
     Raises:
         FileNotFoundError: nothing at ``path``.
+        UnsafeCheckpointError: the stored config names a target outside the allowlist (nothing imported).
         ValueError: unreadable file, not a seqforge checkpoint, or weights that do not fit the stored model.
     """
     checkpoint = read_checkpoint(path, map_location)
+    try:
+        check_checkpoint_config(checkpoint, allow)
+    except UnsafeCheckpointError as err:
+        raise UnsafeCheckpointError(f"load_from_checkpoint: {str(path)!r}: {err}") from None
     stored = checkpoint[CHECKPOINT_KEY]
     model_cfg = OmegaConf.create(stored["config"]["model"])
     task = instantiate(model_cfg, net=stored["net_kwargs"])
@@ -123,5 +254,5 @@ def load_from_checkpoint(
     except RuntimeError as err:
         raise ValueError(f"load_from_checkpoint: the weights in {str(path)!r} do not fit the stored model "
                          f"{model_cfg.get('_target_')} ({str(err).splitlines()[0]})") from None
-    task.datamodule = build_datamodule(checkpoint)
+    task.datamodule = build_datamodule(checkpoint, allow)
     return task.to(map_location).eval()

@@ -35,7 +35,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     stored = checkpoint[CHECKPOINT_KEY]
-    task = load_from_checkpoint(cfg.ckpt_path)
+    task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))
 
     data_cfg = cfg.data if cfg.get("data") is not None else OmegaConf.create(stored["config"]["data"])
     datamodule: L.LightningDataModule = instantiate_node("data", data_cfg)
@@ -49,6 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     metrics["ckpt_path"] = str(cfg.ckpt_path)
     if trainer.is_global_zero:
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(cfg.paths.output_dir) / "metrics.json", "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, indent=2)
         log.info(f"Metrics: {metrics}")

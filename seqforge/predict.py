@@ -27,7 +27,7 @@ from torch import Tensor
 
 from seqforge.checkpoint import load_from_checkpoint
 from seqforge.data.vocab import Vocabulary, detokenize, tokenize
-from seqforge.utils.config import ConfigError
+from seqforge.utils.config import ConfigError, PredictSchema, check_top_level
 
 log = logging.getLogger(__name__)
 
@@ -203,13 +203,14 @@ def predict_from_config(cfg: DictConfig) -> list[str]:
     """Run :func:`predict` as ``configs/predict.yaml`` describes; print or write the outputs."""
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("config 'ckpt_path': predict needs a checkpoint: scripts/predict.py ckpt_path=PATH")
+    check_top_level(cfg, PredictSchema)
     if (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError("config 'input'/'input_file': give exactly one (input=\"...\" or input_file=PATH)")
     inputs = [str(cfg.input)] if cfg.input is not None else \
         [line for line in Path(cfg.input_file).read_text(encoding="utf-8").splitlines() if line.strip()]
     if cfg.seed is not None:
         L.seed_everything(cfg.seed)
-    task = load_from_checkpoint(cfg.ckpt_path)
+    task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))
     outputs = predict(task, inputs, max_len=cfg.max_len, temperature=cfg.temperature, num_samples=cfg.num_samples)
     if cfg.output_file is not None:
         Path(cfg.output_file).write_text("\n".join(outputs) + "\n", encoding="utf-8")

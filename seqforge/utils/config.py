@@ -62,6 +62,23 @@ class EvalSchema:
     task_name: str
     tags: list[str]
     ckpt_path: str
+    allow_targets: list[str]
+    seed: Optional[int]  # noqa: UP045
+
+
+@dataclasses.dataclass
+class PredictSchema:
+    """Types of the top-level keys of ``predict.yaml``."""
+
+    task_name: str
+    ckpt_path: str
+    allow_targets: list[str]
+    input: Optional[str]  # noqa: UP045
+    input_file: Optional[str]  # noqa: UP045
+    output_file: Optional[str]  # noqa: UP045
+    max_len: int
+    temperature: float
+    num_samples: int
     seed: Optional[int]  # noqa: UP045
 
 
