@@ -18,9 +18,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from seqforge.utils.config import locate
+from seqforge.utils.config import ConfigError, check_node, instantiate_node, locate
 
 CHECKPOINT_KEY = "seqforge"
 # Lightning stores these as arbitrary Python objects (optimizer partials, OmegaConf types); we keep a
@@ -214,6 +214,80 @@ def build_datamodule(checkpoint: dict[str, Any], allow: Sequence[str] = ()) -> L
     datamodule = instantiate(OmegaConf.create(stored["config"]["data"]))
     if stored["datamodule_state"]:
         datamodule.load_state_dict(stored["datamodule_state"])
+    return datamodule
+
+
+def _differences(stored: Any, given: Any, path: str) -> list[str]:
+    """``path=given (checkpoint: stored)`` for each leaf where two plain configs differ."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        return [line for key in dict.fromkeys([*stored, *given])
+                for line in _differences(stored.get(key), given.get(key), f"{path}.{key}")]
+    return [] if stored == given else [f"{path}={given} (checkpoint: {stored})"]
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def datamodule_for(
+    checkpoint: dict[str, Any], data_cfg: DictConfig | None = None, allow: Sequence[str] = ()
+) -> L.LightningDataModule:
+    """The set-up datamodule to test a checkpoint on, holding the checkpoint's fitted state, checked to fit.
+
+    ``data_cfg`` with a ``_target_`` replaces the stored data config; without one (``+data.name=GunPoint``)
+    its keys override the stored config's; ``None`` keeps the stored config. The datamodule always gets
+    the checkpoint's fitted state (class names, normalization, vocabularies, scalers), whatever its
+    class, so the net reads data encoded as in training. Then, naming the data keys that differ from the
+    checkpoint's (``data.name=GunPoint (checkpoint: JapaneseVowels)``):
+
+    - the datamodule must keep that kind of state (same keys);
+    - the data must fit it: the datamodule's ``setup`` refuses, e.g., another number of channels than the
+      stored normalization or labels outside the stored classes;
+    - after ``setup`` the state must still be the stored one, key by key;
+    - ``net_kwargs`` (input size, classes, vocabulary sizes, horizon ...) must equal the stored ones.
+
+    Raises:
+        ConfigError: the data do not fit the checkpoint (both sides named).
+        UnsafeCheckpointError: the stored data config names a target outside the allowlist.
+    """
+    stored = checkpoint[CHECKPOINT_KEY]
+    if data_cfg is not None and "_target_" in data_cfg:
+        config = data_cfg
+    else:
+        check_stored_config(stored["config"]["data"], "data", allow)
+        config = OmegaConf.create(stored["config"]["data"])
+        config.merge_with(data_cfg or {})
+        check_node("data", config)
+    given = OmegaConf.to_container(config, resolve=True)
+    differs = "; ".join(_differences(stored["config"]["data"], given, "data")) or "the checkpoint's own data config"
+
+    def mismatch(detail: str) -> ConfigError:
+        return ConfigError(f"config 'data': the checkpoint does not fit these data: {detail} [data: {differs}]")
+
+    datamodule = instantiate_node("data", config)
+    state, kind = stored["datamodule_state"], type(datamodule).__name__
+    if state:
+        try:
+            datamodule.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, NotImplementedError) as err:
+            raise mismatch(f"the checkpoint's fitted data state has keys {sorted(state)}; {kind} cannot take "
+                           f"it ({type(err).__name__}: {err})") from None
+    try:
+        datamodule.prepare_data()
+        datamodule.setup("test")
+    except ValueError as err:
+        raise mismatch(str(err)) from err
+    now = to_plain(datamodule.state_dict())
+    for key in dict.fromkeys([*state, *now]):
+        if state.get(key) != now.get(key):
+            raise mismatch(f"fitted data state '{key}' is {_brief(state.get(key))} in the checkpoint, "
+                           f"{_brief(now.get(key))} in {kind}")
+    sizes = dict(datamodule.net_kwargs)
+    for key in dict.fromkeys([*stored["net_kwargs"], *sizes]):
+        if stored["net_kwargs"].get(key) != sizes.get(key):
+            raise mismatch(f"the checkpoint's net was built for {key}={stored['net_kwargs'].get(key)}, "
+                           f"{kind} gives {key}={sizes.get(key)}")
     return datamodule
 
 

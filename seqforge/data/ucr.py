@@ -170,6 +170,11 @@ class UCRDataModule(SplitDataModule):
                 f"UCRDataModule: {train_file} has {train_x[0].shape[1]} channels but "
                 f"{test_file} has {test_x[0].shape[1]}"
             )
+        if self.mean is not None and len(self.mean) != train_x[0].shape[1]:
+            raise ValueError(
+                f"UCRDataModule: the fitted state (from a checkpoint or an earlier setup) normalizes "
+                f"{len(self.mean)} channels, but {train_file} has {train_x[0].shape[1]}"
+            )
         if self.classes is None:
             self.classes = sorted(set(train_labels), key=_label_key)
         index = {label: i for i, label in enumerate(self.classes)}
