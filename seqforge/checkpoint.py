@@ -42,6 +42,9 @@ ALLOWED_TARGETS = (
 )
 
 
+_MAX_MISMATCHES = 20  # lines of a state_dict mismatch shown (each key with both shapes)
+
+
 class UnsafeCheckpointError(ValueError):
     """A checkpoint's stored config names something it may not instantiate; nothing was imported or called."""
 
@@ -167,16 +170,23 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     """The checkpoint dict at ``path`` (loaded with ``weights_only=True``) and check it is seqforge's.
 
     Raises:
-        FileNotFoundError: nothing at ``path``.
-        ValueError: unreadable or corrupt file, or a checkpoint not written by ``seqforge.train``.
+        FileNotFoundError / IsADirectoryError: nothing, or a folder, at ``path``.
+        ValueError: an empty (0-byte), unreadable or corrupt file, or a checkpoint not written by
+            ``seqforge.train``.
     """
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"load_from_checkpoint: {str(path)!r} is a directory; give a .ckpt file in it")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_from_checkpoint: no checkpoint file at {str(path)!r}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"load_from_checkpoint: {str(path)!r} is empty (0 bytes), not a readable checkpoint: "
+                         "an interrupted or failed write (a full disk?); use another checkpoint of the run")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
+        first = (str(err).splitlines() or ["no message"])[0][:200]
         raise ValueError(f"load_from_checkpoint: {str(path)!r} is not a readable checkpoint "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+                         f"({type(err).__name__}: {first})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"load_from_checkpoint: {str(path)!r} holds no 'state_dict'; not a Lightning checkpoint")
     if CHECKPOINT_KEY not in checkpoint:
@@ -326,7 +336,10 @@ def load_from_checkpoint(
     try:
         task.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as err:
+        details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        shown = details[:_MAX_MISMATCHES] + ([f"... and {len(details) - _MAX_MISMATCHES} more"]
+                                             if len(details) > _MAX_MISMATCHES else [])
         raise ValueError(f"load_from_checkpoint: the weights in {str(path)!r} do not fit the stored model "
-                         f"{model_cfg.get('_target_')} ({str(err).splitlines()[0]})") from None
+                         f"{model_cfg.get('_target_')}:\n  " + "\n  ".join(shown)) from None
     task.datamodule = build_datamodule(checkpoint, allow)
     return task.to(map_location).eval()

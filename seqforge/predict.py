@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from seqforge.checkpoint import load_from_checkpoint
+from seqforge.data.base import read_lines
 from seqforge.data.vocab import Vocabulary, detokenize, tokenize
 from seqforge.utils.config import ConfigError, PredictSchema, check_top_level
 
@@ -224,7 +225,7 @@ def predict_from_config(cfg: DictConfig) -> list[str]:
     if (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError("config 'input'/'input_file': give exactly one (input=\"...\" or input_file=PATH)")
     inputs = [str(cfg.input)] if cfg.input is not None else \
-        [line for line in Path(cfg.input_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        [line for line in read_lines(cfg.input_file, "predict input_file") if line.strip()]
     if cfg.seed is not None:
         L.seed_everything(cfg.seed)
     task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from test_train import QUIET
 
 from seqforge.checkpoint import datamodule_for, load_from_checkpoint
@@ -90,7 +92,7 @@ def test_predict_reports_bad_input(checkpoints: dict[str, dict]) -> None:
 
 
 def test_predict_from_config_reads_a_file(checkpoints: dict[str, dict], tmp_path: Path) -> None:
-    (tmp_path / "in.txt").write_text("4 5 6\n5 4\n")
+    (tmp_path / "in.txt").write_text("\ufeff4 5 6\n5 4\n", encoding="utf-8")  # a byte-order mark is not input
     cfg = compose_config("predict", [f"ckpt_path={checkpoints['echo_tagger']['best_ckpt_path']}",
                                      f"input_file={tmp_path / 'in.txt'}", f"output_file={tmp_path / 'out.txt'}"])
     outputs = predict_from_config(cfg)
@@ -221,3 +223,31 @@ def test_a_stored_log_scaler_refuses_a_non_positive_series(tmp_path: Path) -> No
     datamodule.load_state_dict({"scaler": {"kind": "log_standard", "shift": 1.0, "scale": 0.5}, "mase_scale": 1.0})
     with pytest.raises(ValueError, match=r"log_standard scaler .* needs a positive series, got a minimum of 0\.0"):
         datamodule.setup("test")
+
+
+def test_empty_or_folder_checkpoints_are_named(checkpoints: dict[str, dict], tmp_path: Path) -> None:
+    empty = tmp_path / "epoch_003.ckpt"
+    empty.touch()  # what a full disk leaves
+    with pytest.raises(ValueError, match=rf"'{empty}' is empty \(0 bytes\), not a readable checkpoint"):
+        load_from_checkpoint(empty)
+    with pytest.raises(ValueError, match=r"is empty \(0 bytes\)"):
+        evaluate(compose_config("eval", [f"ckpt_path={empty}"], tmp_path))
+    with pytest.raises(IsADirectoryError, match=rf"'{tmp_path}' is a directory; give a .ckpt file in it"):
+        load_from_checkpoint(tmp_path)
+
+
+def test_a_weight_mismatch_lists_every_key_with_both_shapes(checkpoints: dict[str, dict], tmp_path: Path) -> None:
+    checkpoint = torch.load(checkpoints["ucr_lstm"]["best_ckpt_path"], weights_only=True)
+    stored = checkpoint["seqforge"]
+    stored["config"]["model"]["net"]["hidden_size"] = 8  # the config of another model than the weights'
+    torch.save(checkpoint, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="do not fit the stored model") as error:
+        load_from_checkpoint(tmp_path / "other.ckpt")
+    lines = str(error.value).splitlines()[1:]
+    other = instantiate(OmegaConf.create(stored["config"]["model"]), net=stored["net_kwargs"]).state_dict()
+    mismatched = [k for k, v in checkpoint["state_dict"].items() if v.shape != other[k].shape]
+    assert len(mismatched) == len(lines) and len(lines) <= 21
+    for key in mismatched:
+        (line,) = [line for line in lines if f"size mismatch for {key}:" in line]
+        assert (f"shape torch.Size({list(checkpoint['state_dict'][key].shape)}) from checkpoint, the shape in "
+                f"current model is torch.Size({list(other[key].shape)})") in line
