@@ -17,28 +17,34 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from seqforge.utils.config import ConfigError, check_node, instantiate_node, locate
+from seqforge.utils.config import ConfigError, check_node, instantiate_node
 
 CHECKPOINT_KEY = "seqforge"
 # Lightning stores these as arbitrary Python objects (optimizer partials, OmegaConf types); we keep a
 # plain-data copy so the whole checkpoint loads with weights_only=True.
 _OBJECT_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
 _TYPE_KEYS = ("hparams_type", "datamodule_hparams_type")
-# What a checkpoint's stored config may instantiate: classes defined under these prefixes. configs/ name
-# seqforge's tasks, models and datamodules, torch.optim optimizers and schedulers, and Lightning's
-# callbacks, loggers, profilers, strategies and Trainer; torch.nn covers user nets built from its layers.
+# What a checkpoint's stored config may instantiate: classes defined under these packages, and the
+# Lightning classes configs/ name (the stored trainer/callbacks/logger nodes are not instantiated by
+# load_from_checkpoint; a tool that rebuilds them gets no more than what we ship).
 ALLOWED_TARGETS = (
     "seqforge.",
     "torch.nn.",
-    "torch.optim.",
-    "lightning.pytorch.callbacks.",
-    "lightning.pytorch.loggers.",
-    "lightning.pytorch.profilers.",
-    "lightning.pytorch.strategies.",
-    "lightning.pytorch.trainer.",
+    "torch.optim.",  # optimizers and torch.optim.lr_scheduler
+    "lightning.pytorch.callbacks.EarlyStopping",
+    "lightning.pytorch.callbacks.LearningRateMonitor",
+    "lightning.pytorch.callbacks.ModelCheckpoint",
+    "lightning.pytorch.callbacks.RichModelSummary",
+    "lightning.pytorch.callbacks.RichProgressBar",
+    "lightning.pytorch.loggers.CSVLogger",
+    "lightning.pytorch.loggers.TensorBoardLogger",
+    "lightning.pytorch.profilers.SimpleProfiler",
+    "lightning.pytorch.strategies.DDPStrategy",
+    "lightning.pytorch.trainer.Trainer",
 )
 
 
@@ -114,18 +120,20 @@ def _check_target(where: str, name: Any, prefixes: Sequence[str], allow: Sequenc
         raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is not a public dotted class name "
                                     "(private or dunder parts are refused)")
     if not _matches(name, prefixes):
-        allowed = ", ".join([*ALLOWED_TARGETS, *allow])
+        allowed = ", ".join([p for p in ALLOWED_TARGETS if p.endswith(".")] + list(allow))
         raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is not allowed in a checkpoint (allowed: "
-                                    f"{allowed}); it was not imported. To trust it, {how}")
+                                    f"{allowed} and the Lightning classes configs/ use); it was not imported. "
+                                    f"To trust it, {how}")
     try:
-        target = locate(name)
-    except (ImportError, AttributeError) as err:
-        raise UnsafeCheckpointError(f"config '{where}': cannot import _target_ {name!r} ({err})") from None
+        target = _locate(name)  # instantiate's own lookup (get_object's, without its error log)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise UnsafeCheckpointError(f"config '{where}': cannot import _target_ {name!r} "
+                                    f"({str(err).splitlines()[-1]})") from None
     if not inspect.isclass(target):
         raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is a {type(target).__name__}, not a "
                                     "class; a checkpoint may only name classes")
     defined = f"{target.__module__}.{target.__qualname__}"
-    if not _matches(defined, prefixes):
+    if name not in {p.rstrip(".") for p in prefixes} and not _matches(defined, prefixes):
         raise UnsafeCheckpointError(f"config '{where}': _target_ {name!r} is {defined}, which is not allowed "
                                     f"in a checkpoint. To trust it, {how}")
 
@@ -135,18 +143,19 @@ def check_stored_config(node: Any, path: str, allow: Sequence[str] = ()) -> None
 
     Walks the plain-data tree ``node`` (dicts and lists, ``_args_`` and ``_partial_`` nodes included)
     BEFORE anything is imported: every ``_target_`` must be a public dotted name under
-    :data:`ALLOWED_TARGETS` or ``allow``, and only then is it imported and required to be a class defined
-    under those prefixes (so ``seqforge.checkpoint.os.system`` is refused). Strings holding ``${``
-    are refused too: a saved config is resolved, and a resolver such as ``oc.decode`` could build a
-    hidden ``_target_`` node at instantiation time.
+    :data:`ALLOWED_TARGETS` or ``allow``, and only then is it imported and required to be a class; a
+    name found under a prefix (not listed exactly) must be a class defined under an allowed prefix too,
+    so ``seqforge.checkpoint.os.system`` is refused. Strings holding ``${`` are refused too: a saved
+    config is resolved, and a resolver such as ``oc.create`` builds a hidden ``_target_`` node at
+    instantiation time, after any walk of the data.
 
     Args:
         node: the stored config (``checkpoint["seqforge"]["config"]["model"]`` ...), plain data.
         path: its name in messages (``"model"``).
-        allow: more trusted prefixes, e.g. ``("mypkg.cells.",)``: a prefix covers the names under it
-            (``"mypkg.cells"`` and ``"mypkg.cells."`` both cover ``mypkg.cells.MyCell``, not
-            ``mypkg.cellsx``); a full class name covers that class. The class must be defined there
-            (its ``__module__``), not merely imported there.
+        allow: more trusted names, e.g. ``("mypkg.cells.",)``. An entry covers itself and the names under
+            it (``"mypkg.cells"`` and ``"mypkg.cells."`` both cover ``mypkg.cells.MyCell``, not
+            ``mypkg.cellsx.X``); a class found under it must also be defined (its ``__module__``) under
+            an allowed entry, not merely imported there.
 
     Raises:
         UnsafeCheckpointError: naming the config path and the target.

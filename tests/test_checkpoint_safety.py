@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 import torch
-from test_train import QUIET
+from omegaconf import OmegaConf
+from test_train import EXPERIMENTS, QUIET
 
 from seqforge.checkpoint import UnsafeCheckpointError, check_stored_config, load_from_checkpoint
 from seqforge.evaluate import evaluate
@@ -80,6 +81,17 @@ def test_os_system_is_refused_and_nothing_runs(target: str, trained: dict[str, A
     with pytest.raises(UnsafeCheckpointError, match=rf"config 'model\.net\._target_'.*{re.escape(target)}"):
         load_from_checkpoint(path)
     assert not marker.exists()
+
+
+def test_builtins_open_cannot_truncate_a_file(trained: dict[str, Any], tmp_path: Path) -> None:
+    """Hydra's own blocklist stops os.system, not open(path, "w"): the allowlist does."""
+    victim = tmp_path / "notes.txt"
+    victim.write_text("keep me")
+    payload = {"_target_": "builtins.open", "_args_": [str(victim), "w"]}
+    path = craft(trained, tmp_path, lambda stored: _set(stored, "config.model.net.rnn_options", payload))
+    with pytest.raises(UnsafeCheckpointError, match=r"'model\.net\.rnn_options\._target_'.*'builtins\.open'"):
+        load_from_checkpoint(path)
+    assert victim.read_text() == "keep me"
 
 
 def test_a_seqforge_function_is_refused(trained: dict[str, Any], tmp_path: Path) -> None:
@@ -157,6 +169,14 @@ def test_allow_requires_the_class_to_be_defined_under_the_prefix(trained: dict[s
     with pytest.raises(UnsafeCheckpointError, match="not a class"):
         load_from_checkpoint(path, allow=("seqforge.checkpoint.os.",))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("overrides", [[f"+experiment={name}"] for name in EXPERIMENTS] + [["trainer=ddp_cpu"]])
+def test_everything_the_shipped_configs_name_is_allowed(overrides: list[str]) -> None:
+    """The allowlist covers every target of every experiment (model, data, trainer, callbacks, logger)."""
+    cfg = compose_config("train", [*overrides, "logger=many_loggers", "debug=profiler"])
+    for group in ("model", "data", "trainer", "callbacks", "logger"):
+        check_stored_config(OmegaConf.to_container(cfg[group], resolve=True), group)
 
 
 def test_allow_entries_are_checked() -> None:
