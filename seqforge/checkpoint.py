@@ -101,11 +101,25 @@ def _matches(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".") for p in prefixes)
 
 
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor)
+
+
 def _items(node: Any, path: str) -> Iterator[tuple[str, Any, Any]]:
-    """``(path, key, value)`` of every dict entry and list item under ``node``, depth first."""
-    entries = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    """``(path, key, value)`` of every dict entry and list (or tuple) item under ``node``, depth first.
+
+    Raises:
+        UnsafeCheckpointError: a value that is not plain data (a set, a custom container ...).
+    """
+    if isinstance(node, dict):
+        entries: Iterator[tuple[Any, Any]] = iter(node.items())
+    elif isinstance(node, list | tuple):
+        entries = enumerate(node)
+    elif isinstance(node, _PLAIN):
+        return
+    else:
+        raise UnsafeCheckpointError(f"config '{path}': a {type(node).__name__} value; a checkpoint stores plain data")
     for key, value in entries:
-        where = f"{path}[{key}]" if isinstance(node, list) else f"{path}.{key}"
+        where = f"{path}.{key}" if isinstance(node, dict) else f"{path}[{key}]"
         yield where, key, value
         yield from _items(value, where)
 

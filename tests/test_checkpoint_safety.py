@@ -53,7 +53,7 @@ def _set(node: dict[str, Any], dotted: str, value: Any) -> None:
 
 # where a payload hides in the stored config: the nodes instantiated, a list, a partial, net_kwargs
 PLACES = ["config.data", "config.model.net", "config.model.optimizer", "config.model.net.rnn_options",
-          "net_kwargs.input_size"]
+          "config.model.net.tuple", "net_kwargs.input_size"]
 
 
 @pytest.mark.parametrize("place", PLACES)
@@ -64,10 +64,13 @@ def test_builtins_print_is_refused_and_never_called(place: str, trained: dict[st
         payload["_partial_"] = True
     if place.endswith("rnn_options"):
         payload = {"hooks": [payload]}  # inside a list of a plain dict
+    if place.endswith("tuple"):
+        place, payload = "config.model.net.rnn_options", ({"x": 1}, payload)  # torch.load keeps tuples
     path = craft(trained, tmp_path, lambda stored: _set(stored, place, payload))
     with pytest.raises(UnsafeCheckpointError, match=r"'builtins\.print' is not allowed") as error:
         load_from_checkpoint(path)
-    where = place.removeprefix("config.") + (".hooks[0]" if place.endswith("rnn_options") else "") + "._target_"
+    inner = {dict: ".hooks[0]", tuple: "[1]"}.get(type(payload), "") if place.endswith("rnn_options") else ""
+    where = place.removeprefix("config.") + inner + "._target_"
     assert f"config '{where}'" in str(error.value) and str(path) in str(error.value)
     assert "PWNED" not in capsys.readouterr().out
 
@@ -177,6 +180,12 @@ def test_everything_the_shipped_configs_name_is_allowed(overrides: list[str]) ->
     cfg = compose_config("train", [*overrides, "logger=many_loggers", "debug=profiler"])
     for group in ("model", "data", "trainer", "callbacks", "logger"):
         check_stored_config(OmegaConf.to_container(cfg[group], resolve=True), group)
+
+
+def test_values_that_are_not_plain_data_are_refused(trained: dict[str, Any], tmp_path: Path) -> None:
+    path = craft(trained, tmp_path, lambda stored: _set(stored, "config.data.name", {"a", "b"}))
+    with pytest.raises(UnsafeCheckpointError, match=r"config 'data.name': a set value; a checkpoint stores plain"):
+        load_from_checkpoint(path)
 
 
 def test_allow_entries_are_checked() -> None:
