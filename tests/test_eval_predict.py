@@ -201,7 +201,13 @@ def test_evaluate_same_data_with_overrides_runs(checkpoints, tmp_path: Path) -> 
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 
-def test_predict_checks_inputs_against_the_checkpoint(checkpoints: dict[str, dict]) -> None:
+def test_predict_checks_inputs_against_the_checkpoint(checkpoints: dict[str, dict],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    lm = load_from_checkpoint(checkpoints["char_lm"]["best_ckpt_path"])
+    unseen = next(c for c in "\u00e9\u00df#@~" if c not in lm.datamodule.vocab.stoi)
+    with caplog.at_level("WARNING", logger="seqforge.predict"):
+        predict(lm, [f"th{unseen} "], max_len=2, temperature=0.0)
+    assert f"tokens ['{unseen}']" in caplog.text and "read as <unk>" in caplog.text
     forecaster = load_from_checkpoint(checkpoints["sine_forecast"]["best_ckpt_path"])
     with pytest.raises(ValueError, match=r"reads 1 channels per step \(its input_size\), got 2"):
         predict(forecaster, [";".join("1,2" for _ in range(24))])  # before: the second channel silently dropped

@@ -257,7 +257,8 @@ def _dry_run(path: str, node: DictConfig, target: type) -> None:
     """Build an optimizer or scheduler node now, so torch's own value checks (``lr >= 0``, betas in [0, 1),
     a plateau ``factor < 1`` ...) fail before the data are read, naming the key they refuse.
 
-    Nodes whose arguments are filled at run time (a missing argument: ``TypeError``) are left alone.
+    Only torch's ``ValueError`` counts: other failures (a missing argument filled at run time, nested
+    nodes) are left to the run.
     """
     if any(OmegaConf.is_missing(node, key) for key in node):
         return
@@ -266,8 +267,6 @@ def _dry_run(path: str, node: DictConfig, target: type) -> None:
     kwargs = {str(k): v for k, v in plain.items() if k not in _HYDRA_KEYS}
     try:
         _build_on_dummy(target, kwargs)
-    except TypeError:
-        return
     except ValueError as err:
         for key in kwargs:  # the key whose removal (its default) makes torch accept the rest
             try:
@@ -277,6 +276,8 @@ def _dry_run(path: str, node: DictConfig, target: type) -> None:
             raise ConfigError(f"config '{path}.{key}': {node['_target_']} refuses {key}={kwargs[key]!r} "
                               f"({err})") from None
         raise ConfigError(f"config '{path}': {node['_target_']} refuses {kwargs} ({err})") from None
+    except Exception:  # arguments filled at run time, nested nodes ...: the run reports those
+        return
 
 
 def check_config(cfg: DictConfig, schema: type, groups: Sequence[str]) -> None:
