@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from test_train import QUIET
+from test_train import QUIET, REPO, run_script
 
 from seqforge.checkpoint import datamodule_for, load_from_checkpoint
 from seqforge.data.series import SeriesDataModule
@@ -169,6 +169,16 @@ def test_evaluate_refuses_data_that_do_not_fit_the_checkpoint(overrides, match, 
         evaluate(_eval_config(checkpoints["ucr_lstm"], tmp_path / "eval", *overrides))
     assert "config 'data'" in str(error.value) and checkpoints["ucr_lstm"]["best_ckpt_path"] in str(error.value)
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_eval_script_stops_on_the_issue_case(checkpoints, tmp_path: Path) -> None:
+    """`scripts/eval.py ckpt_path=<JapaneseVowels> +data.name=GunPoint` exited 0 with acc 0.0."""
+    args = [str(REPO / "scripts" / "eval.py"), f"ckpt_path={checkpoints['ucr_lstm']['best_ckpt_path']}",
+            "+data.name=GunPoint", "trainer.accelerator=cpu"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 1
+    assert "normalizes 12 channels, but" in result.stderr and "GunPoint_TRAIN.ts has 1" in result.stderr
+    assert not list(tmp_path.rglob("metrics.json"))
 
 
 def test_evaluate_refuses_other_net_sizes(checkpoints, tmp_path: Path) -> None:
