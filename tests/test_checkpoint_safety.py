@@ -23,7 +23,7 @@ from seqforge.checkpoint import UnsafeCheckpointError, check_stored_config, load
 from seqforge.evaluate import evaluate
 from seqforge.predict import predict_from_config
 from seqforge.train import train
-from seqforge.utils.config import compose_config
+from seqforge.utils.config import CONFIG_DIR, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,16 @@ def test_values_that_are_not_plain_data_are_refused(trained: dict[str, Any], tmp
     path = craft(trained, tmp_path, lambda stored: _set(stored, "config.data.name", {"a", "b"}))
     with pytest.raises(UnsafeCheckpointError, match=r"config 'data.name': a set value; a checkpoint stores plain"):
         load_from_checkpoint(path)
+
+
+def test_every_target_in_configs_is_allowed() -> None:
+    """Every ``_target_`` written in configs/ (but Hydra's own sweeper nodes, never stored) is on the allowlist."""
+    targets = {line.split("_target_:", 1)[1].split("#")[0].strip()
+               for path in CONFIG_DIR.rglob("*.yaml") if not {"hydra", "hparams_search"} & set(path.parts)
+               for line in path.read_text().splitlines() if "_target_:" in line}
+    assert "lightning.pytorch.trainer.Trainer" in targets
+    for target in sorted(targets):
+        check_stored_config({"_target_": target}, "configs")
 
 
 def test_allow_entries_are_checked() -> None:
