@@ -78,6 +78,7 @@ def test_builtins_print_is_refused_and_never_called(place: str, trained: dict[st
 @pytest.mark.parametrize("target", ["os.system", "posix.system", "seqforge.checkpoint.os.system",
                                     "seqforge.data.base.os.system", "subprocess.getoutput"])
 def test_os_system_is_refused_and_nothing_runs(target: str, trained: dict[str, Any], tmp_path: Path) -> None:
+    """Refused by the allowlist before Hydra's own blocklist (1.3.8 also stops these) is reached."""
     marker = tmp_path / "system_ran"
     payload = {"_target_": target, "_args_": [f"touch {marker}"]}
     path = craft(trained, tmp_path, lambda stored: _set(stored, "config.model.net", payload))
