@@ -1,0 +1,28 @@
+"""A callback that sends a signal to its own process at a chosen point of training: at the start of the
+training batch that makes global step ``step``, or at the start of validation batch ``val_batch`` of the
+validation that follows step ``step`` (how a scheduler's SIGTERM or a user's Ctrl-C arrives)."""
+
+import os
+import signal
+
+import lightning as L
+
+
+class SignalAt(L.Callback):
+    def __init__(self, step: int, signum: int = signal.SIGTERM, val_batch: int | None = None) -> None:
+        self.step, self.signum, self.val_batch = step, signum, val_batch
+        self.sent = False
+
+    def _send(self) -> None:
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if self.val_batch is None and trainer.global_step == self.step:
+            self._send()
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: object, batch: object, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:  # fmt: skip
+        if self.val_batch == batch_idx and trainer.global_step == self.step and not trainer.sanity_checking:
+            self._send()
