@@ -98,6 +98,9 @@ class ExceptionCheckpoint(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start_step = trainer.global_step  # after a resume: the restored step
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = None  # training is over: a later failure (in test) leaves nothing to resume
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         start, self._start_step = self._start_step, None
         if isinstance(exception, NonFiniteLossError) or start is None or trainer.global_step <= start:

@@ -131,11 +131,12 @@ def check_run(cfg: DictConfig) -> None:
         raise ConfigError("train=false tests a trained model: give ckpt_path=<checkpoint file> (or ckpt_path=last "
                           "with hydra.run.dir=<run folder>), got ckpt_path=null")
     trainer = cfg.get("trainer") or {}
-    if trainer.get("max_time") is not None:
+    max_time = trainer.get("max_time")
+    if max_time is not None:
         for key in ("min_epochs", "min_steps"):
             if trainer.get(key):
-                raise ConfigError(f"trainer.max_time={trainer.get('max_time')} with trainer.{key}={trainer[key]}: Lightning "
-                                  f"keeps training past the time limit until {key} is met; set trainer.{key}=null")
+                raise ConfigError(f"trainer.max_time={max_time} with trainer.{key}={trainer[key]}: Lightning keeps "
+                                  f"training past the time limit until {key} is met; set trainer.{key}=null")
 
 
 def checkpoint_folders(cfg: DictConfig) -> list[Path]:
