@@ -163,7 +163,8 @@ class SplitDataModule(L.LightningDataModule):
 
         Shuffling draws each epoch's order from ``(run seed, epoch)`` only (the run seed is torch's initial
         seed, set by ``seed_everything``), so a resumed run sees the same order; the shuffled (training)
-        loader also continues a resumed epoch at the saved position. Unshuffled (evaluation) loaders split the samples across DDP processes without repeating any.
+        loader also continues a resumed epoch at the saved position. Unshuffled (evaluation) loaders split
+        the samples across DDP processes without repeating any.
         """
         if shuffle:
             return ResumableDataLoader(
