@@ -182,3 +182,13 @@ def test_a_failure_in_the_test_stage_still_writes_metrics_with_the_fit_and_a_sta
     assert "val/acc" in metrics and Path(metrics["best_ckpt_path"]).is_file()
     assert not any(key.startswith("test/") for key in metrics)
     assert not (tmp_path / "run" / "checkpoints" / "on_exception.ckpt").exists()  # the fit had finished
+
+
+def test_a_resumed_run_keeps_the_best_monitored_value_of_the_epochs_before_it(tmp_path: Path) -> None:
+    first = train(compose_config("train", [*TINY, "trainer.max_epochs=2"], tmp_path))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["monitor_best"] == pytest.approx(first["val/acc_best"])
+    wrecked = ["trainer.max_epochs=3", "ckpt_path=last", "model.optimizer.lr=5.0"]  # the third epoch gets worse
+    resumed = train(compose_config("train", [*TINY, *wrecked], tmp_path))
+    assert resumed["val/acc"] < first["val/acc_best"]
+    assert resumed["val/acc_best"] == pytest.approx(first["val/acc_best"])
