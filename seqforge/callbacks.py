@@ -24,6 +24,7 @@ import math
 import os
 import random
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,7 +209,8 @@ def stop_at_batch_end() -> Iterator[StopRequest]:
     ``SIGTERMException``, after which :class:`ExceptionCheckpoint` saves a checkpoint that resumes exactly.
     A ``KeyboardInterrupt`` raised in the middle of an optimizer step could leave weights half updated;
     routed this way, Ctrl-C gets the same clean stop. Outside a running ``Trainer`` call (no Lightning
-    SIGTERM handler installed) SIGINT raises ``KeyboardInterrupt`` as usual.
+    SIGTERM handler installed) SIGINT raises ``KeyboardInterrupt`` as usual; outside the main thread the
+    block changes nothing (Python lets only the main thread set signal handlers).
     """
     request = StopRequest()
 
@@ -220,6 +222,9 @@ def stop_at_batch_end() -> Iterator[StopRequest]:
         log.warning("Ctrl-C: stopping at the end of the current batch (press Ctrl-C again to stop now)")
         lightning_handler(signum, frame)
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield request
+        return
     previous = signal.signal(signal.SIGINT, handle)
     try:
         yield request
