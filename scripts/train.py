@@ -1,4 +1,8 @@
-"""Train: ``python scripts/train.py +experiment=ucr_lstm [key=value ...]``; ``-m`` sweeps."""
+"""Train: ``python scripts/train.py +experiment=ucr_lstm [key=value ...]``; ``-m`` sweeps.
+
+SIGTERM and SIGINT (Ctrl-C) stop at the end of the running batch, write ``on_exception.ckpt`` (resume with
+``ckpt_path=last``) and exit with ``128 + signal``: 143 and 130.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,27 @@ import cpu_threads  # scripts/cpu_threads.py, standard library only
 
 cpu_threads.prepare_environment()  # before anything imports torch: libgomp reads its settings once
 
+import sys  # noqa: E402
+
 import hydra  # noqa: E402
+from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from seqforge.callbacks import interrupt_exit_code  # noqa: E402
 from seqforge.train import get_metric_value, train  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     cpu_threads.set_threads(cfg.get("threads"))
     metrics = train(cfg)
+    if not cfg.train and cfg.get("optimized_metric") is None:
+        return None  # a test-only run has no validation metric to report to a sweeper
     return get_metric_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (SIGTERMException, KeyboardInterrupt) as interrupt:
+        sys.exit(interrupt_exit_code(interrupt))
