@@ -10,7 +10,7 @@ import pytest
 import yaml
 from test_train import QUIET, REPO, run_script
 
-from seqforge.utils.sweep import check_rdb_storage
+from seqforge.utils.sweep import ERROR_FILE, check_rdb_storage
 
 TRAIN = str(REPO / "scripts" / "train.py")
 OPTUNA_ARGS = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", "debug=fdr", *QUIET,
@@ -49,6 +49,25 @@ def test_multirun_with_two_values_runs_two_jobs(tmp_path: Path) -> None:
     assert all(float(row["test/acc"]) >= 0 for row in rows)
 
 
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+def test_grid_sweep_with_a_failing_job_runs_the_others_records_it_and_exits_non_zero(
+    tmp_path: Path, launcher: str
+) -> None:
+    """``pooling=avg`` is not a pooling: job 1 of three fails, jobs 0 and 2 still run."""
+    args = [TRAIN, "-m", "+experiment=parity_gru", "debug=fdr", *QUIET, "model.net.pooling=last,avg,mean",
+            f"hydra/launcher={launcher}"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 1, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = read_trials(sweep_dir)
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "completed"), ("1", "failed"), ("2", "completed")]
+    failed = rows[1]
+    assert "pooling=avg" in failed["overrides"] and failed["test/acc"] == ""
+    assert failed["error"].startswith("ConfigError: config 'model'") and "pooling must be one of" in failed["error"]
+    assert "Traceback (most recent call last)" in (sweep_dir / "1" / ERROR_FILE).read_text()
+    assert all(float(rows[i]["test/acc"]) >= 0 for i in (0, 2))
+
+
 @pytest.fixture(scope="module")
 def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """Three seeded TPE trials; ``pooling=avg`` is not a pooling, so the trials that draw it fail."""
@@ -66,6 +85,7 @@ def test_optuna_sweep_records_every_trial_and_survives_a_failed_one(optuna_sweep
     statuses = sorted(row["status"] for row in rows)
     assert statuses[0] == "completed" and statuses[-1] == "failed"
     assert all(("pooling=avg" in row["overrides"]) == (row["status"] == "failed") for row in rows)
+    assert all("pooling must be one of" in row["error"] for row in rows if row["status"] == "failed")
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     completed = [float(row["val/acc_best"]) for row in rows if row["status"] == "completed"]
     assert best["best_value"] == pytest.approx(max(completed))
