@@ -104,5 +104,29 @@ def test_optuna_sweep_resumes_from_its_storage_file(optuna_sweep) -> None:
     # the same command (same search space) with the old sweep folder: one more trial joins the study
     result = run_script([*OPTUNA_ARGS, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={sweep_dir}"], root)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(optuna.load_study(study_name="parity_gru", storage=url).trials) == 4
+    trials = optuna.load_study(study_name="parity_gru", storage=url).trials
+    assert len(trials) == 4
+    # a new configuration: optuna's own seeded TPE sampler would start its stream again and repeat trial 0
+    assert trials[3].params not in [t.params for t in trials[:3]]
     assert len(read_trials(sweep_dir)) == 4
+
+
+@pytest.mark.slow  # about 70 s under load; the fast suite has the resume above and tests/test_optuna_sampler.py
+@pytest.mark.skipif(not rdb_usable(), reason="optuna 2.x cannot use SQLAlchemy 2.x: pip install 'sqlalchemy<2'")
+def test_optuna_sweep_of_three_trials_resumed_to_six_has_six_distinct_parameter_sets(tmp_path: Path) -> None:
+    """Before the trial-seeded sampler, the resumed trials 3-5 repeated trials 0-2 (seeded TPE, 8 startup)."""
+    import optuna
+
+    args = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", *QUIET, "hydra.sweeper.n_trials=3",
+            "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1", "callbacks.early_stopping=null"]
+    first = run_script(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    resumed = run_script([*args, f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = optuna.load_study(study_name="parity_gru", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 6
+    rows = read_trials(sweep_dir)
+    assert [row["status"] for row in rows] == ["completed"] * 6 and len({row["overrides"] for row in rows}) == 6
