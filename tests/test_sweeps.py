@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +70,51 @@ def test_grid_sweep_with_a_failing_job_runs_the_others_records_it_and_exits_non_
     assert failed["error"].startswith("ConfigError: config 'model'") and "pooling must be one of" in failed["error"]
     assert "Traceback (most recent call last)" in (sweep_dir / "1" / ERROR_FILE).read_text()
     assert all(float(rows[i]["test/acc"]) >= 0 for i in (0, 2))
+
+
+def start_script(args: list[str], cwd: Path) -> subprocess.Popen:
+    """``run_script``'s process, started in the background (its output to files in ``cwd``)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "SEQFORGE_LOG_DIR": str(cwd / "logs"), "OMP_NUM_THREADS": "1"}
+    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
+        return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out, stderr=err)
+
+
+def wait_for(pattern: str, root: Path, process: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        if process.poll() is not None:
+            stderr = (root / "stderr.txt").read_text()[-3000:]
+            raise AssertionError(f"exited {process.returncode} before {pattern}: {stderr}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {pattern} under {root} after {timeout} s")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_in_job_0_stops_the_sweep_writes_its_summary_and_exits_128_plus_signal(
+    tmp_path: Path, signum: int
+) -> None:
+    """A scheduler's SIGTERM (or Ctrl-C) once job 0 saved its first epoch: jobs 1 and 2 must not start."""
+    args = [TRAIN, "-m", "+experiment=parity_gru", *QUIET, "seed=1,2,3", "trainer.max_epochs=200",
+            "callbacks.early_stopping=null", "data.num_train=256"]
+    process = start_script(args, tmp_path)
+    try:
+        wait_for("logs/parity_gru/multiruns/*/0/checkpoints/last.ckpt", tmp_path, process)
+        process.send_signal(signum)
+        returncode = process.wait(timeout=120)
+    finally:
+        process.kill()
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = read_trials(sweep_dir)
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "interrupted"), ("1", "not run"), ("2", "not run")]
+    assert all(f"seed={i + 1}" in row["overrides"].split() for i, row in enumerate(rows))
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0"]  # no later job started
+    assert (sweep_dir / "0" / "checkpoints" / "on_exception.ckpt").is_file()  # resumable: ckpt_path=last
+    assert not (sweep_dir / "0" / "metrics.json").exists()
+    assert returncode == 128 + signum, (tmp_path / "stderr.txt").read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
