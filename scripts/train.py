@@ -1,10 +1,18 @@
-"""Train: ``python scripts/train.py +experiment=ucr_lstm [key=value ...]``; ``-m`` sweeps."""
+"""Train: ``python scripts/train.py +experiment=ucr_lstm [key=value ...]``; ``-m`` sweeps.
+
+SIGTERM and SIGINT (Ctrl-C) stop at the end of the running batch, write ``on_exception.ckpt`` (resume with
+``ckpt_path=last``) and exit with ``128 + signal``: 143 and 130.
+"""
 
 from __future__ import annotations
 
+import sys
+
 import hydra
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from seqforge.callbacks import interrupt_exit_code
 from seqforge.train import get_metric_value, train
 
 
@@ -15,4 +23,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (SIGTERMException, KeyboardInterrupt) as interrupt:
+        sys.exit(interrupt_exit_code(interrupt))

@@ -1,27 +1,44 @@
-"""Callbacks that keep training runs safe: nothing lost on interrupt, nothing corrupted by a NaN, and
-the same result whether or not a run was resumed.
+"""Callbacks and plugins that keep training runs safe: nothing lost on interrupt, nothing corrupted by a NaN
+or a full disk, and the same result whether or not a run was resumed.
 
 - :class:`FiniteLossGuard` stops at the first non-finite training loss, *before* its backward pass and
   optimizer step, so no checkpoint is ever written from weights it produced.
-- :class:`ExceptionCheckpoint` writes ``on_exception.ckpt`` when a run is interrupted (Ctrl-C / SIGINT,
-  SIGTERM from a scheduler, any crash), but only from finite weights and never for a non-finite loss.
-  ``trainer.fit(ckpt_path="last")`` picks the newer of it and ``last.ckpt``.
+- :class:`ExceptionCheckpoint` writes ``on_exception.ckpt`` when a run that trained is interrupted
+  (Ctrl-C / SIGINT, SIGTERM from a scheduler, any crash), but only from finite weights and never for a
+  non-finite loss. ``train()`` resolves ``ckpt_path=last`` to the newer of it and ``last.ckpt``.
+- :func:`stop_at_batch_end` makes Ctrl-C stop the way SIGTERM does (at the end of the running batch),
+  and :func:`interrupt_exit_code` gives the shell status of an interrupt (143 for SIGTERM, 130 for SIGINT).
+- :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the same folder, syncs it to
+  disk and renames it into place: a failed write (full disk) leaves the previous files as they were.
 - :class:`ReseedEveryBatch` reseeds every RNG from ``(seed, epoch, batch)`` before each training batch, so
   a resumed run draws the same dropout masks as an uninterrupted one (data order comes from
-  :class:`seqforge.data.sampling.EpochShuffleSampler`, which depends on ``(seed, epoch)`` only).
+  :class:`seqforge.data.sampling.EpochShuffleSampler`, which depends on ``(seed, epoch)`` only, and the
+  position inside an epoch from :class:`seqforge.data.sampling.ResumableDataLoader`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import random
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.fabric.utilities.seed import seed_everything
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.utilities.combined_loader import CombinedLoader
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from seqforge.data.sampling import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +75,67 @@ class FiniteLossGuard(L.Callback):
 class ExceptionCheckpoint(L.Callback):
     """Save ``<dirpath>/<filename>.ckpt`` when training stops on an exception or a signal.
 
-    Skipped for :class:`NonFiniteLossError` and whenever a parameter is not finite, so an interrupt never
-    replaces a good checkpoint with a broken one. The file is written atomically (temporary file, then
-    rename), so a second interrupt during the save cannot leave half a checkpoint behind.
+    Written only during ``fit``, only once this fit has trained at least one step (a failure during setup
+    or the sanity check leaves nothing to resume), never for :class:`NonFiniteLossError` and never from
+    weights that are not finite, so an interrupt never replaces a good checkpoint with a broken or
+    untrained one. ``train()`` makes every checkpoint write atomic (:class:`AtomicCheckpointIO`) and
+    resolves ``ckpt_path=last`` to the newer of this file and ``last.ckpt``.
+
+    The checkpoint resumes exactly: a training batch that was interrupted before it finished is replayed
+    (the training loader's saved position is moved back to it), and a validation that was interrupted
+    is run again from its first batch (its metrics so far were not saved).
     """
 
     def __init__(self, dirpath: _PATH, filename: str = "on_exception") -> None:
         self.dirpath = os.fspath(dirpath)
         self.filename = filename
+        self._start_step: int | None = None
 
     @property
     def ckpt_path(self) -> str:
         return os.path.join(self.dirpath, self.filename + ".ckpt")
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step  # after a resume: the restored step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = None  # training is over: a later failure (in test) leaves nothing to resume
+
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, NonFiniteLossError):
+        start, self._start_step = self._start_step, None
+        if isinstance(exception, NonFiniteLossError) or start is None or trainer.global_step <= start:
             return
         if not all(torch.isfinite(p).all() for p in pl_module.parameters()):
             log.warning("ExceptionCheckpoint: parameters are not finite; no checkpoint written")
             return
-        os.makedirs(self.dirpath, exist_ok=True)
-        tmp = self.ckpt_path + ".tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)  # resumable: optimizer and loop states too
+        _rewind_unfinished_work(trainer)
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # resumable: optimizer and loop states too
         if trainer.is_global_zero:
-            os.replace(tmp, self.ckpt_path)
             log.warning(
                 f"Interrupted by {type(exception).__name__}; saved {self.ckpt_path} (resume with ckpt_path=last)"
             )
+
+
+def _rewind_unfinished_work(trainer: L.Trainer) -> None:
+    """Make the loop state describe only finished work, so a resume from it redoes the rest.
+
+    - a training batch fetched but not processed: the training loader's position goes back to the
+      processed count (Lightning replays that batch index);
+    - a validation in progress: its progress goes back to "started, no batch done", which Lightning
+      resumes as a mid-evaluation restart from the first validation batch.
+    """
+    epoch_loop = trainer.fit_loop.epoch_loop
+    train_progress: Any = epoch_loop.batch_progress  # Lightning's _BatchProgress (trackers with all four counts)
+    processed = train_progress.current.processed
+    for loader in CombinedLoader(trainer.train_dataloader).flattened if trainer.train_dataloader else []:
+        if isinstance(loader, ResumableDataLoader):
+            loader.position = min(loader.position, processed)
+    val_progress: Any = epoch_loop.val_loop.batch_progress
+    if trainer.validating and not trainer.sanity_checking and val_progress.total.completed > 0:
+        for tracker in (val_progress.total, val_progress.current):
+            tracker.ready = tracker.started = 1
+            tracker.processed = tracker.completed = 0
+        val_progress.is_last_batch = False
 
 
 class ReseedEveryBatch(L.Callback):
@@ -101,4 +152,86 @@ class ReseedEveryBatch(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         derived = ((self.seed * 1_000_003 + trainer.current_epoch) * 1_000_003 + batch_idx) % 2**32
-        seed_everything(derived, workers=True, verbose=False)
+        # not seed_everything: that also rewrites PL_GLOBAL_SEED, the run seed Lightning's samplers read
+        random.seed(derived)
+        np.random.seed(derived)
+        torch.manual_seed(derived)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file beside the target, ``fsync``, then ``os.replace`` onto it.
+
+    Readers see the old file or the new one, never half of one; a failed write (``ENOSPC``, a signal)
+    removes its temporary file and re-raises, leaving no truncated ``epoch_XXX.ckpt`` and no 0-byte file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO: storage_options are not supported, got {storage_options!r}")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same file system
+        try:
+            with open(tmp, "xb") as handle:  # permissions from the umask, as a plain open() would give
+                self.write(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every system)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def write(self, checkpoint: dict[str, Any], handle: Any) -> None:
+        """Serialize ``checkpoint`` into the open binary file ``handle`` (the storage step)."""
+        torch.save(checkpoint, handle)
+
+
+class StopRequest:
+    """What :func:`stop_at_batch_end` saw: ``signum`` of the first Ctrl-C, or ``None``."""
+
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def stop_at_batch_end() -> Iterator[StopRequest]:
+    """Within the block, the first SIGINT (Ctrl-C) asks Lightning to stop as SIGTERM does; a second one
+    raises ``KeyboardInterrupt`` at once.
+
+    Lightning stops on SIGTERM at the next batch boundary (training or evaluation) by raising
+    ``SIGTERMException``, after which :class:`ExceptionCheckpoint` saves a checkpoint that resumes exactly.
+    A ``KeyboardInterrupt`` raised in the middle of an optimizer step could leave weights half updated;
+    routed this way, Ctrl-C gets the same clean stop. Outside a running ``Trainer`` call (no Lightning
+    SIGTERM handler installed) SIGINT raises ``KeyboardInterrupt`` as usual.
+    """
+    request = StopRequest()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        lightning_handler = signal.getsignal(signal.SIGTERM)
+        if request.signum is not None or not callable(lightning_handler):
+            raise KeyboardInterrupt
+        request.signum = signum
+        log.warning("Ctrl-C: stopping at the end of the current batch (press Ctrl-C again to stop now)")
+        lightning_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield request
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupt_exit_code(error: BaseException) -> int | None:
+    """The shell's exit status for an interrupt, ``128 + signal``: 143 for SIGTERM (Lightning's
+    ``SIGTERMException``), 130 for SIGINT (``KeyboardInterrupt``); ``None`` for any other exception."""
+    if isinstance(error, SIGTERMException):
+        return 128 + signal.SIGTERM
+    if isinstance(error, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    return None

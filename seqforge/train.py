@@ -1,9 +1,15 @@
 """Train a task from a Hydra config: ``train(cfg)`` is what ``scripts/train.py`` runs.
 
-The flow is a straight list: check the config, seed, build the datamodule and read its ``net_kwargs``
-(data-dependent sizes such as ``input_size`` or ``vocab_size``), build the task with those merged into
-``model.net``, build callbacks, loggers and trainer, fit, test with the best checkpoint, write
-``metrics.json`` into the run folder.
+The flow is a straight list: check the config (and, when resuming, the checkpoint's config against it),
+seed, build the datamodule and read its ``net_kwargs`` (data-dependent sizes such as ``input_size`` or
+``vocab_size``), build the task with those merged into ``model.net``, build callbacks, loggers and
+trainer, fit, test with the best checkpoint, write ``metrics.json`` into the run folder.
+
+Resuming (``ckpt_path=PATH`` or ``ckpt_path=last``) follows one policy, :data:`RESUME_POLICY`: a setting
+that differs from the checkpoint's run is applied (the optimizer's hyperparameters are set on the
+restored optimizer, early-stopping patience on the restored callback, anything else is read from the new
+config) unless it would make the resumed run a different one (model sizes, data, seed), which is refused
+with the key named.
 """
 
 from __future__ import annotations
@@ -11,17 +17,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqforge.checkpoint import ConfigInCheckpoint
+from seqforge.callbacks import AtomicCheckpointIO, StopRequest, stop_at_batch_end
+from seqforge.checkpoint import CHECKPOINT_KEY, ConfigInCheckpoint, read_checkpoint
 from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
 
 if TYPE_CHECKING:
@@ -32,6 +41,21 @@ log = logging.getLogger(__name__)
 
 TREE_ORDER = ("data", "model", "callbacks", "logger", "trainer", "paths", "extras")
 CHECKED_GROUPS = ("data", "model", "trainer", "callbacks", "logger")
+# What a resumed run does with a setting that differs from the checkpoint's run: the first matching
+# prefix of the dotted key decides. "apply": the new value is used (optimizer hyperparameters are set on
+# the restored optimizer); "refuse": a ConfigError naming the key. Keys matching nothing are applied.
+RESUME_POLICY: tuple[tuple[str, str], ...] = (
+    ("model.optimizer._target_", "refuse"),  # another optimizer class cannot take the saved state
+    ("model.optimizer.", "apply"),  # lr, weight_decay, betas ...: set on the restored param groups
+    ("model.scheduler", "refuse"),  # the restored scheduler state would silently keep the old settings
+    ("model.net.backend", "apply"),  # the same function computed another way
+    ("model.net", "refuse"),  # sizes and architecture: the weights would not fit or mean something else
+    ("data.num_workers", "apply"),
+    ("data.data_dir", "apply"),
+    ("data", "refuse"),  # samples, order, vocabulary, scaling: a different run
+    ("seed", "refuse"),  # data order and random draws follow the seed
+)
+LAST = "last"
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -96,18 +120,149 @@ def _floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, flo
             out[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
     return out
 
+def check_run(cfg: DictConfig) -> None:
+    """Refuse combinations that cannot do what they say, before anything is built.
+
+    Raises:
+        ConfigError: ``train=false`` without ``ckpt_path`` (nothing to test); ``trainer.max_time`` with
+            ``trainer.min_epochs``/``min_steps`` (Lightning would keep training past the time limit).
+    """
+    if not cfg.train and cfg.ckpt_path is None:
+        raise ConfigError("train=false tests a trained model: give ckpt_path=<checkpoint file> (or ckpt_path=last "
+                          "with hydra.run.dir=<run folder>), got ckpt_path=null")
+    trainer = cfg.get("trainer") or {}
+    max_time = trainer.get("max_time")
+    if max_time is not None:
+        for key in ("min_epochs", "min_steps"):
+            if trainer.get(key):
+                raise ConfigError(f"trainer.max_time={max_time} with trainer.{key}={trainer[key]}: Lightning keeps "
+                                  f"training past the time limit until {key} is met; set trainer.{key}=null")
+
+
+def checkpoint_folders(cfg: DictConfig) -> list[Path]:
+    """The folders the configured checkpoint callbacks write to (``<output_dir>/checkpoints`` if none)."""
+    folders = {Path(node.dirpath) for node in (cfg.get("callbacks") or {}).values()
+               if isinstance(node, DictConfig) and node.get("dirpath")}
+    return sorted(folders) or [Path(cfg.paths.output_dir) / "checkpoints"]
+
+
+def find_last_checkpoint(cfg: DictConfig) -> str:
+    """The newest resumable checkpoint of the run: ``last*.ckpt`` or an interrupt's ``on_exception.ckpt``.
+
+    Raises:
+        ConfigError: no such file in the run's checkpoint folders (the message names them).
+    """
+    nodes = [node for node in (cfg.get("callbacks") or {}).values() if isinstance(node, DictConfig)]
+    exception_files = {node.get("filename", "on_exception") for node in nodes
+                       if str(node.get("_target_", "")).endswith("ExceptionCheckpoint")}
+    folders = checkpoint_folders(cfg)
+    found = [path for folder in folders for path in folder.glob("*.ckpt")
+             if path.name.startswith("last") or path.stem in exception_files]
+    if not found:
+        names = " or ".join(["last*.ckpt", *sorted(f"{name}.ckpt" for name in exception_files)])
+        raise ConfigError(f"ckpt_path=last: no {names} in {', '.join(map(str, folders))}; run the same command "
+                          "with the interrupted run's folder (hydra.run.dir=<run folder>) or give a checkpoint path")
+    return str(max(found, key=lambda path: path.stat().st_mtime_ns))
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def resume_changes(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between the checkpoint's run and this one, ``{key: (old, new)}``, per
+    :data:`RESUME_POLICY`.
+
+    Raises:
+        ConfigError: a change the policy refuses (the message names the key and both values).
+    """
+    old, new = _flat(stored), _flat(current)
+    changes = {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys())
+               if old.get(key) != new.get(key) and not key.startswith(("paths.", "ckpt_path", "hydra."))}
+    for key, (before, after) in changes.items():
+        rule = next((action for prefix, action in RESUME_POLICY if key == prefix or key.startswith(prefix)), "apply")
+        if rule == "refuse":
+            raise ConfigError(f"resume: {key} is {before!r} in the checkpoint's run and {after!r} now; a resumed run "
+                              "cannot change it (start a new run, or resume with the old value)")
+    return changes
+
+
+class ApplyResumedSettings(Callback):
+    """After Lightning restored a checkpoint, put back the settings of this run that the restore replaced.
+
+    Args:
+        optimizer: changed optimizer hyperparameters (``{"lr": 1e-3}``), set on every param group of the
+            restored optimizers (a new ``lr`` also becomes the schedulers' base learning rate).
+    Early-stopping ``patience`` restored from the checkpoint is set back to the configured value.
+    """
+
+    def __init__(self, optimizer: dict[str, Any], callbacks: list[Callback]) -> None:
+        self.optimizer = {k: tuple(v) if isinstance(v, list) else v for k, v in optimizer.items()}
+        self.patience = [(cb, cb.patience) for cb in callbacks if isinstance(cb, EarlyStopping)]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.update(self.optimizer)
+                if "lr" in self.optimizer and "initial_lr" in group:
+                    group["initial_lr"] = self.optimizer["lr"]
+        if "lr" in self.optimizer:
+            for config in trainer.lr_scheduler_configs:
+                scheduler: Any = config.scheduler
+                if hasattr(scheduler, "base_lrs"):
+                    scheduler.base_lrs = [self.optimizer["lr"]] * len(scheduler.base_lrs)
+        for callback, patience in self.patience:
+            callback.patience = patience
+
+
+def _interrupt(error: BaseException, request: StopRequest) -> BaseException:
+    """The exception a signal should surface as: ``KeyboardInterrupt`` for SIGINT, Lightning's
+    ``SIGTERMException`` for SIGTERM; any other ``error`` unchanged."""
+    if isinstance(error, SIGTERMException) and request.signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    if type(error) is SystemExit and isinstance(error.__context__, KeyboardInterrupt):
+        return error.__context__  # Lightning turns a KeyboardInterrupt into sys.exit(1)
+    return error
+
+
+def _write_metrics(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
+    if trainer.is_global_zero:
+        with open(Path(cfg.paths.output_dir) / "metrics.json", "w", encoding="utf-8") as handle:
+            json.dump(metrics, handle, indent=2)
+        log.info(f"Metrics: {metrics}")
+
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test the task described by ``cfg``; write and return the run's metrics.
 
     Returns:
-        ``{"val/...": float, "test/...": float, "best_ckpt_path": str, "backend": str, "monitor": str}``;
-        the same dict is written to ``<paths.output_dir>/metrics.json`` by the rank-0 process.
+        ``{"val/...": float, "test/...": float, "best_ckpt_path": str, "backend": str, "monitor": str,
+        "status": "completed"}``; the same dict is written to ``<paths.output_dir>/metrics.json`` by the
+        rank-0 process. A test stage that fails after a finished fit still writes it, with the fit's
+        metrics and ``status`` naming the failure, then re-raises.
 
     Raises:
-        ConfigError: a wrong key or type anywhere in the config (before anything is built).
+        ConfigError: a wrong key or type anywhere in the config, ``train=false`` without ``ckpt_path``,
+            ``ckpt_path=last`` without a checkpoint, a resume that changes what the policy refuses (all
+            before anything is built).
+        SIGTERMException: SIGTERM during fit or test (after ``on_exception.ckpt`` is written, if it trained).
+        KeyboardInterrupt: the same for SIGINT (Ctrl-C).
     """
+    check_run(cfg)
     prepare(cfg)
+    ckpt_path = find_last_checkpoint(cfg) if cfg.ckpt_path == LAST else cfg.ckpt_path
+    stored: dict[str, Any] | None = None
+    if cfg.train and ckpt_path is not None:
+        try:
+            stored = read_checkpoint(ckpt_path)[CHECKPOINT_KEY]["config"]
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(f"ckpt_path={ckpt_path}: {err}") from err
+        resume_changes(stored, resolved(cfg))  # refuses before anything is built
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -129,40 +284,55 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     plain = resolved(cfg)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"), "callbacks")
     callbacks.append(ConfigInCheckpoint(plain, net_kwargs))
+    if stored is not None:
+        changes = resume_changes(stored, plain)
+        if changes:
+            listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+            log.info(f"Resuming with changed settings: {listed}")
+        optimizer = {key.removeprefix("model.optimizer."): new for key, (_, new) in changes.items()
+                     if key.startswith("model.optimizer.")}
+        callbacks.append(ApplyResumedSettings(optimizer, callbacks))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")
-    trainer: L.Trainer = instantiate_node("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate_node("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                          plugins=[AtomicCheckpointIO()])
     for logger in loggers:  # the configured loggers, also under fast_dev_run (which swaps in a dummy)
         logger.log_hyperparams(plain)
 
-    if cfg.train:
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-    fit_metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
+    with stop_at_batch_end() as request:
+        if cfg.train:
+            try:
+                trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            except BaseException as err:
+                raise _interrupt(err, request) from err
+        fit_metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
 
-    callback = trainer.checkpoint_callback
-    best_path = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
-    test_metrics: dict[str, float] = {}
-    if cfg.test:
+        callback = trainer.checkpoint_callback
+        best_path = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
         if cfg.train and not best_path:
+            # fast_dev_run disables checkpointing; keep the weights anyway so the run can be loaded and predicted
+            best_path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+            trainer.save_checkpoint(best_path, weights_only=False)  # a full checkpoint (optimizer too)
             log.warning("No best checkpoint (fast_dev_run or no checkpoint callback); testing the current weights")
-        test_ckpt = (best_path or None) if cfg.train else cfg.ckpt_path
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
-        test_metrics = _floats(trainer.callback_metrics, ("test/",))
-    if cfg.train and not best_path:
-        # fast_dev_run disables checkpointing; keep the weights anyway so the run can be loaded and predicted
-        best_path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
-        trainer.save_checkpoint(best_path, weights_only=False)  # a full checkpoint (optimizer too)
+        metrics: dict[str, Any] = {**fit_metrics, "best_ckpt_path": best_path, "backend": backend_used(model.net),
+                                   "monitor": model.monitor, "status": "completed"}
+        if cfg.test:
+            test_ckpt = best_path if cfg.train else ckpt_path
+            try:
+                trainer.test(model=model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
+            except BaseException as err:
+                error = _interrupt(err, request)
+                first_line = str(error).splitlines()[0] if str(error) else ""
+                metrics["status"] = f"test failed: {type(error).__name__}" + (f": {first_line}" if first_line else "")
+                _write_metrics(trainer, cfg, metrics)
+                raise error from err
+            metrics.update(_floats(trainer.callback_metrics, ("test/",)))
 
-    metrics: dict[str, Any] = {**fit_metrics, **test_metrics}
-    metrics.update(best_ckpt_path=best_path, backend=backend_used(model.net), monitor=model.monitor)
     # under fast_dev_run Lightning swapped the loggers for a dummy: record the final numbers anyway
     if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by Lightning's Trainer setup
         for logger in loggers:
             logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, float)}, step=0)
             logger.finalize("success")
-    if trainer.is_global_zero:
-        with open(Path(cfg.paths.output_dir) / "metrics.json", "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, indent=2)
-        log.info(f"Metrics: {metrics}")
+    _write_metrics(trainer, cfg, metrics)
     return metrics
 
 

@@ -1,6 +1,8 @@
 """The safety callbacks with a real Lightning Trainer: a NaN loss stops before corrupting anything, an
-interrupt (SIGINT, SIGTERM, crash) leaves a resumable checkpoint, reseeding makes epochs reproducible."""
+interrupt (SIGINT, SIGTERM, crash) leaves a resumable checkpoint (none from a run that never trained), a
+full disk leaves the previous checkpoints as they were, reseeding makes epochs reproducible."""
 
+import errno
 import math
 import os
 import signal
@@ -12,8 +14,15 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 import seqforge
-from seqforge.callbacks import ExceptionCheckpoint, FiniteLossGuard, NonFiniteLossError, ReseedEveryBatch
-from seqforge.data.sampling import EpochShuffleSampler
+from seqforge.callbacks import (
+    AtomicCheckpointIO,
+    ExceptionCheckpoint,
+    FiniteLossGuard,
+    NonFiniteLossError,
+    ReseedEveryBatch,
+    interrupt_exit_code,
+)
+from seqforge.data.sampling import EpochShuffleSampler, ResumableDataLoader, UnpaddedDistributedSampler
 
 
 class TinyTask(L.LightningModule):
@@ -36,22 +45,27 @@ class TinyTask(L.LightningModule):
             loss = loss * float("nan")
         return loss
 
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        out, _ = self.rnn(x)
+        self.log("val/loss", torch.nn.functional.mse_loss(self.head(out[:, -1]).squeeze(-1), y))
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _loader(seed=0, shuffle_sampler=False):
+def _loader(seed=0, shuffle_sampler=False, resumable=False):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 5, 2, generator=g)
     ds = TensorDataset(x, x.sum(dim=(1, 2)))
     sampler = EpochShuffleSampler(ds, seed) if shuffle_sampler else None
-    return DataLoader(ds, batch_size=8, sampler=sampler)
+    return (ResumableDataLoader if resumable else DataLoader)(ds, batch_size=8, sampler=sampler)
 
 
-def _trainer(tmp_path, callbacks, max_epochs=2):
+def _trainer(tmp_path, callbacks, max_epochs=2, **kwargs):
     return L.Trainer(
         default_root_dir=tmp_path, max_epochs=max_epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=callbacks,
+        enable_model_summary=False, callbacks=callbacks, **kwargs,
     )  # fmt: skip
 
 
@@ -126,3 +140,128 @@ def test_epoch_shuffle_sampler_depends_on_seed_and_epoch_only():
     second = list(sampler)
     sampler.set_epoch(0)
     assert list(sampler) == first and second != first and sorted(second) == data
+
+
+class _FailingSetup(L.Callback):
+    def setup(self, trainer, pl_module, stage):
+        raise RuntimeError("setup failed")
+
+
+class _SignalInSanityCheck(L.Callback):
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("fault", ["setup", "sanity check"])
+def test_no_interrupt_checkpoint_from_a_run_that_never_trained_a_step(tmp_path, fault):
+    saver = ExceptionCheckpoint(tmp_path / "ckpt")
+    if fault == "setup":
+        with pytest.raises(RuntimeError, match="setup failed"):
+            _trainer(tmp_path, [saver, _FailingSetup()]).fit(TinyTask(), _loader())
+    else:
+        trainer = _trainer(tmp_path, [saver, _SignalInSanityCheck()], num_sanity_val_steps=2)
+        with pytest.raises(SystemExit) as raised:
+            trainer.fit(TinyTask(), _loader(), _loader())
+        assert interrupt_exit_code(raised.value) == 143
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_crash_inside_a_training_step_is_replayed_on_resume(tmp_path):
+    def crash():
+        raise RuntimeError("worker lost")
+
+    def run(task, max_epochs, root, ckpt_path=None):
+        L.seed_everything(0)
+        callbacks = [ReseedEveryBatch(7), ExceptionCheckpoint(root / "ckpt")]
+        _trainer(root, callbacks, max_epochs=max_epochs).fit(task, _loader(3, True, True), ckpt_path=ckpt_path)
+        return task
+
+    L.seed_everything(0)
+    straight = run(TinyTask(), 3, tmp_path / "straight")
+    L.seed_everything(0)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run(TinyTask(hook_step=6, hook=crash), 3, tmp_path / "crashed")  # epoch 1, batch 2: before its step
+    saved = tmp_path / "crashed" / "ckpt" / "on_exception.ckpt"
+    assert torch.load(saved, weights_only=True)["global_step"] == 6
+    L.seed_everything(0)
+    resumed = run(TinyTask(), 3, tmp_path / "crashed", ckpt_path=saved)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class _FillingDisk:
+    """A file that accepts ``free`` more bytes, then fails as a full disk does (OSError ENOSPC)."""
+
+    def __init__(self, handle, free):
+        self.handle, self.free = handle, free
+
+    def write(self, data):
+        data = bytes(data)
+        if len(data) > self.free:
+            self.handle.write(data[: self.free])  # the part that fitted really is on disk
+            self.free = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.free -= len(data)
+        return self.handle.write(data)
+
+    def flush(self):
+        self.handle.flush()
+
+
+class SmallDiskIO(AtomicCheckpointIO):
+    """Checkpoint storage on a disk with ``free`` bytes left (``None``: unlimited)."""
+
+    def __init__(self):
+        self.free = None
+
+    def write(self, checkpoint, handle):
+        super().write(checkpoint, handle if self.free is None else _FillingDisk(handle, self.free))
+
+
+class _FillDiskAtEpoch1(L.Callback):
+    def __init__(self, io):
+        self.io = io
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            self.io.free = 3000  # less than one checkpoint
+
+
+def test_a_full_disk_leaves_no_truncated_checkpoint_and_no_temporary_file(tmp_path):
+    io = SmallDiskIO()
+    keep_newest = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="epoch_{epoch:03d}", save_top_k=1,
+                                  monitor="val/loss", auto_insert_metric_name=False)  # fmt: skip
+    callbacks = [keep_newest, ExceptionCheckpoint(tmp_path / "ckpt"), _FillDiskAtEpoch1(io)]
+    trainer = _trainer(tmp_path, callbacks, max_epochs=3, plugins=[io], num_sanity_val_steps=0)
+    with pytest.raises((OSError, RuntimeError)) as raised:  # torch's zip writer may wrap the OSError
+        trainer.fit(TinyTask(), _loader(), _loader())
+    chain = [raised.value]
+    while chain[-1].__context__ is not None:
+        chain.append(chain[-1].__context__)
+    assert any(isinstance(e, OSError) and e.errno == errno.ENOSPC for e in chain), chain
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["epoch_000.ckpt"]  # nothing else, no .tmp
+    good = torch.load(tmp_path / "ckpt" / "epoch_000.ckpt", weights_only=True)
+    assert good["global_step"] == 4 and _finite(tmp_path / "ckpt" / "epoch_000.ckpt")
+
+
+def test_resumable_loader_continues_its_pass_where_the_saved_position_says():
+    loader = ResumableDataLoader(list(range(10)), batch_size=3, sampler=EpochShuffleSampler(range(10), seed=1))
+    full = [batch.tolist() for batch in loader]
+    iterator = iter(loader)
+    next(iterator), next(iterator)
+    state = loader.state_dict()
+    assert state == {"position": 2}
+    restored = ResumableDataLoader(list(range(10)), batch_size=3, sampler=EpochShuffleSampler(range(10), seed=1))
+    restored.load_state_dict(state)
+    assert [batch.tolist() for batch in restored] == full[2:]
+    assert [batch.tolist() for batch in restored] == full  # the next pass is a whole one again
+    with pytest.raises(ValueError, match="position.*-1"):
+        restored.load_state_dict({"position": -1})
+
+
+def test_unpadded_distributed_sampler_gives_each_sample_to_one_process():
+    parts = [list(UnpaddedDistributedSampler(range(370), num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(i for part in parts for i in part) == list(range(370))
+    assert [len(part) for part in parts] == [124, 123, 123]
+    assert [len(UnpaddedDistributedSampler(range(370), num_replicas=3, rank=r)) for r in range(3)] == [124, 123, 123]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqforge.train import get_metric_value, train
-from seqforge.utils.config import CONFIG_DIR, compose_config
+from seqforge.train import find_last_checkpoint, get_metric_value, train
+from seqforge.utils.config import CONFIG_DIR, ConfigError, compose_config
 
 REPO = CONFIG_DIR.parent
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -112,3 +112,73 @@ def test_short_run_keeps_best_and_last_checkpoints_and_logs_scalars(tmp_path: Pa
     accumulator = EventAccumulator(str(tmp_path / "tensorboard"))
     accumulator.Reload()
     assert len(accumulator.Scalars("val/acc")) == 3 and len(accumulator.Scalars("test/acc")) == 1
+
+
+TINY = ["+experiment=parity_gru", "data.num_train=64", "data.num_val=32", "data.num_test=32", "trainer.max_epochs=1",
+        "model.net.hidden_size=8", "callbacks.early_stopping.patience=10", "logger=csv", *QUIET]  # fmt: skip
+
+
+def test_train_false_without_ckpt_path_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train=false.*ckpt_path"):
+        train(compose_config("train", [*TINY, "train=false"], tmp_path / "run"))
+    assert not (tmp_path / "run").exists()  # no config.yaml, no metrics.json, no checkpoint
+
+
+def test_ckpt_path_last_in_a_folder_without_checkpoints_is_an_error_naming_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"ckpt_path=last: no last.*ckpt.* in {tmp_path / 'run' / 'checkpoints'}"):
+        train(compose_config("train", [*TINY, "ckpt_path=last"], tmp_path / "run"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_ckpt_path_last_is_the_newer_of_the_interrupt_checkpoint_and_last(tmp_path: Path) -> None:
+    cfg = compose_config("train", TINY, tmp_path)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name, mtime in (("last.ckpt", 100), ("on_exception.ckpt", 200), ("epoch_000.ckpt", 300)):
+        (folder / name).write_bytes(b"x")
+        os.utime(folder / name, (mtime, mtime))
+    assert find_last_checkpoint(cfg) == str(folder / "on_exception.ckpt")  # interrupted after the last epoch end
+    os.utime(folder / "last.ckpt", (400, 400))
+    assert find_last_checkpoint(cfg) == str(folder / "last.ckpt")  # a stale interrupt checkpoint
+
+
+def test_resume_applies_a_changed_lr_max_epochs_and_patience_and_refuses_a_changed_model_or_data(
+    tmp_path: Path,
+) -> None:
+    train(compose_config("train", TINY, tmp_path))
+    with pytest.raises(ConfigError, match=r"model\.net\.hidden_size is 8 .* and 16 now"):
+        train(compose_config("train", [*TINY, "ckpt_path=last", "model.net.hidden_size=16"], tmp_path))
+    with pytest.raises(ConfigError, match=r"data\.batch_size is 32 .* and 16 now"):
+        train(compose_config("train", [*TINY, "ckpt_path=last", "data.batch_size=16"], tmp_path))
+    changed = ["ckpt_path=last", "trainer.max_epochs=2", "model.optimizer.lr=0.0005",
+               "callbacks.early_stopping.patience=3"]  # fmt: skip
+    train(compose_config("train", [*TINY, *changed], tmp_path))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 1  # the second epoch ran
+    assert [group["lr"] for group in last["optimizer_states"][0]["param_groups"]] == [0.0005]
+    (stopping,) = [state for key, state in last["callbacks"].items() if key.startswith("EarlyStopping")]
+    assert stopping["patience"] == 3
+
+
+def test_max_time_stops_training_inside_the_first_epoch(tmp_path: Path) -> None:
+    overrides = [*TINY, "data.num_train=20000", "trainer.max_time=00:00:00:01", "trainer.max_epochs=3"]  # 625 steps
+    metrics = train(compose_config("train", overrides, tmp_path))
+    steps = torch.load(metrics["best_ckpt_path"], weights_only=True)["global_step"]
+    assert 1 <= steps < 625 and metrics["status"] == "completed"
+    with pytest.raises(ConfigError, match=r"trainer\.max_time=00:00:00:01 with trainer\.min_epochs=1"):
+        train(compose_config("train", [*overrides, "trainer.min_epochs=1"], tmp_path / "other"))
+
+
+@pytest.mark.parametrize("fault", ["ctrl-c", "crash"])
+def test_a_failure_in_the_test_stage_still_writes_metrics_with_the_fit_and_a_status(tmp_path: Path, fault: str) -> None:
+    target = "SignalInTest" if fault == "ctrl-c" else "FailInTest"
+    args = [str(REPO / "scripts" / "train.py"), *TINY, "data.num_test=64", f"hydra.run.dir={tmp_path / 'run'}",
+            f"+callbacks.fault._target_=helpers.signal_switch.{target}"]  # fmt: skip  # 2 test batches
+    result = run_script(args, tmp_path, extra_path=(str(REPO / "tests"),))
+    assert result.returncode == (130 if fault == "ctrl-c" else 1), result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    crash = "RuntimeError: test data unreadable"
+    assert metrics["status"] == ("test failed: KeyboardInterrupt" if fault == "ctrl-c" else f"test failed: {crash}")
+    assert "val/acc" in metrics and Path(metrics["best_ckpt_path"]).is_file()
+    assert not any(key.startswith("test/") for key in metrics)
+    assert not (tmp_path / "run" / "checkpoints" / "on_exception.ckpt").exists()  # the fit had finished

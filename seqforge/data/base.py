@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqforge.data.collate import collate_padded
-from seqforge.data.sampling import EpochShuffleSampler
+from seqforge.data.sampling import EpochShuffleSampler, ResumableDataLoader, UnpaddedDistributedSampler
 
 
 def package_data_path(package: str, *parts: str) -> Path:
@@ -108,6 +108,11 @@ class SplitDataModule(L.LightningDataModule):
 
     Subclasses implement ``build() -> {"train": [...], "val": [...], "test": [...]}`` and ``net_kwargs``;
     fitted state (vocabularies, scalers) lives in ``state_dict()`` as plain data.
+
+    Training order is drawn from the run seed (torch's initial seed when the datamodule is made, i.e. the
+    ``seed_everything`` of ``train()``) and the epoch; the training loader resumes mid-epoch
+    (:class:`ResumableDataLoader`). Under DDP, validation and test give every sample to exactly one
+    process (:class:`UnpaddedDistributedSampler`).
     """
 
     collate_fn: Callable[..., Any] = staticmethod(collate_padded)
@@ -119,6 +124,7 @@ class SplitDataModule(L.LightningDataModule):
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"{owner}: num_workers must be an int >= 0, got {num_workers!r}")
         self.num_workers = num_workers
+        self.shuffle_seed = torch.initial_seed() % 2**31  # fixed here: per-batch reseeding changes torch's seed
         self.splits: dict[str, list[Any]] = {}
 
     def build(self) -> dict[str, list[Any]]:
@@ -154,16 +160,26 @@ class SplitDataModule(L.LightningDataModule):
         return self.make_loader(self.splits[split], shuffle)
 
     def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
-        """A DataLoader over samples collated by ``collate_fn`` into batches of ``batch_size``.
+        """A loader over samples collated by ``collate_fn`` into batches of ``batch_size``.
 
-        Shuffling draws each epoch's order from ``(run seed, epoch)`` only (the run seed is torch's
-        initial seed, set by ``seed_everything``), so a resumed run sees the same order.
+        Shuffling draws each epoch's order from ``(shuffle_seed, epoch)`` only, so a resumed run sees the
+        same order; the shuffled (training) loader also continues a resumed epoch at the saved position.
+        Unshuffled (evaluation) loaders split the samples across DDP processes without repeating any.
         """
-        sampler = EpochShuffleSampler(samples, seed=torch.initial_seed() % 2**31) if shuffle else None
+        if shuffle:
+            return ResumableDataLoader(
+                cast("Dataset[Any]", samples),  # a list is a map-style dataset
+                batch_size=self.batch_size,
+                sampler=EpochShuffleSampler(samples, seed=self.shuffle_seed),
+                collate_fn=self.collate_fn,
+                num_workers=self.num_workers,
+                persistent_workers=self.num_workers > 0,
+            )
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         return DataLoader(
-            cast("Dataset[Any]", samples),  # a list is a map-style dataset
+            cast("Dataset[Any]", samples),
             batch_size=self.batch_size,
-            sampler=sampler,
+            sampler=UnpaddedDistributedSampler(samples) if distributed else None,
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

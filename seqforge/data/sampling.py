@@ -1,11 +1,13 @@
-"""Shuffling that depends only on ``(seed, epoch)``, so a run resumed from a checkpoint sees the same order."""
+"""Data order that survives a resume: shuffling from ``(seed, epoch)`` only, a loader that continues an
+epoch where a checkpoint left it, and an evaluation sampler that gives every sample to exactly one process."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -30,3 +32,63 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` whose position in the current pass is saved in checkpoints.
+
+    Lightning stores :meth:`state_dict` with the fit loop in every checkpoint and, when a run resumes in
+    the middle of an epoch, calls :meth:`load_state_dict` before iterating again: the next pass then
+    starts after the ``position`` batches already trained on. The skipped batches are still drawn from the
+    sampler (and collated), so the order is the one of an uninterrupted epoch for any sampler, Lightning's
+    ``DistributedSampler`` included. Same constructor as ``DataLoader`` (Lightning re-creates it under DDP).
+    """
+
+    position: int = 0  # batches handed out in the current pass
+    _skip: int = 0  # batches to pass over at the start of the next pass (set by load_state_dict)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator over DataLoader's iterator
+        skip, self._skip = self._skip, 0  # taken now, not at the first batch: an epoch may fetch none
+        self.position = 0
+        return self._batches(super().__iter__(), skip)
+
+    def _batches(self, iterator: Iterator[Any], skip: int) -> Iterator[Any]:
+        for _ in range(skip):
+            if next(iterator, None) is None:
+                return
+            self.position += 1
+        for batch in iterator:
+            self.position += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        position = state_dict.get("position")
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ValueError(f"ResumableDataLoader: state 'position' must be an int >= 0, got {position!r}")
+        self._skip = position
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Evaluation under DDP without duplicates: process ``r`` of ``n`` gets samples ``r, r + n, r + 2n, ...``.
+
+    torch's ``DistributedSampler`` pads every process to the same count by repeating samples, which
+    counts those samples twice in test metrics (372 for 370 on 3 processes). Here the processes may get
+    one sample (and possibly one batch) fewer than others; metrics that sync their states (torchmetrics)
+    then see every sample exactly once. In order, never shuffled.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)  # type: ignore[arg-type]
+        self.num_samples = len(range(self.rank, len(dataset), self.num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
