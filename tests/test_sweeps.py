@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import yaml
 from test_train import QUIET, REPO, run_script
 
-from seqforge.utils.sweep import ERROR_FILE, check_rdb_storage
+from seqforge.utils.sweep import ERROR_FILE, check_rdb_storage, write_summary
 
 TRAIN = str(REPO / "scripts" / "train.py")
 OPTUNA_ARGS = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", "debug=fdr", *QUIET,
@@ -51,6 +52,29 @@ def test_multirun_with_two_values_runs_two_jobs(tmp_path: Path) -> None:
     assert [row["status"] for row in rows] == ["completed", "completed"]
     assert "seed=1" in rows[0]["overrides"] and "seed=2" in rows[1]["overrides"]
     assert all(float(row["test/acc"]) >= 0 for row in rows)
+
+
+def test_summary_status_of_each_way_a_job_can_end(tmp_path: Path) -> None:
+    """Job folders as train() and the callback leave them; job 4 of the grid never started."""
+    planned = [[f"seed={i}"] for i in range(5)]
+    for job, files in {
+        "0": {"metrics.json": {"val/acc": 0.5, "status": "completed", "monitor": "val/acc"}},
+        "1": {ERROR_FILE: "ValueError: bad pooling (cause: KeyError: 'avg')\n\nTraceback ..."},
+        "2": {"metrics.json": {"val/acc": 0.25, "status": "test failed: SIGTERMException"}},
+        "3": {},
+    }.items():
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(planned[int(job)]))
+        for name, content in files.items():
+            (tmp_path / job / name).write_text(content if isinstance(content, str) else json.dumps(content))
+    rows = read_trials(write_summary(tmp_path, planned).parent)
+    assert [(r["job"], r["status"], r["error"], r["overrides"], r["val/acc"]) for r in rows] == [
+        ("0", "completed", "", "seed=0", "0.5"),
+        ("1", "failed", "ValueError: bad pooling (cause: KeyError: 'avg')", "seed=1", ""),
+        ("2", "interrupted", "test failed: SIGTERMException", "seed=2", "0.25"),
+        ("3", "interrupted", "", "seed=3", ""),
+        ("4", "not run", "", "seed=4", ""),
+    ]
 
 
 @pytest.mark.parametrize("launcher", ["basic", "parallel"])

@@ -4,9 +4,10 @@
 ``trials.csv`` in the sweep folder has one row per job: its folder, status, the first line of its error,
 its overrides, and every float metric of its ``metrics.json``. The status is
 
-- ``completed``: the job wrote ``metrics.json``;
+- ``completed``: the job wrote ``metrics.json`` with status ``completed``;
 - ``failed``: the job raised; its full traceback is in ``<job folder>/error.txt``;
-- ``interrupted``: the job started but the sweep ended inside it (SIGTERM, Ctrl-C);
+- ``interrupted``: the job started but the sweep ended inside it (SIGTERM, Ctrl-C); an interrupt in the
+  test stage keeps the fit's metrics and ``metrics.json``'s status as its error;
 - ``not run``: a grid job the sweep never started because it ended early.
 
 The summary is written when the sweep finishes and also when it ends early: a failed grid job (Hydra's
@@ -77,11 +78,14 @@ def collect_jobs(sweep_dir: Path, planned: list[list[str]] | None = None) -> lis
         started.add(tuple(overrides))
         row: dict[str, Any] = {"job": job_dir.name, "status": "interrupted", "overrides": " ".join(overrides)}
         metrics_file, error_file = job_dir / "metrics.json", job_dir / ERROR_FILE
-        if metrics_file.is_file():
+        if metrics_file.is_file():  # also written, with the fit's metrics, when the test stage fails
             metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-            row["status"] = "completed"
             row.update({k: v for k, v in metrics.items() if isinstance(v, float)})
-        elif error_file.is_file():
+            if metrics.get("status", "completed") == "completed":
+                row["status"] = "completed"
+            else:
+                row["error"] = metrics["status"]
+        if error_file.is_file():
             row["status"] = "failed"
             row["error"] = error_file.read_text(encoding="utf-8").splitlines()[0]
         rows.append(row)
