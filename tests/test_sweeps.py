@@ -141,6 +141,28 @@ def test_interrupt_in_job_0_stops_the_sweep_writes_its_summary_and_exits_128_plu
     assert returncode == 128 + signum, (tmp_path / "stderr.txt").read_text()[-3000:]
 
 
+def test_sigterm_to_a_parallel_sweep_stops_its_workers_writes_its_summary_and_exits_143(tmp_path: Path) -> None:
+    """The main process of a joblib sweep only waits; a scheduler's SIGTERM must still stop the workers."""
+    args = [TRAIN, "-m", "+experiment=parity_gru", *QUIET, "seed=1,2,3", "trainer.max_epochs=200",
+            "callbacks.early_stopping=null", "data.num_train=256", "hydra/launcher=parallel"]
+    process = start_script(args, tmp_path)
+    try:
+        for job in ("0", "1"):  # both workers are training
+            wait_for(f"logs/parity_gru/multiruns/*/{job}/checkpoints/last.ckpt", tmp_path, process)
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert returncode == 143, (tmp_path / "stderr.txt").read_text()[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = read_trials(sweep_dir)
+    assert [(row["job"], row["status"]) for row in rows] == [
+        ("0", "interrupted"), ("1", "interrupted"), ("2", "not run")]
+    written = {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("*") if p.is_file()}
+    time.sleep(10)  # an epoch takes a second or two here: a worker still training would have saved again
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.rglob("*") if p.is_file()} == written
+
+
 @pytest.fixture(scope="module")
 def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """Three seeded TPE trials; ``pooling=avg`` is not a pooling, so the trials that draw it fail."""

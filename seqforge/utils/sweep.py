@@ -23,6 +23,7 @@ import csv
 import json
 import logging
 import os
+import signal
 import tempfile
 import traceback
 from pathlib import Path
@@ -33,6 +34,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "trials.csv"
 ERROR_FILE = "error.txt"
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 
 def grid_jobs(config: DictConfig) -> list[list[str]] | None:
@@ -52,6 +55,17 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
     arguments = [*params, *OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]  # type: ignore[misc]
     overrides = OverridesParser.create().parse_overrides(arguments)
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def runs_jobs_in_worker_processes(config: DictConfig) -> bool:
+    """Whether the launcher runs the jobs in worker processes of this one (joblib, not its thread backend)."""
+    launcher = config.hydra.launcher
+    return launcher.get("_target_") == JOBLIB_LAUNCHER and launcher.get("backend") != "threading"
+
+
+def raise_sigterm(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: raise Lightning's ``SIGTERMException``, the interrupt a training run raises."""
+    raise SIGTERMException()
 
 
 def error_line(error: BaseException) -> str:
@@ -117,6 +131,7 @@ class SweepSummary(Callback):
         self.sweep_dir: Path | None = None
         self.planned: list[list[str]] | None = None
         self.pid = os.getpid()
+        self.previous_sigterm_handler: Any = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
@@ -126,6 +141,10 @@ class SweepSummary(Callback):
             check_rdb_storage()
         self.planned = grid_jobs(config)
         self.pid = os.getpid()
+        if runs_jobs_in_worker_processes(config):
+            # this process only waits for its workers: without a handler SIGTERM ends it at once, leaving the
+            # workers training; raising here makes joblib stop them and the sweep end as an interrupt
+            self.previous_sigterm_handler = signal.signal(signal.SIGTERM, raise_sigterm)
         # Hydra calls on_multirun_end only when the sweeper returns; an early end still gets its summary
         atexit.register(self.summarize_early_end)
 
@@ -140,6 +159,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         atexit.unregister(self.summarize_early_end)
+        if self.previous_sigterm_handler is not None:
+            signal.signal(signal.SIGTERM, self.previous_sigterm_handler)
         path = write_summary(Path(config.hydra.sweep.dir), self.planned)
         log.info(f"Sweep summary: {path}")
 
