@@ -225,3 +225,32 @@ def test_optuna_sweep_of_three_trials_resumed_to_six_has_six_distinct_parameter_
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6
     rows = read_trials(sweep_dir)
     assert [row["status"] for row in rows] == ["completed"] * 6 and len({row["overrides"] for row in rows}) == 6
+
+
+@pytest.mark.slow  # an interrupted and a resumed Optuna sweep: 40 to 90 s depending on load
+@pytest.mark.skipif(not rdb_usable(), reason="optuna 2.x cannot use SQLAlchemy 2.x: pip install 'sqlalchemy<2'")
+def test_sigterm_in_an_optuna_trial_stops_the_study_and_a_resume_goes_on_with_new_trials(tmp_path: Path) -> None:
+    import optuna
+
+    args = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", *QUIET, "data.num_train=256",
+            "callbacks.early_stopping=null", "model.net.pooling=choice(last,mean)"]
+    process = start_script([*args, "hydra.sweeper.n_trials=3", "trainer.max_epochs=200"], tmp_path)
+    try:
+        wait_for("logs/parity_gru/multiruns/*/*_0/checkpoints/last.ckpt", tmp_path, process)
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert returncode == 143, (tmp_path / "stderr.txt").read_text()[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    assert [row["status"] for row in read_trials(sweep_dir)] == ["interrupted"]  # trials 1 and 2 never asked
+    url = f"sqlite:///{sweep_dir}/optuna.db"
+    assert [t.state.name for t in optuna.load_study(study_name="parity_gru", storage=url).trials] == ["RUNNING"]
+
+    resumed = run_script([*args, "hydra.sweeper.n_trials=2", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep_dir}"],
+                         tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = optuna.load_study(study_name="parity_gru", storage=url).trials
+    assert [t.state.name for t in trials] == ["RUNNING", "COMPLETE", "COMPLETE"]
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 3
+    assert sorted(row["status"] for row in read_trials(sweep_dir)) == ["completed", "completed", "interrupted"]
