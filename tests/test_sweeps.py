@@ -15,7 +15,7 @@ import pytest
 import yaml
 from test_train import QUIET, REPO, run_script
 
-from seqforge.utils.sweep import ERROR_FILE, check_rdb_storage, write_summary
+from seqforge.utils.sweep import ERROR_FILE, check_rdb_storage, grid_jobs, write_summary
 
 TRAIN = str(REPO / "scripts" / "train.py")
 OPTUNA_ARGS = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", "debug=fdr", *QUIET,
@@ -52,6 +52,25 @@ def test_multirun_with_two_values_runs_two_jobs(tmp_path: Path) -> None:
     assert [row["status"] for row in rows] == ["completed", "completed"]
     assert "seed=1" in rows[0]["overrides"] and "seed=2" in rows[1]["overrides"]
     assert all(float(row["test/acc"]) >= 0 for row in rows)
+
+
+def test_grid_jobs_are_the_basic_sweepers_jobs_in_order_also_for_glob_sweeps() -> None:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        hydra = GlobalHydra.instance().hydra
+        assert hydra is not None
+
+        def jobs(*overrides: str) -> list[list[str]] | None:
+            config = hydra.compose_config("train", list(overrides), run_mode=RunMode.MULTIRUN)
+            return grid_jobs(config)
+
+        assert jobs("seed=1,2", "trainer=glob(ddp*)") == [["seed=1", "trainer=ddp"], ["seed=1", "trainer=ddp_cpu"],
+                                                          ["seed=2", "trainer=ddp"], ["seed=2", "trainer=ddp_cpu"]]
+        assert jobs("seed=3") == [["seed=3"]]
+        assert jobs("hparams_search=optuna") is None  # Optuna's trials are not known up front
 
 
 def test_summary_status_of_each_way_a_job_can_end(tmp_path: Path) -> None:

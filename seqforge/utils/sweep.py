@@ -31,8 +31,10 @@ from typing import Any
 
 import yaml
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -53,8 +55,14 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
         return None
     params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     arguments = [*params, *OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]  # type: ignore[misc]
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    hydra = GlobalHydra.instance()  # its config loader lists config groups, for glob() sweeps
+    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
+    try:
+        overrides = parser.parse_overrides(arguments)
+        return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    except HydraException as err:  # the sweeper reports it; the summary just cannot list unstarted jobs
+        log.warning(f"Sweep summary: cannot list the sweep's jobs up front ({err})")
+        return None
 
 
 def runs_jobs_in_worker_processes(config: DictConfig) -> bool:
