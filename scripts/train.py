@@ -17,8 +17,10 @@ from seqforge.train import get_metric_value, train
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
+    if not cfg.train and cfg.get("optimized_metric") is None:
+        return None  # a test-only run has no validation metric to report to a sweeper
     return get_metric_value(metrics, cfg.get("optimized_metric"))
 
 

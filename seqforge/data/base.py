@@ -109,8 +109,8 @@ class SplitDataModule(L.LightningDataModule):
     Subclasses implement ``build() -> {"train": [...], "val": [...], "test": [...]}`` and ``net_kwargs``;
     fitted state (vocabularies, scalers) lives in ``state_dict()`` as plain data.
 
-    Training order is drawn from the run seed (torch's initial seed when the datamodule is made, i.e. the
-    ``seed_everything`` of ``train()``) and the epoch; the training loader resumes mid-epoch
+    Training order is drawn from the run seed (torch's initial seed, set by ``seed_everything``) and the
+    epoch; the training loader resumes mid-epoch
     (:class:`ResumableDataLoader`). Under DDP, validation and test give every sample to exactly one
     process (:class:`UnpaddedDistributedSampler`).
     """
@@ -124,7 +124,6 @@ class SplitDataModule(L.LightningDataModule):
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"{owner}: num_workers must be an int >= 0, got {num_workers!r}")
         self.num_workers = num_workers
-        self.shuffle_seed = torch.initial_seed() % 2**31  # fixed here: per-batch reseeding changes torch's seed
         self.splits: dict[str, list[Any]] = {}
 
     def build(self) -> dict[str, list[Any]]:
@@ -162,15 +161,16 @@ class SplitDataModule(L.LightningDataModule):
     def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
         """A loader over samples collated by ``collate_fn`` into batches of ``batch_size``.
 
-        Shuffling draws each epoch's order from ``(shuffle_seed, epoch)`` only, so a resumed run sees the
-        same order; the shuffled (training) loader also continues a resumed epoch at the saved position.
-        Unshuffled (evaluation) loaders split the samples across DDP processes without repeating any.
+        Shuffling draws each epoch's order from ``(run seed, epoch)`` only (the run seed is torch's initial
+        seed, set by ``seed_everything``), so a resumed run sees the same order; the shuffled (training)
+        loader also continues a resumed epoch at the saved position. Unshuffled (evaluation) loaders split
+        the samples across DDP processes without repeating any.
         """
         if shuffle:
             return ResumableDataLoader(
                 cast("Dataset[Any]", samples),  # a list is a map-style dataset
                 batch_size=self.batch_size,
-                sampler=EpochShuffleSampler(samples, seed=self.shuffle_seed),
+                sampler=EpochShuffleSampler(samples, seed=torch.initial_seed() % 2**31),
                 collate_fn=self.collate_fn,
                 num_workers=self.num_workers,
                 persistent_workers=self.num_workers > 0,
