@@ -160,6 +160,23 @@ def test_interrupt_in_job_0_stops_the_sweep_writes_its_summary_and_exits_128_plu
     assert returncode == 128 + signum, (tmp_path / "stderr.txt").read_text()[-3000:]
 
 
+def test_sigterm_before_job_0_trains_stops_the_sweep_as_well(tmp_path: Path) -> None:
+    """SIGTERM while job 0 still generates its data (no Lightning handler yet): still a clean stop."""
+    args = [TRAIN, "-m", "+experiment=parity_gru", *QUIET, "seed=1,2,3", "data.num_train=300000"]
+    process = start_script(args, tmp_path)
+    try:
+        wait_for("logs/parity_gru/multiruns/*/0/config.yaml", tmp_path, process)  # train() has begun
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert returncode == 143, (tmp_path / "stderr.txt").read_text()[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    rows = read_trials(sweep_dir)
+    assert [(row["job"], row["status"]) for row in rows] == [("0", "interrupted"), ("1", "not run"), ("2", "not run")]
+    assert not (sweep_dir / "0" / "checkpoints").exists()  # it never trained
+
+
 def test_sigterm_to_a_parallel_sweep_stops_its_workers_writes_its_summary_and_exits_143(tmp_path: Path) -> None:
     """The main process of a joblib sweep only waits; a scheduler's SIGTERM must still stop the workers."""
     args = [TRAIN, "-m", "+experiment=parity_gru", *QUIET, "seed=1,2,3", "trainer.max_epochs=200",

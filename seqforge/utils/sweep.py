@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "trials.csv"
 ERROR_FILE = "error.txt"
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
-JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 
 def grid_jobs(config: DictConfig) -> list[list[str]] | None:
@@ -65,15 +64,17 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
         return None
 
 
-def runs_jobs_in_worker_processes(config: DictConfig) -> bool:
-    """Whether the launcher runs the jobs in worker processes of this one (joblib, not its thread backend)."""
-    launcher = config.hydra.launcher
-    return launcher.get("_target_") == JOBLIB_LAUNCHER and launcher.get("backend") != "threading"
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    """The sweep process's SIGTERM handler: raise Lightning's ``SIGTERMException`` (what an interrupted
+    training run raises), which ends the sweep before another job starts.
 
-
-def raise_sigterm(signum: int, frame: Any) -> None:
-    """A SIGTERM handler: raise Lightning's ``SIGTERMException``, the interrupt a training run raises."""
-    raise SIGTERMException()
+    A ``Trainer`` running in this process installs its own handler, which stops at the end of the batch
+    and calls this one after it: then this one leaves the stop to Lightning. Without this handler a SIGTERM
+    outside training (a job's setup, or a joblib sweep, whose process only waits) ends the process at once:
+    no summary, and joblib's workers go on training.
+    """
+    if signal.getsignal(signal.SIGTERM) is stop_on_sigterm:
+        raise SIGTERMException()
 
 
 def error_line(error: BaseException) -> str:
@@ -139,7 +140,7 @@ class SweepSummary(Callback):
         self.sweep_dir: Path | None = None
         self.planned: list[list[str]] | None = None
         self.pid = os.getpid()
-        self.previous_sigterm_handler: Any = None
+        self.previous_sigterm_handler: Any = signal.SIG_DFL
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
@@ -149,10 +150,7 @@ class SweepSummary(Callback):
             check_rdb_storage()
         self.planned = grid_jobs(config)
         self.pid = os.getpid()
-        if runs_jobs_in_worker_processes(config):
-            # this process only waits for its workers: without a handler SIGTERM ends it at once, leaving the
-            # workers training; raising here makes joblib stop them and the sweep end as an interrupt
-            self.previous_sigterm_handler = signal.signal(signal.SIGTERM, raise_sigterm)
+        self.previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
         # Hydra calls on_multirun_end only when the sweeper returns; an early end still gets its summary
         atexit.register(self.summarize_early_end)
 
@@ -167,8 +165,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         atexit.unregister(self.summarize_early_end)
-        if self.previous_sigterm_handler is not None:
-            signal.signal(signal.SIGTERM, self.previous_sigterm_handler)
+        signal.signal(signal.SIGTERM, self.previous_sigterm_handler)
         path = write_summary(Path(config.hydra.sweep.dir), self.planned)
         log.info(f"Sweep summary: {path}")
 
