@@ -8,6 +8,9 @@ Tolerance: ``TOL = 1e-10`` absolute in float64 (the paths compute the same expre
 from __future__ import annotations
 
 import functools
+import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,7 +39,7 @@ def _inputs(layer: seqforge.Recurrent, batch: int = 4, steps: int = 6) -> tuple[
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, steps, 3, generator=g, dtype=torch.float64)
     lengths = torch.tensor([steps, 3, 1, steps - 1][:batch])
-    zeros = layer.zero_state(batch, dtype=torch.float64)
+    zeros = _parts(layer.init_state(batch, dtype=torch.float64))
     hx = tuple(torch.randn(z.shape, generator=g, dtype=torch.float64) for z in zeros)
     return x, lengths, hx
 
@@ -326,3 +329,31 @@ def test_builtin_layer_names_and_cells_share_one_parameter_even_after_assign_loa
     assert layer.weight_hh_l1 is layer.cells[1].weight_hh and len(list(layer.parameters())) == 8
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(layer(x)[0], other(x)[0])
+
+
+# ------------------------------------------------------------------ through the training script
+def test_a_user_cell_trains_through_scripts_train_py(tmp_path: Path) -> None:
+    """``model.net.cell={_target_:...,_partial_:true}`` names any importable cell class (README form)."""
+    from test_train import QUIET, REPO, run_script
+
+    cell = "model.net.cell={_target_:helpers.cells.PeepholeLSTMCell,_partial_:true}"
+    args = [str(REPO / "scripts" / "train.py"), "+experiment=parity_gru", "debug=fdr", cell, "model.net.backend=auto",
+            *QUIET]  # fmt: skip
+    result = run_script(args, tmp_path, extra_path=(str(REPO / "tests"),))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "logs" / "parity_gru" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["backend"] == "script" and math.isfinite(metrics["test/loss"])
+    config = (run_dir / "config.yaml").read_text()
+    assert "helpers.cells.PeepholeLSTMCell" in config
+
+
+def test_scripted_user_cell_under_inference_mode_equals_eager() -> None:
+    layer, reference = _layer(PeepholeLSTMCell, "script"), _layer(PeepholeLSTMCell, "eager")
+    x, lengths, hx = _inputs(layer)
+    layer(x, hx, lengths=lengths)[0].sum().backward()  # a trained-on scripted loop first
+    with torch.inference_mode():
+        for _ in range(3):
+            got = layer(x, hx, lengths=lengths)
+            ref = reference(x, hx, lengths=lengths)
+            _assert_close([got[0], *got[1]], [ref[0], *ref[1]])

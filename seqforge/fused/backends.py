@@ -31,7 +31,7 @@ from seqforge.cells.base import cell_name
 from seqforge.cells.cells import BuiltinCell
 from seqforge.fused import kernels
 from seqforge.fused.function import fused_recurrence
-from seqforge.fused.generic import script_cell_loop
+from seqforge.fused.generic import check_scriptable, script_cell_loop
 from seqforge.fused.registry import Backend, State, get_backend
 from seqforge.layers.loop import StepRunner, contract_step, run_backend
 
@@ -58,7 +58,7 @@ def check_script(module: Any) -> None:
     """Zoneout is per-step state surgery the scripted loops lack; a non-built-in cell must script."""
     _reject(module, "script", ("zoneout",))
     if not is_builtin(module):
-        script_cell_loop(module.cells[0], module.cells[0].init_state(1))
+        check_scriptable(module.cells[0])
 
 
 def check_compile(module: Any) -> None:
@@ -103,8 +103,13 @@ def _generic_script_runner(cell: Any, state_is_tensor: bool) -> nn.Module:
 def script_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
     """Fused TorchScript loops (built-in cells) or the generic scripted step loop (any scriptable cell)."""
     check_script(module)  # cheap after the first call; catches options changed after construction
-    runner: Any = functools.partial(FusedRunner, owner=module) if is_builtin(module) else _generic_script_runner
-    return run_backend(module, "script", runner, x, hx, lengths)
+    if is_builtin(module):
+        return run_backend(module, "script", functools.partial(FusedRunner, owner=module), x, hx, lengths)
+    if torch.is_inference_mode_enabled():
+        # TorchScript's executor fails on inference tensors once it has optimized a graph for autograd
+        # ("Inference tensors cannot be saved for backward"): under inference_mode the same step loop runs eagerly.
+        return run_backend(module, "eager", StepRunner, x, hx, lengths)
+    return run_backend(module, "script", _generic_script_runner, x, hx, lengths)
 
 
 _COMPILED: dict[str, Any] = {}

@@ -75,7 +75,21 @@ class StepAsForward(nn.Module):
         return self.cell.step(x, state)
 
 
-_FAILURES: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
+_CHECKED: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()  # "" or the complaint
+
+
+def check_scriptable(cell: Any) -> None:
+    """Script the loop around ``cell`` once (remembered per cell) and raise what :func:`script_cell_loop` raises."""
+    if cell not in _CHECKED:
+        try:
+            with torch.inference_mode(False):
+                script_cell_loop(cell, cell.init_state(1))
+        except ValueError as err:
+            _CHECKED[cell] = str(err)
+        else:
+            _CHECKED[cell] = ""
+    if _CHECKED[cell]:
+        raise ValueError(_CHECKED[cell])
 
 
 def script_cell_loop(cell: nn.Module, state: State) -> torch.jit.ScriptModule:
@@ -90,13 +104,10 @@ def script_cell_loop(cell: nn.Module, state: State) -> torch.jit.ScriptModule:
             f"backend='script': cell {name} has a state of {len(parts)} tensors; the scripted loop supports a "
             f"Tensor or a (Tensor, Tensor) state (use backend='eager' or 'compile')"
         )
-    if cell in _FAILURES:
-        raise ValueError(_FAILURES[cell])
     inner = StepAsForward(cell) if step_method(cell) is not cell else cell
     loop = TensorStateLoop(inner) if isinstance(state, Tensor) else PairStateLoop(inner)
     try:
         return torch.jit.script(loop)
     except Exception as err:  # noqa: BLE001  (TorchScript raises many error types)
         first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        _FAILURES[cell] = f"backend='script': cell {name} cannot be scripted by TorchScript: {first}"
-        raise ValueError(_FAILURES[cell]) from err
+        raise ValueError(f"backend='script': cell {name} cannot be scripted by TorchScript: {first}") from err

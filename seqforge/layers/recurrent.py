@@ -273,15 +273,20 @@ class Recurrent(nn.Module):
             return self.state_names
         return ("hx",) if self.state_is_tensor else tuple(f"hx[{j}]" for j in range(count))
 
-    def zero_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> tuple[Tensor, ...]:
-        """The cells' zero states stacked, one ``(num_layers * D, B, ...)`` tensor per state tensor."""
+    def init_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> State:
+        """The zero state shaped like ``hx``: the cells' ``init_state`` stacked, ``(num_layers * D, B, ...)`` per
+        state tensor (a tensor, or a tuple such as ``(h_0, c_0)``, as the cell's state)."""
+        return as_state(self._zero_tensors(batch_size, device, dtype), self.state_is_tensor)
+
+    def _zero_tensors(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None
+                      ) -> tuple[Tensor, ...]:  # fmt: skip
         cells: list[Any] = list(self.cells)
         per_cell = [state_tensors(c.init_state(batch_size, device=device, dtype=dtype)) for c in cells]
         return tuple(torch.stack(parts) for parts in zip(*per_cell))
 
     def _check_hx(self, hx: State | None, batch: int, unbatched: bool, x: Tensor) -> tuple[Tensor, ...]:
         name = type(self).__name__
-        zeros = self.zero_state(batch, x.device, x.dtype)
+        zeros = self._zero_tensors(batch, x.device, x.dtype)
         if hx is None:
             return zeros
         labels = self._state_labels(len(zeros))
