@@ -204,7 +204,8 @@ def test_cells_that_break_the_contract_are_named_at_construction(cell: type, mat
         ({"_target_": "helpers.nowhere.Cell"}, r"_target_ 'helpers.nowhere.Cell' cannot be imported"),
         ({"_target_": "collections.OrderedDict"}, r"_target_ 'collections.OrderedDict' must be an nn.Module subclass"),
         ({"hidden": 3}, "must name the cell class in _target_"),
-        ("transformer", r"cell must be one of \['gru', 'lstm', 'rnn', 'rnn_relu', 'rnn_tanh'\]"),
+        ("transformer", r"cell must be one of \['gru', 'lstm', 'rnn', 'rnn_relu', 'rnn_tanh'\], "
+                        r"\['cfc', 'indrnn', 'mingru'\]"),
         (42, "cell must be a name, an nn.Module class"),
     ],
 )
@@ -229,6 +230,16 @@ def test_unscriptable_cell_falls_back_under_auto_and_fails_clearly_under_script(
         seqforge.Recurrent(UnscriptableCell, 3, 4, backend="script")
     with pytest.raises(ValueError, match=r"backend='cudnn'\): cell .*IndRNNCell is not a built-in cell"):
         seqforge.Recurrent(IndRNNCell, 3, 4, backend="cudnn")
+
+
+@pytest.mark.parametrize("name, module, cls", [("IndRNN", "indrnn", "IndRNNCell"), ("mingru", "mingru", "MinGRUCell"),
+                                               ("CfC", "cfc", "CfCCell")])  # fmt: skip
+def test_the_package_cells_are_found_by_name(name: str, module: str, cls: str) -> None:
+    cells = pytest.importorskip(f"seqforge.cells.{module}")  # written on another branch; skipped until merged
+    layer = seqforge.make_recurrent(name, 3, 4, num_layers=2, bidirectional=True, backend="auto")
+    assert isinstance(layer.cells[3], getattr(cells, cls))
+    out, _ = layer(torch.randn(5, 2, 3), lengths=torch.tensor([5, 2]))
+    assert out.shape == (5, 2, 8) and torch.all(out[2:, 1] == 0)
 
 
 def test_make_recurrent_takes_names_classes_partials_and_target_nodes() -> None:

@@ -539,6 +539,9 @@ _LAYERS: dict[str, tuple[type[RecurrentBase], dict[str, Any]]] = {
     "rnn": (RNN, {"nonlinearity": "tanh"}), "rnn_tanh": (RNN, {"nonlinearity": "tanh"}),
     "rnn_relu": (RNN, {"nonlinearity": "relu"}), "lstm": (LSTM, {}), "gru": (GRU, {}),
 }  # fmt: skip
+# Cells of the package that run through Recurrent, by name (imported when named).
+_CELLS = {"indrnn": "seqforge.cells.indrnn.IndRNNCell", "mingru": "seqforge.cells.mingru.MinGRUCell",
+          "cfc": "seqforge.cells.cfc.CfCCell"}  # fmt: skip
 CellSpec = str | Callable[..., nn.Module] | Mapping[str, Any]
 
 
@@ -556,14 +559,18 @@ def _import_target(target: Any) -> type[nn.Module]:
 
 
 def resolve_cell(cell: CellSpec) -> str | Callable[..., nn.Module]:
-    """The one place cell specs are read: a built-in name (``rnn``, ``rnn_relu``, ``lstm``, ``gru``; any case)
-    comes back lower-cased; a class, a ``functools.partial`` or a ``{"_target_": ..., **options}`` mapping
-    (a Hydra node, ``_partial_`` allowed) comes back as a cell factory."""
+    """The one place cell specs are read: a built-in layer's name (``rnn``, ``rnn_relu``, ``lstm``, ``gru``; any
+    case) comes back lower-cased; the name of another package cell (``indrnn``, ``mingru``, ``cfc``), a class, a
+    ``functools.partial`` or a ``{"_target_": ..., **options}`` mapping (a Hydra node, ``_partial_`` allowed)
+    comes back as a cell factory."""
     if isinstance(cell, str):
         key = cell.lower()
+        if key in _CELLS:
+            return _import_target(_CELLS[key])
         if key not in _LAYERS:
             raise ValueError(
-                f"cell must be one of {sorted(_LAYERS)}, a cell class or {{_target_: path.to.Cell}}, got {cell!r}"
+                f"cell must be one of {sorted(_LAYERS)}, {sorted(_CELLS)}, a cell class or "
+                f"{{_target_: path.to.Cell}}, got {cell!r}"
             )
         return key
     if isinstance(cell, Mapping):

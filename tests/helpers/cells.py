@@ -50,24 +50,3 @@ class IndRNNCell(nn.Module):
         h = torch.relu(self.linear(x) + self.u * h)
         return h, h
 
-
-class ManualLSTMCell(nn.Module):
-    """A plain LSTM cell as a user writes it (the benchmark's user cell): torch's math, own parameters."""
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.ih = nn.Linear(input_size, 4 * hidden_size)
-        self.hh = nn.Linear(hidden_size, 4 * hidden_size)
-
-    def init_state(self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-                   ) -> tuple[Tensor, Tensor]:  # fmt: skip
-        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
-        return zeros, zeros
-
-    def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        h, c = state
-        i, f, g, o = (self.ih(x) + self.hh(h)).chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, (h, c)
