@@ -368,3 +368,20 @@ def test_scripted_user_cell_under_inference_mode_equals_eager() -> None:
             got = layer(x, hx, lengths=lengths)
             ref = reference(x, hx, lengths=lengths)
             _assert_close([got[0], *got[1]], [ref[0], *ref[1]])
+
+
+def test_layers_with_scripted_runners_deepcopy_and_pickle() -> None:
+    """SWA and checkpoint code copy whole models: cached runners (ScriptModules) are rebuilt, never copied."""
+    import copy
+    import io
+
+    layer = _layer(PeepholeLSTMCell, "script")
+    x, lengths, hx = _inputs(layer)
+    out = layer(x, hx, lengths=lengths)[0]
+    twin = copy.deepcopy(layer)
+    assert twin.cells[0] is not layer.cells[0]
+    torch.testing.assert_close(twin(x, hx, lengths=lengths)[0], out)
+    buffer = io.BytesIO()
+    torch.save(layer, buffer)
+    buffer.seek(0)
+    torch.testing.assert_close(torch.load(buffer, weights_only=False)(x, hx, lengths=lengths)[0], out)
