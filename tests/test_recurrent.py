@@ -385,3 +385,12 @@ def test_layers_with_scripted_runners_deepcopy_and_pickle() -> None:
     torch.save(layer, buffer)
     buffer.seek(0)
     torch.testing.assert_close(torch.load(buffer, weights_only=False)(x, hx, lengths=lengths)[0], out)
+
+
+@pytest.mark.slow  # torch.compile's first use
+def test_compile_refuses_double_backward_with_a_clear_error() -> None:
+    layer = _layer(IndRNNCell, "compile", num_layers=1, bidirectional=False)
+    x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    (dx,) = torch.autograd.grad(layer(x)[0].sum(), [x], create_graph=True)
+    with pytest.raises(RuntimeError, match="does not currently support double backward"):
+        torch.autograd.grad(dx.pow(2).sum(), list(layer.parameters()))
