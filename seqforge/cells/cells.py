@@ -58,12 +58,17 @@ class BuiltinCell(nn.Module):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        if forget_bias is not None and (self.mode != "LSTM" or not bias):
+            raise ValueError(f"{name}: forget_bias needs an LSTM with bias=True, got forget_bias={forget_bias!r}")
+        self.forget_bias = forget_bias
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -88,13 +93,20 @@ class BuiltinCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``U(-1/sqrt(H), 1/sqrt(H))`` for weights and biases (as torch); layer-norm gains 1, biases 0."""
+        """``U(-1/sqrt(H), 1/sqrt(H))`` for weights and biases (as torch); layer-norm gains 1, biases 0. With
+        ``forget_bias`` (LSTM) the forget-gate biases are then set so that ``bias_ih_f + bias_hh_f = forget_bias``
+        (``bias_ih_f = forget_bias``, ``bias_hh_f = 0``; Jozefowicz et al., 2015 use 1)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for pname, param in self.named_parameters():
             if pname.startswith("ln_"):
                 nn.init.ones_(param) if pname.endswith("_weight") else nn.init.zeros_(param)
             else:
                 nn.init.uniform_(param, -bound, bound)
+        if self.forget_bias is not None and self.bias_ih is not None and self.bias_hh is not None:
+            hid = self.hidden_size
+            with torch.no_grad():
+                self.bias_ih[hid : 2 * hid].fill_(self.forget_bias)
+                self.bias_hh[hid : 2 * hid].zero_()
 
     def _zeros(self, batch_size: int | None, device: Any = None, dtype: torch.dtype | None = None) -> Tensor:
         shape = (self.hidden_size,) if batch_size is None else (batch_size, self.hidden_size)
@@ -188,12 +200,13 @@ class RNNCell(BuiltinCell):
         nonlinearity: str = "tanh",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"RNNCell: nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        super().__init__(input_size, hidden_size, bias, device, dtype, **options)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._check_input(input)
@@ -230,33 +243,6 @@ class LSTMCell(BuiltinCell):
 
     num_gates = 4
     mode = "LSTM"
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        bias: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        *,
-        forget_bias: float | None = None,
-    ) -> None:
-        if forget_bias is not None and not bias:
-            raise ValueError(
-                f"{type(self).__name__}: forget_bias needs an LSTM with bias=True, got forget_bias={forget_bias!r}"
-            )
-        self.forget_bias = forget_bias
-        super().__init__(input_size, hidden_size, bias, device, dtype)
-
-    def reset_parameters(self) -> None:
-        """As :meth:`BuiltinCell.reset_parameters`; with ``forget_bias`` set, the forget-gate biases are then set
-        so that ``bias_ih_f + bias_hh_f = forget_bias`` (``bias_ih_f = forget_bias``, ``bias_hh_f = 0``)."""
-        super().reset_parameters()
-        if self.forget_bias is not None:
-            hid = self.hidden_size
-            with torch.no_grad():
-                self.bias_ih[hid : 2 * hid].fill_(self.forget_bias)
-                self.bias_hh[hid : 2 * hid].zero_()
 
     def init_state(
         self, batch_size: int | None = None, device: Any = None, dtype: torch.dtype | None = None

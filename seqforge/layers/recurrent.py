@@ -370,10 +370,7 @@ class RecurrentBase(Recurrent):
         dtype: torch.dtype | None = None,
         **cell_options: Any,
     ) -> None:
-        name = type(self).__name__
-        if forget_bias is not None:
-            if self.mode != "LSTM" or not bias:
-                raise ValueError(f"{name}: forget_bias needs an LSTM with bias=True, got forget_bias={forget_bias!r}")
+        if forget_bias is not None:  # checked by the cell (an LSTM with bias=True)
             cell_options["forget_bias"] = forget_bias
         self.layer_norm = layer_norm
         self.bias = bias
