@@ -17,13 +17,17 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import EarlyStopping
+import cpu_threads  # scripts/cpu_threads.py, standard library only
 
-from seqforge.data.synthetic import AddingProblemDataModule
-from seqforge.models import SequenceClassifier
-from seqforge.tasks import RegressionTask
+cpu_threads.prepare_environment()  # before anything imports torch: libgomp reads its settings once
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from lightning.pytorch.callbacks import EarlyStopping  # noqa: E402
+
+from seqforge.data.synthetic import AddingProblemDataModule  # noqa: E402
+from seqforge.models import SequenceClassifier  # noqa: E402
+from seqforge.tasks import RegressionTask  # noqa: E402
 
 TARGET_MSE = 0.01
 

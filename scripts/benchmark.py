@@ -32,12 +32,16 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import torch
+import cpu_threads  # scripts/cpu_threads.py, standard library only
 
-import seqforge
-from seqforge.fused import get_backend
-from seqforge.fused.fusion import loop_fusion_report
-from seqforge.fused.parity import PARITY_TOL, backend_parity
+cpu_threads.prepare_environment()  # before anything imports torch: libgomp reads its settings once
+
+import torch  # noqa: E402
+
+import seqforge  # noqa: E402
+from seqforge.fused import get_backend  # noqa: E402
+from seqforge.fused.fusion import loop_fusion_report  # noqa: E402
+from seqforge.fused.parity import PARITY_TOL, backend_parity  # noqa: E402
 
 
 class UserLSTMCell(torch.nn.Module):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+import cpu_threads  # scripts/cpu_threads.py, standard library only
 
-from seqforge.evaluate import evaluate
+cpu_threads.prepare_environment()  # before anything imports torch: libgomp reads its settings once
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from seqforge.evaluate import evaluate  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
+    cpu_threads.set_threads(cfg.get("threads"))
     evaluate(cfg)
 
 

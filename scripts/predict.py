@@ -5,14 +5,19 @@ See ``configs/predict.yaml`` for the options (``input_file``, ``output_file``, `
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+import cpu_threads  # scripts/cpu_threads.py, standard library only
 
-from seqforge.predict import predict_from_config
+cpu_threads.prepare_environment()  # before anything imports torch: libgomp reads its settings once
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from seqforge.predict import predict_from_config  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    cpu_threads.set_threads(cfg.get("threads"))
     predict_from_config(cfg)
 
 

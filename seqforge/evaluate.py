@@ -1,7 +1,8 @@
 """Evaluate a checkpoint on a test set: ``evaluate(cfg)`` is what ``scripts/eval.py`` runs.
 
 The task and net come from the checkpoint alone (see :mod:`seqforge.checkpoint`); the data config is the
-checkpoint's unless ``cfg.data`` names another one.
+checkpoint's unless ``cfg.data`` names another one, which then gets the checkpoint's fitted state and must
+fit the net (:func:`seqforge.checkpoint.datamodule_for`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from seqforge.checkpoint import CHECKPOINT_KEY, load_from_checkpoint, read_checkpoint
+from seqforge.checkpoint import datamodule_for, load_from_checkpoint, read_checkpoint
 from seqforge.train import instantiate_group
 from seqforge.utils.config import ConfigError, EvalSchema, check_config, instantiate_node
 
@@ -25,7 +26,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint ``cfg.ckpt_path``; write and return ``{"test/...": float, "ckpt_path": str}``.
 
     Raises:
-        ConfigError: a wrong key or type in the config, or no ``ckpt_path`` given.
+        ConfigError: a wrong key or type in the config, no ``ckpt_path`` given, or data that do not fit the
+            checkpoint (channels, classes, vocabularies, scalers, net sizes; both sides named).
         FileNotFoundError / ValueError: a missing, unreadable or foreign checkpoint.
     """
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
@@ -33,15 +35,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg, EvalSchema, ("data", "trainer", "logger"))
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
+    task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))
     checkpoint = read_checkpoint(cfg.ckpt_path)
-    stored = checkpoint[CHECKPOINT_KEY]
-    task = load_from_checkpoint(cfg.ckpt_path)
-
-    data_cfg = cfg.data if cfg.get("data") is not None else OmegaConf.create(stored["config"]["data"])
-    datamodule: L.LightningDataModule = instantiate_node("data", data_cfg)
-    if type(datamodule) is type(task.datamodule) and stored["datamodule_state"]:
-        datamodule.load_state_dict(stored["datamodule_state"])  # training vocabularies / scalers
-    datamodule.prepare_data()
+    try:
+        datamodule = datamodule_for(checkpoint, cfg.get("data"), allow=tuple(cfg.allow_targets))
+    except ConfigError as err:
+        raise ConfigError(f"{err} [checkpoint: {cfg.ckpt_path}]") from err
 
     loggers = instantiate_group(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate_node("trainer", cfg.trainer, logger=loggers or False, callbacks=[])
@@ -49,6 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     metrics["ckpt_path"] = str(cfg.ckpt_path)
     if trainer.is_global_zero:
+        Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(cfg.paths.output_dir) / "metrics.json", "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, indent=2)
         log.info(f"Metrics: {metrics}")

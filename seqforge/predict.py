@@ -26,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from seqforge.checkpoint import load_from_checkpoint
+from seqforge.data.base import read_lines
 from seqforge.data.vocab import Vocabulary, detokenize, tokenize
-from seqforge.utils.config import ConfigError
+from seqforge.utils.config import ConfigError, PredictSchema, check_top_level
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,19 @@ def encode_tokens(datamodule: Any, text: str, vocab_names: Sequence[str] = ("voc
         except ValueError:
             raise ValueError(f"predict: this model's data have no vocabulary; give space-separated token ids, "
                              f"got {text!r}") from None
+        sizes = datamodule.net_kwargs
+        size = next((sizes[key] for key in ("vocab_size", "src_vocab_size") if key in sizes), None)
+        outside = [i for i in ids if size is not None and not 0 <= i < size]
+        if outside:
+            raise ValueError(f"predict: the model reads token ids in [0, {size}) (its vocab_size), got {outside[:5]} "
+                             f"in {text!r}")
     else:
-        ids = vocab.encode(tokenize(text, getattr(datamodule, mode_name, None) or "char"))
+        tokens = tokenize(text, getattr(datamodule, mode_name, None) or "char")
+        ids = vocab.encode(tokens)
+        unknown = sorted({t for t, i in zip(tokens, ids, strict=True) if i == vocab.unk_id and t != "<unk>"})
+        if unknown:
+            log.warning(f"predict: tokens {unknown[:10]} of {text!r} are not in the checkpoint's vocabulary; "
+                        "they are read as <unk>")
     if not ids:
         raise ValueError(f"predict: empty input {text!r}")
     return torch.tensor(ids, dtype=torch.long)
@@ -84,10 +96,12 @@ def encode_series(datamodule: Any, text: str) -> Tensor:
     if not rows or len({len(r) for r in rows}) != 1:
         raise ValueError(f"predict: every time step needs the same number of channels, got {text!r}")
     x = np.asarray(rows, dtype=np.float64)  # (T, C)
+    channels = datamodule.net_kwargs.get("input_size")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"predict: the model reads {channels} channels per step (its input_size), got "
+                         f"{x.shape[1]} in {text[:60]!r}")
     mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
     if mean is not None and std is not None:
-        if x.shape[1] != len(mean):
-            raise ValueError(f"predict: the model reads {len(mean)} channels per step, got {x.shape[1]}")
         x = (x - np.asarray(mean)) / np.asarray(std)
     scaler = getattr(datamodule, "scaler", None)
     if scaler is not None:
@@ -134,6 +148,10 @@ def _generate(task: Any, text: str, max_len: int, temperature: float, **_: Any) 
         cond = torch.tensor([int(text)])
     except ValueError:
         raise ValueError(f"predict: conditional generation takes a class id, got {text!r}") from None
+    conditions = dm.net_kwargs["num_conditions"]
+    if not 0 <= int(cond) < conditions:
+        raise ValueError(f"predict: the model generates for class ids in [0, {conditions}) (its num_conditions), "
+                         f"got {text!r}")
     strategy = "sample" if temperature > 0 else "greedy"
     out, lengths = task.net.generate(cond, max_len=max_len, strategy=strategy, temperature=max(temperature, 1e-6))
     if out.dtype.is_floating_point:
@@ -152,7 +170,7 @@ def _continue(task: Any, text: str, max_len: int, temperature: float, **_: Any) 
 
 def _forecast(task: Any, text: str, **_: Any) -> str:
     dm = task.datamodule
-    history = encode_series(dm, text)[:, :1]  # (W, 1) scaled
+    history = encode_series(dm, text)  # (W, 1) scaled
     point = task.net.point(task.net(*_one(history)))[0].numpy()  # (H,) scaled
     scaler = getattr(dm, "scaler", None)
     values = scaler.inverse_transform(point) if scaler is not None else point
@@ -203,13 +221,14 @@ def predict_from_config(cfg: DictConfig) -> list[str]:
     """Run :func:`predict` as ``configs/predict.yaml`` describes; print or write the outputs."""
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("config 'ckpt_path': predict needs a checkpoint: scripts/predict.py ckpt_path=PATH")
+    check_top_level(cfg, PredictSchema)
     if (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError("config 'input'/'input_file': give exactly one (input=\"...\" or input_file=PATH)")
     inputs = [str(cfg.input)] if cfg.input is not None else \
-        [line for line in Path(cfg.input_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        [line for line in read_lines(cfg.input_file, "predict input_file") if line.strip()]
     if cfg.seed is not None:
         L.seed_everything(cfg.seed)
-    task = load_from_checkpoint(cfg.ckpt_path)
+    task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))
     outputs = predict(task, inputs, max_len=cfg.max_len, temperature=cfg.temperature, num_samples=cfg.num_samples)
     if cfg.output_file is not None:
         Path(cfg.output_file).write_text("\n".join(outputs) + "\n", encoding="utf-8")

@@ -35,12 +35,35 @@ def package_data_path(package: str, *parts: str) -> Path:
     return path
 
 
-def read_lines(path: str | os.PathLike[str], owner: str) -> list[str]:
-    """Lines of a UTF-8 text file (without line ends); a missing or blank file is a clear error."""
+def read_text(path: str | os.PathLike[str], owner: str) -> str:
+    """The text of a UTF-8 file, a leading byte-order mark dropped (it is not part of the data).
+
+    Raises:
+        FileNotFoundError / IsADirectoryError: nothing, or a folder, at ``path``.
+        ValueError: bytes that are not UTF-8 (a latin-1 or binary file), or NUL bytes; naming file and line.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{owner}: {path} is a directory; expected a UTF-8 text file")
     if not path.is_file():
         raise FileNotFoundError(f"{owner}: file {path} does not exist")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{owner}: {path}, line {line}: byte 0x{data[err.start]:02x} is not UTF-8; expected a "
+                         "UTF-8 text file (a latin-1 file converts with: iconv -f latin1 -t utf-8)") from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(f"{owner}: {path}, line {line}: a NUL byte; expected a UTF-8 text file, not binary data")
+    return text
+
+
+def read_lines(path: str | os.PathLike[str], owner: str) -> list[str]:
+    """Lines of a UTF-8 text file (without line ends, see :func:`read_text`); a blank file is a clear error."""
+    path = Path(path)
+    lines = read_text(path, owner).splitlines()
     if not any(line.strip() for line in lines):
         raise ValueError(f"{owner}: file {path} is empty")
     return lines

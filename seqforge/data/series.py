@@ -211,6 +211,9 @@ class SeriesDataModule(SplitDataModule):
         train_part = series[:train_end]
         if self.scaler is None:
             self.scaler = Scaler.fit(self.scaler_kind, train_part)
+        elif self.scaler.kind == "log_standard" and series.min() <= 0:
+            raise ValueError(f"SeriesDataModule: the fitted log_standard scaler (from a checkpoint or an earlier "
+                             f"setup) needs a positive series, got a minimum of {series.min()}")
         if self.mase_scale is None:
             diffs = np.abs(train_part[self.season :] - train_part[: -self.season])
             self.mase_scale = float(diffs.mean()) if diffs.size else 1.0

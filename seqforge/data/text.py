@@ -11,7 +11,7 @@ from typing import Any, cast
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, write_atomic
+from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, read_text, write_atomic
 from seqforge.data.vocab import Vocabulary
 
 TEXT_SOURCES = ("shakespeare",)
@@ -179,9 +179,7 @@ class TextDataModule(StreamDataModule):
 
     def parts(self) -> dict[str, str]:
         path = self.text_file()
-        if not path.is_file():
-            raise FileNotFoundError(f"TextDataModule: file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, "TextDataModule")
         if not text:
             raise ValueError(f"TextDataModule: file {path} is empty")
         n_test = int(len(text) * self.test_fraction)

@@ -66,18 +66,22 @@ def read_ts(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[str]]:
         if declared is None:
             raise ValueError(f"{where}: no '@classLabel true ...' header before @data")
         *dims, label = line.split(":")
+        cut = "; the line looks cut off (a truncated file?)"
         if not dims:
-            raise ValueError(f"{where}: expected '<values>:...:<label>', got {line[:40]!r}")
+            raise ValueError(f"{where}: expected '<values>:...:<label>', got {line[:40]!r}{cut}")
+        if series and len(dims) != series[0].shape[1]:
+            raise ValueError(f"{where}: ragged row with {len(dims)} dimensions, earlier rows have "
+                             f"{series[0].shape[1]}{cut if len(dims) < series[0].shape[1] else ''}")
         if label.strip() not in declared:
-            raise ValueError(f"{where}: label {label.strip()!r} is not among the declared labels {declared}")
+            looks_cut = not label.strip() or "," in label or lineno == len(lines)
+            raise ValueError(f"{where}: label {label.strip()[:40]!r} is not among the declared labels "
+                             f"{declared}{cut if looks_cut else ''}")
         try:
             values = [[math.nan if v.strip() == "?" else float(v) for v in dim.split(",")] for dim in dims]
         except ValueError as err:
             raise ValueError(f"{where}: cannot parse a value ({err})") from None
         if len({len(v) for v in values}) != 1:
             raise ValueError(f"{where}: dimensions have different lengths {[len(v) for v in values]}")
-        if series and len(dims) != series[0].shape[1]:
-            raise ValueError(f"{where}: ragged row with {len(dims)} dimensions, earlier rows have {series[0].shape[1]}")
         x = np.asarray(values, dtype=np.float64).T  # (T, C)
         if not np.isfinite(x).all():
             raise ValueError(f"{where}: missing or non-finite values ('?', NaN, inf); impute them first")
@@ -169,6 +173,11 @@ class UCRDataModule(SplitDataModule):
             raise ValueError(
                 f"UCRDataModule: {train_file} has {train_x[0].shape[1]} channels but "
                 f"{test_file} has {test_x[0].shape[1]}"
+            )
+        if self.mean is not None and len(self.mean) != train_x[0].shape[1]:
+            raise ValueError(
+                f"UCRDataModule: the fitted state (from a checkpoint or an earlier setup) normalizes "
+                f"{len(self.mean)} channels, but {train_file} has {train_x[0].shape[1]}"
             )
         if self.classes is None:
             self.classes = sorted(set(train_labels), key=_label_key)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, MinMetric
+
+from seqforge.tasks.plots import PictureLogger
 
 if TYPE_CHECKING:
     from lightning.fabric.utilities.data import AttributeDict
@@ -166,8 +167,8 @@ class SequenceTask(L.LightningModule):
             return
         self.best.update(self.monitored_metric().compute())
         self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
-        writer = self.tensorboard()
-        if writer is not None and getattr(self, "examples", None) is not None:
+        writer = PictureLogger(self.trainer.loggers)
+        if writer and getattr(self, "examples", None) is not None:
             self.log_pictures(writer, self.examples)
 
     # --- pictures -----------------------------------------------------------------------------------------
@@ -176,16 +177,10 @@ class SequenceTask(L.LightningModule):
         self.examples = None
 
     def log_pictures(self, writer: Any, examples: Any) -> None:
-        """Log images/text of the kept examples to TensorBoard (default: nothing)."""
+        """Log figures/text of the kept examples through ``writer.add_figure``/``add_text`` (default: nothing).
 
-    def tensorboard(self) -> Any | None:
-        """The TensorBoard ``SummaryWriter`` of the first TensorBoard logger, or ``None`` without one."""
-        if self._trainer is None:
-            return None
-        for logger in self.trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None
+        ``writer`` is a :class:`~seqforge.tasks.plots.PictureLogger` over the run's loggers during training.
+        """
 
     # --- optimization ---------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

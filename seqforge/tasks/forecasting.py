@@ -31,7 +31,7 @@ class ForecastingTask(SequenceTask):
     the original units, inverting the datamodule's ``scaler`` when it has one: ``mae``, ``rmse``,
     ``smape`` (fraction in [0, 2]) and ``mase`` (scaled by the datamodule's ``mase_scale``, the training
     series' mean absolute naive-forecast error, or else by each window's own naive error).
-    Monitors ``val/mae`` (min). ``num_plots`` validation forecasts go to TensorBoard each epoch.
+    Monitors ``val/mae`` (min). ``num_plots`` validation forecasts go to the loggers each epoch.
     """
 
     monitor = "val/mae"

@@ -28,7 +28,7 @@ class GenerationTask(SequenceTask):
     head) over the first ``y_lengths`` steps, and ``mse`` is logged.
 
     Args:
-        num_samples: conditions of the first validation batch whose generations go to TensorBoard.
+        num_samples: conditions of the first validation batch whose generations go to the loggers.
         sample_len: maximum length of those generations (default: the batch's length).
     """
 

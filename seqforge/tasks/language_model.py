@@ -34,7 +34,7 @@ class LanguageModelTask(SequenceTask):
         gradient_clip_val: max gradient norm, applied in the module (``None``: no clipping).
         carry_state: carry the state across batches (reset each epoch and when the batch size changes).
         num_samples, sample_len: sequences generated from the first validation batch each epoch and logged
-            as TensorBoard text (``0`` turns this off).
+            as text to the loggers (``0`` turns this off).
 
     Logs ``<stage>/loss`` (nats per token), ``<stage>/ppl`` (perplexity), ``val/bpc`` and ``test/bpc``
     (bits per token: per character for a character model) and ``val/ppl_best``.

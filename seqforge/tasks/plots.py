@@ -1,15 +1,54 @@
-"""Matplotlib figures the tasks log to TensorBoard.
+"""Matplotlib figures the tasks log, and :class:`PictureLogger`, which sends them to every logger that takes them.
 
 Figures are built with the object API (``Figure``, no ``pyplot``), so they need no display, leave the
-user's pyplot backend and figure list alone, and are freed when dropped; TensorBoard renders them with Agg.
+user's pyplot backend and figure list alone, and are freed when dropped; the loggers render them with Agg.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
+
+PICTURE_LOGGERS = (TensorBoardLogger, MLFlowLogger, WandbLogger)  # CSVLogger and others take no pictures
+
+
+class PictureLogger:
+    """Figures and text for every TensorBoard, MLflow and W&B logger of a run; other loggers are skipped.
+
+    TensorBoard gets ``add_figure``/``add_text``; MLflow a PNG/text artifact ``<tag>/step_<step>.png|txt``;
+    W&B a ``wandb.Image``/one-column table under ``tag``. It has the two methods of TensorBoard's
+    ``SummaryWriter`` that the tasks' ``log_pictures`` call, so a ``SummaryWriter`` works there too.
+    """
+
+    def __init__(self, loggers: Iterable[Logger]) -> None:
+        self.loggers = [logger for logger in loggers if isinstance(logger, PICTURE_LOGGERS)]
+
+    def __bool__(self) -> bool:
+        return bool(self.loggers)
+
+    def add_figure(self, tag: str, figure: Figure, global_step: int) -> None:
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(tag, figure, global_step=global_step, close=False)
+            elif isinstance(logger, MLFlowLogger):
+                logger.experiment.log_figure(logger.run_id, figure, f"{tag}/step_{global_step:06d}.png")
+            elif isinstance(logger, WandbLogger):
+                import wandb  # only runs that configured a WandbLogger need it
+
+                logger.log_image(tag, images=[wandb.Image(figure)], step=global_step)
+
+    def add_text(self, tag: str, text: str, global_step: int) -> None:
+        """``text``: Markdown lines joined by ``"  \\n"`` (TensorBoard's line break); W&B gets one row per line."""
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text(tag, text, global_step=global_step)
+            elif isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, text, f"{tag}/step_{global_step:06d}.txt")
+            elif isinstance(logger, WandbLogger):
+                logger.log_text(tag, columns=["text"], data=[[line] for line in text.split("  \n")], step=global_step)
 
 
 def attention_figure(weights: np.ndarray, source: Sequence[str], target: Sequence[str], title: str = "") -> Figure:

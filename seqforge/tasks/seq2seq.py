@@ -60,7 +60,7 @@ class Seq2SeqTask(SequenceTask):
             from ``teacher_forcing_start`` to ``teacher_forcing_end`` over ``teacher_forcing_steps`` steps.
         beam_size, length_penalty, max_decode_len: decoding used for the validation/test metrics.
         label_smoothing: cross-entropy label smoothing.
-        num_attention_images: validation examples whose attention maps go to TensorBoard each epoch.
+        num_attention_images: validation examples whose attention maps go to the loggers each epoch.
 
     Metrics: ``token_acc`` (teacher-forced), and on val/test from decoding: ``exact_match``, ``cer``,
     ``wer``. Texts for CER/WER come from the datamodule's ``decode(ids) -> str`` when it has one, else

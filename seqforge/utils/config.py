@@ -19,7 +19,7 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import rich.syntax
 import rich.tree
@@ -41,16 +41,21 @@ class ConfigError(ValueError):
     """A config value or key that cannot work; the message names the key."""
 
 
+# Value ranges of top-level keys, checked with their types (``seed_everything`` takes what numpy takes).
+SEED = {"range": (0, 2**32 - 1)}
+
+
 @dataclasses.dataclass
 class TrainSchema:
     """Types of the top-level keys of ``train.yaml`` (other keys are groups checked node by node)."""
 
+    config_name: ClassVar[str] = "train"
     task_name: str
     tags: list[str]
     train: bool
     test: bool
     ckpt_path: Optional[str]  # noqa: UP045 (OmegaConf structured configs need typing.Optional)
-    seed: Optional[int]  # noqa: UP045
+    seed: Optional[int] = dataclasses.field(metadata=SEED)  # noqa: UP045
     compile: bool
     optimized_metric: Optional[str]  # noqa: UP045
 
@@ -59,22 +64,65 @@ class TrainSchema:
 class EvalSchema:
     """Types of the top-level keys of ``eval.yaml``."""
 
+    config_name: ClassVar[str] = "eval"
     task_name: str
     tags: list[str]
     ckpt_path: str
-    seed: Optional[int]  # noqa: UP045
+    allow_targets: list[str]
+    seed: Optional[int] = dataclasses.field(metadata=SEED)  # noqa: UP045
+
+
+@dataclasses.dataclass
+class PredictSchema:
+    """Types of the top-level keys of ``predict.yaml``."""
+
+    config_name: ClassVar[str] = "predict"
+    task_name: str
+    ckpt_path: str
+    allow_targets: list[str]
+    input: Optional[str]  # noqa: UP045
+    input_file: Optional[str]  # noqa: UP045
+    output_file: Optional[str]  # noqa: UP045
+    max_len: int
+    temperature: float
+    num_samples: int
+    seed: Optional[int] = dataclasses.field(metadata=SEED)  # noqa: UP045
+
+
+def _known_top_level(schema: type) -> set[str]:
+    """Top-level keys a config may hold: the schema's, the primary YAML's own, the config groups, ``hydra``."""
+    primary = OmegaConf.load(CONFIG_DIR / f"{schema.config_name}.yaml")  # type: ignore[attr-defined]
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    return {f.name for f in dataclasses.fields(schema)} | set(primary) | groups | {"hydra"}
 
 
 def check_top_level(cfg: DictConfig, schema: type) -> None:
-    """Merge the top-level keys named by the dataclass ``schema`` into it; a wrong type names the key."""
+    """Merge the top-level keys named by the dataclass ``schema`` into it; a wrong type names the key.
+
+    Also refused, naming the key: a top-level key that is neither in the schema, nor in the primary YAML
+    (``configs/<schema.config_name>.yaml``), nor a config group (``++seedd=3``: did you mean 'seed'?), and
+    a value outside a field's ``metadata["range"]`` (``seed=-1``).
+    """
     names = [f.name for f in dataclasses.fields(schema)]
     missing = [name for name in names if name not in cfg]
     if missing:
         raise ConfigError(f"config: missing top-level keys {missing}")
+    known = _known_top_level(schema)
+    key: Any  # a DictConfig key (str, int, ...): formatted into messages as is
+    for key in cfg:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"top-level keys: {sorted(names)}"
+            raise ConfigError(f"config '{key}': unknown top-level key; {hint}")
     try:
         OmegaConf.merge(OmegaConf.structured(schema), {name: cfg[name] for name in names})
     except OmegaConfBaseException as err:
         raise ConfigError(f"config key '{err.full_key}': {err.msg}") from None
+    for field in dataclasses.fields(schema):
+        low, high = field.metadata.get("range", (None, None))
+        value = cfg[field.name]
+        if low is not None and isinstance(value, int) and not low <= value <= high:
+            raise ConfigError(f"config '{field.name}': expected an int in [{low}, {high}], got {value}")
 
 
 def _walk_targets(node: Any, path: str) -> Iterator[tuple[str, DictConfig]]:
@@ -189,6 +237,47 @@ def check_node(path: str, node: DictConfig) -> None:
         if not _type_ok(value, *allowed):
             raise ConfigError(f"config '{path}.{key}': expected {_describe(*allowed)} for {target_name}, "
                               f"got {type(value).__name__} {value!r}")
+    if inspect.isclass(target) and issubclass(target, (torch.optim.Optimizer, *_SCHEDULERS)):
+        _dry_run(path, node, target)
+
+
+_SCHEDULERS = (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def _build_on_dummy(target: Any, kwargs: dict[str, Any]) -> None:
+    """``target`` (an optimizer or an lr scheduler) built over one throwaway parameter."""
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    if issubclass(target, torch.optim.Optimizer):
+        target(params, **kwargs)
+    else:
+        target(torch.optim.SGD(params, lr=0.1), **kwargs)
+
+
+def _dry_run(path: str, node: DictConfig, target: type) -> None:
+    """Build an optimizer or scheduler node now, so torch's own value checks (``lr >= 0``, betas in [0, 1),
+    a plateau ``factor < 1`` ...) fail before the data are read, naming the key they refuse.
+
+    Only torch's ``ValueError`` counts: other failures (a missing argument filled at run time, nested
+    nodes) are left to the run.
+    """
+    if any(OmegaConf.is_missing(node, key) for key in node):
+        return
+    plain = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(plain, dict)
+    kwargs = {str(k): v for k, v in plain.items() if k not in _HYDRA_KEYS}
+    try:
+        _build_on_dummy(target, kwargs)
+    except ValueError as err:
+        for key in kwargs:  # the key whose removal (its default) makes torch accept the rest
+            try:
+                _build_on_dummy(target, {k: v for k, v in kwargs.items() if k != key})
+            except (TypeError, ValueError):
+                continue
+            raise ConfigError(f"config '{path}.{key}': {node['_target_']} refuses {key}={kwargs[key]!r} "
+                              f"({err})") from None
+        raise ConfigError(f"config '{path}': {node['_target_']} refuses {kwargs} ({err})") from None
+    except Exception:  # arguments filled at run time, nested nodes ...: the run reports those
+        return
 
 
 def check_config(cfg: DictConfig, schema: type, groups: Sequence[str]) -> None:
@@ -202,6 +291,26 @@ def check_config(cfg: DictConfig, schema: type, groups: Sequence[str]) -> None:
         if group in cfg and cfg[group] is not None:
             for path, node in _walk_targets(cfg[group], group):
                 check_node(path, node)
+    check_gradient_clipping(cfg)
+
+
+def check_gradient_clipping(cfg: DictConfig) -> None:
+    """Refuse ``trainer.gradient_clip_val`` with a task that clips gradients itself.
+
+    A task taking a ``gradient_clip_val`` argument (the truncated-BPTT language model) optimizes manually,
+    and Lightning refuses Trainer clipping under manual optimization, but only once fit starts.
+    """
+    trainer, model = cfg.get("trainer"), cfg.get("model")
+    if not isinstance(trainer, DictConfig) or not isinstance(model, DictConfig) or "_target_" not in model:
+        return
+    clip = trainer.get("gradient_clip_val")
+    if clip is None or clip == 0:
+        return
+    signature = _signature(locate(str(model._target_)))
+    if signature is not None and "gradient_clip_val" in signature.parameters:
+        raise ConfigError(f"config 'trainer.gradient_clip_val': {model._target_} optimizes manually and clips "
+                          f"gradients itself; set trainer.gradient_clip_val=null model.gradient_clip_val={clip} "
+                          "(Lightning refuses Trainer clipping under manual optimization)")
 
 
 def instantiate_node(path: str, node: DictConfig, **kwargs: Any) -> Any:

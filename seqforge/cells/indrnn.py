@@ -1,0 +1,159 @@
+r"""IndRNN: an independently recurrent cell, one recurrent weight per unit.
+
+Li, Li, Cook, Zhu and Gao, 2018, "Independently Recurrent Neural Network (IndRNN): Building A Longer and
+Deeper RNN" (CVPR 2018, arXiv:1803.04831).
+
+This module also holds the few checks the new cells (IndRNN, minGRU, CfC) share: constructor sizes, the
+per-step shape check and the zero state of the cell contract.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_NONLINEARITIES = ("relu", "tanh")
+
+
+def check_sizes(cell: str, input_size: object, hidden_size: object) -> None:
+    """Raise ``ValueError`` naming ``cell`` unless both sizes are positive ints (bools rejected)."""
+    for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{cell}: {arg} must be a positive int, got {value!r}")
+
+
+def check_state(cell: str, state: Tensor, batch_size: int, hidden_size: int) -> None:
+    """Check that ``state`` is ``(batch_size, hidden_size)`` (TorchScript-able)."""
+    if state.dim() != 2 or state.shape[0] != batch_size or state.shape[1] != hidden_size:
+        raise ValueError(
+            f"{cell}: state must have shape (B={batch_size}, hidden_size={hidden_size}), got {list(state.shape)}"
+        )
+
+
+def check_step(cell: str, x_t: Tensor, state: Tensor, input_size: int, hidden_size: int) -> None:
+    """Check one step's shapes: ``x_t (B, input_size)`` and ``state (B, hidden_size)`` (TorchScript-able)."""
+    if x_t.dim() != 2 or x_t.shape[1] != input_size:
+        raise ValueError(f"{cell}: x_t must have shape (B, input_size={input_size}), got {list(x_t.shape)}")
+    check_state(cell, state, x_t.shape[0], hidden_size)
+
+
+def zero_state(
+    batch_size: int, hidden_size: int, like: Tensor, device: torch.device | None, dtype: torch.dtype | None
+) -> Tensor:
+    """Zeros ``(batch_size, hidden_size)`` on ``device``/``dtype``, defaulting to those of ``like``."""
+    if batch_size < 0:
+        raise ValueError(f"init_state: batch_size must be a non-negative int, got {batch_size}")
+    if device is None:
+        device = like.device
+    if dtype is None:
+        dtype = like.dtype
+    return torch.zeros(batch_size, hidden_size, device=device, dtype=dtype)
+
+
+class IndRNNCell(nn.Module):
+    r"""IndRNN cell: every unit sees the whole input but only its own previous value.
+
+    .. math::
+        h_t = \sigma(W x_t + u \odot h_{t-1} + b)
+
+    with ``W = weight_ih (H, I)``, the per-unit recurrent weights ``u = weight_hh (H,)``, ``b = bias (H,)``
+    and ``\sigma`` ReLU (the paper's choice) or tanh. Because unit ``n`` only feeds itself, its gradient
+    over ``T`` steps scales like ``u_n^T`` (times the activation's slopes); the paper therefore bounds
+    ``|u_n|``: with ReLU, ``recurrent_max_abs = 2 ** (1 / T)`` keeps that factor at most 2 over a
+    sequence of length ``T``.
+
+    ``recurrent_max_abs = m`` is applied in ``forward`` as ``clamp(u, -m, m)``: the stored parameter is
+    left alone and the cell always uses the clipped value (a weight pushed past ``m`` gets no gradient
+    while it stays there).
+
+    Initialization (the paper's adding-problem setup as we read it): ``u ~ U(0, min(1, m))``, so every unit
+    starts as a non-exploding leaky integrator; ``W ~ N(0, 0.001^2)``; ``b = 0``.
+
+    Args:
+        input_size: features ``I`` of ``x_t``.
+        hidden_size: units ``H``.
+        bias: learn ``b``.
+        nonlinearity: ``"relu"`` (default) or ``"tanh"``.
+        recurrent_max_abs: bound ``m > 0`` on ``|u|``, or ``None`` for no bound.
+
+    Shapes: ``forward(x_t (B, I), state (B, H)) -> (h_t (B, H), new_state (B, H))``, with ``new_state`` the
+    same tensor as ``h_t``; ``init_state(B)`` gives zeros ``(B, H)``.
+
+    Example:
+        >>> cell = IndRNNCell(2, 16, recurrent_max_abs=2 ** (1 / 200))
+        >>> h = cell.init_state(4)
+        >>> out, h = cell(torch.randn(4, 2), h)
+        >>> out.shape
+        torch.Size([4, 16])
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "relu",
+        recurrent_max_abs: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        check_sizes("IndRNNCell", input_size, hidden_size)
+        if nonlinearity not in _NONLINEARITIES:
+            raise ValueError(f"IndRNNCell: nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
+        if recurrent_max_abs is not None and (
+            not isinstance(recurrent_max_abs, (int, float))
+            or isinstance(recurrent_max_abs, bool)
+            or not math.isfinite(recurrent_max_abs)
+            or recurrent_max_abs <= 0
+        ):
+            raise ValueError(
+                f"IndRNNCell: recurrent_max_abs must be a positive finite number or None, got {recurrent_max_abs!r}"
+            )
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.nonlinearity = nonlinearity
+        self.recurrent_max_abs = recurrent_max_abs
+        self._clip = recurrent_max_abs is not None
+        self._max_abs = 0.0 if recurrent_max_abs is None else float(recurrent_max_abs)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(hidden_size, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``u ~ U(0, min(1, recurrent_max_abs))``, ``W ~ N(0, 0.001^2)``, ``b = 0`` (see the class docs)."""
+        nn.init.uniform_(self.weight_hh, 0.0, min(1.0, self._max_abs) if self._clip else 1.0)
+        nn.init.normal_(self.weight_ih, 0.0, 0.001)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @torch.jit.export
+    def init_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """Zero state ``(batch_size, H)``, on the parameters' device/dtype unless given."""
+        return zero_state(batch_size, self.hidden_size, self.weight_hh, device, dtype)
+
+    def forward(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        check_step("IndRNNCell", x_t, state, self.input_size, self.hidden_size)
+        u: Tensor = self.weight_hh
+        if self._clip:
+            u = u.clamp(-self._max_abs, self._max_abs)
+        pre = F.linear(x_t, self.weight_ih, self.bias) + u * state  # (B, H)
+        h = torch.relu(pre) if self.nonlinearity == "relu" else torch.tanh(pre)
+        return h, h
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s if self.recurrent_max_abs is None else s + f", recurrent_max_abs={self.recurrent_max_abs}"
