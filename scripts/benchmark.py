@@ -3,6 +3,11 @@
     python scripts/benchmark.py                      # CUDA if present (issue sizes), else CPU (small sizes)
     python scripts/benchmark.py --device cpu --runs 20
     python scripts/benchmark.py --device cuda --cells lstm --backends cudnn script
+    python scripts/benchmark.py --device cpu --cells lstm user_lstm --backends script --sizes 100,32,256
+
+``user_lstm`` is an LSTM cell written as a user writes one (:class:`UserLSTMCell`, the cell contract of
+:mod:`seqforge.cells.base`) run through :class:`seqforge.Recurrent`; with ``script`` it is scripted inside the
+generic scripted loop (TorchScript's autograd), while ``lstm`` runs the hand-written fused kernels.
 
 Writes ``benchmarks/results/<device>.json`` and ``benchmarks/results/<device>.md``. Timing: warm-up calls,
 then the median of ``--runs`` timed calls (CUDA events on CUDA, ``time.perf_counter`` on CPU), the calls of
@@ -15,6 +20,7 @@ backward pass alone after an untimed forward, "both" forward + backward of a tra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import re
@@ -37,10 +43,37 @@ from seqforge.fused import get_backend  # noqa: E402
 from seqforge.fused.fusion import loop_fusion_report  # noqa: E402
 from seqforge.fused.parity import PARITY_TOL, backend_parity  # noqa: E402
 
+
+class UserLSTMCell(torch.nn.Module):
+    """An LSTM cell in ten lines, as a user would bring one: torch's gate order and math, its own parameters."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.ih = torch.nn.Linear(input_size, 4 * hidden_size)
+        self.hh = torch.nn.Linear(hidden_size, 4 * hidden_size)
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
+        return zeros, zeros
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+        i, f, g, o = (self.ih(x) + self.hh(state[0])).chunk(4, 1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
+
+
 # (T, B, I=H, inference_only)
 CUDA_SIZES = [(100, 64, 512, False), (100, 1, 256, True), (100, 256, 1024, False), (1000, 16, 768, False)]
 CPU_SIZES = [(32, 16, 64, False), (32, 1, 64, True), (64, 32, 128, False)]
-CELLS = {"lstm": (seqforge.LSTM, {}), "gru": (seqforge.GRU, {}), "ln_lstm": (seqforge.LSTM, {"layer_norm": True})}
+BUILTIN_CELLS = {
+    "lstm": (seqforge.LSTM, {}), "gru": (seqforge.GRU, {}), "ln_lstm": (seqforge.LSTM, {"layer_norm": True})
+}  # fmt: skip
+CELLS: dict[str, tuple[Any, dict[str, Any]]] = {
+    **BUILTIN_CELLS, "user_lstm": (functools.partial(seqforge.Recurrent, UserLSTMCell), {})
+}
 # "torch.nn" is the reference torch.nn.LSTM/GRU itself (flattened cuDNN weights), not a seqforge backend.
 BACKENDS = ["eager", "script", "compile", "cudnn", "torch.nn"]
 TORCH_NN = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
@@ -162,7 +195,7 @@ def parity_checks(device: str, backends: list[str]) -> list[dict[str, Any]]:
     """The float64 parity checks of ``tests/test_fused.py`` against eager, run on ``device`` for ``backends``."""
     checks = []
     for backend in (b for b in ("script", "cudnn", "compile") if b in backends):
-        for cell, (cls, opts) in CELLS.items():
+        for cell, (cls, opts) in BUILTIN_CELLS.items():  # the user cell's parity is tests/test_recurrent.py's
             layer_check = cls(3, 5, backend="eager", **opts)
             try:
                 get_backend(backend).check(layer_check)

@@ -9,8 +9,16 @@ __version__ = "0.1.0"
 
 from typing import Any
 
-from seqforge.cells import GRUCell, LayerNormGRUCell, LayerNormLSTMCell, LSTMCell, RNNCell
-from seqforge.layers import GRU, LSTM, RNN, detach_state, make_recurrent
+from seqforge.cells import (
+    CellContractError,
+    GRUCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LayerNormRNNCell,
+    LSTMCell,
+    RNNCell,
+)
+from seqforge.layers import GRU, LSTM, RNN, Recurrent, detach_state, make_recurrent
 
 
 def __getattr__(name: str) -> Any:
@@ -23,14 +31,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CellContractError",
     "GRU",
     "GRUCell",
     "LSTM",
     "LSTMCell",
     "LayerNormGRUCell",
     "LayerNormLSTMCell",
+    "LayerNormRNNCell",
     "RNN",
     "RNNCell",
+    "Recurrent",
     "__version__",
     "detach_state",
     "load_from_checkpoint",

@@ -293,3 +293,51 @@ def test_rnn_options_reach_every_recurrent_layer(build):
     assert layers and all(m.recurrent_dropout == 0.25 and m.zoneout == 0.1 for m in layers)
     with pytest.raises(TypeError, match="zonout"):
         build({"zonout": 0.1})
+
+
+# ------------------------------------------------------------------ any cell in every model
+USER_CELL_SPECS = [
+    pytest.param({"_target_": "helpers.cells.PeepholeLSTMCell"}, id="peephole-target"),  # (h, c) state
+    pytest.param("helpers.cells.IndRNNCell", id="indrnn-class"),  # a lone-tensor state
+    pytest.param("GRU", id="builtin-upper-case"),
+]
+
+
+def _cell(spec: object) -> object:
+    if isinstance(spec, str) and spec.startswith("helpers."):
+        import helpers.cells
+
+        return getattr(helpers.cells, spec.rsplit(".", 1)[1])
+    return spec
+
+
+@pytest.mark.parametrize("spec", USER_CELL_SPECS)
+def test_every_model_runs_any_cell_with_its_bridge_and_decoding(spec: object) -> None:
+    torch.manual_seed(0)
+    cell = _cell(spec)
+    x, lengths = torch.randn(3, 7, 2), torch.tensor([7, 4, 1])
+    ids = torch.randint(3, 10, (3, 7))
+    clf = SequenceClassifier(num_classes=4, input_size=2, hidden_size=6, cell=cell, bidirectional=True, num_layers=2)
+    tagger = SequenceTagger(num_classes=5, vocab_size=10, embedding_dim=4, hidden_size=6, cell=cell)
+    lm = LanguageModel(vocab_size=10, embedding_dim=6, hidden_size=6, cell=cell, num_layers=2)
+    fc = Forecaster(horizon=3, input_size=2, hidden_size=6, cell=cell, strategy="autoregressive")
+    s2s = Seq2Seq(10, 10, hidden_size=6, embedding_dim=5, cell=cell, num_layers=2)
+    gen = ConditionalGenerator(vocab_size=10, num_conditions=3, hidden_size=6, embedding_dim=4, cell=cell)
+    outputs = [clf(x, lengths), tagger(ids, lengths), lm(ids)[0], fc(x, lengths), s2s(ids, lengths, ids[:, :5])[0],
+               gen(torch.tensor([0, 1, 2]), ids[:, :5])]  # fmt: skip
+    loss = sum(o.sum() for o in outputs)
+    loss.backward()
+    for net in (clf, tagger, lm, fc, s2s, gen):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
+    s2s.eval(), gen.eval(), lm.eval()
+    tokens, out_lengths = s2s.generate(ids, lengths, beam_size=2, max_len=4)
+    assert tokens.shape[0] == 3 and out_lengths.max() <= 4
+    assert gen.generate(torch.tensor([0, 2]), max_len=4)[0].shape[0] == 2
+    assert lm.generate(ids[:2, :3], max_new_tokens=4)[0].shape == (2, 4)
+    # the bridge follows the decoder cell's state structure
+    state = s2s.encode(ids, lengths)["hidden"]
+    reference = s2s.decoder.init_state(3)
+    assert type(state) is type(reference)
+    assert [s.shape for s in (state if isinstance(state, tuple) else (state,))] == [
+        s.shape for s in (reference if isinstance(reference, tuple) else (reference,))
+    ]

@@ -8,12 +8,16 @@ Layer-normalized cells add ``ln_ih_weight/ln_ih_bias`` and ``ln_hh_weight/ln_hh_
 fed to the output ``tanh``); see :mod:`seqforge.cells.functional` for the equations.
 
 Inputs: ``input (B, I)`` or unbatched ``(I,)``; state ``(B, H)`` (``(H,)`` unbatched), zeros when omitted.
+
+Besides torch's ``forward(input, hx=None)``, every cell follows the cell contract of
+:mod:`seqforge.cells.base` through ``init_state(batch_size, device, dtype)`` and
+``step(x_t, state) -> (h_t, new_state)`` (no checks, batched only: what the recurrent core calls).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -23,12 +27,29 @@ from seqforge.cells import functional as SF
 _NONLINEARITIES = ("tanh", "relu")
 
 
-class _CellBase(nn.Module):
-    """Shared parameters, initialization and input checks for the cells."""
+class LayerWeights(NamedTuple):
+    """The parameters of one built-in cell, in torch's order; absent ones are ``None``."""
+
+    w_ih: Tensor
+    w_hh: Tensor
+    b_ih: Tensor | None
+    b_hh: Tensor | None
+    ln_ih_weight: Tensor | None
+    ln_ih_bias: Tensor | None
+    ln_hh_weight: Tensor | None
+    ln_hh_bias: Tensor | None
+    ln_cell_weight: Tensor | None
+    ln_cell_bias: Tensor | None
+
+
+class BuiltinCell(nn.Module):
+    """Shared parameters, initialization and input checks for the built-in cells."""
 
     num_gates: int = 1
     layer_norm: bool = False
     normalize_cell: bool = False
+    mode: str = ""  # torch's name of the recurrence: "RNN_TANH", "RNN_RELU", "LSTM", "GRU"
+    takes_recurrent_mask = True  # step() applies a recurrent-dropout mask to h before W_hh only
 
     def __init__(
         self,
@@ -37,12 +58,17 @@ class _CellBase(nn.Module):
         bias: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        if forget_bias is not None and (self.mode != "LSTM" or not bias):
+            raise ValueError(f"{name}: forget_bias needs an LSTM with bias=True, got forget_bias={forget_bias!r}")
+        self.forget_bias = forget_bias
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
@@ -67,18 +93,37 @@ class _CellBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``U(-1/sqrt(H), 1/sqrt(H))`` for weights and biases (as torch); layer-norm gains 1, biases 0."""
+        """``U(-1/sqrt(H), 1/sqrt(H))`` for weights and biases (as torch); layer-norm gains 1, biases 0. With
+        ``forget_bias`` (LSTM) the forget-gate biases are then set so that ``bias_ih_f + bias_hh_f = forget_bias``
+        (``bias_ih_f = forget_bias``, ``bias_hh_f = 0``; Jozefowicz et al., 2015 use 1)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for pname, param in self.named_parameters():
             if pname.startswith("ln_"):
                 nn.init.ones_(param) if pname.endswith("_weight") else nn.init.zeros_(param)
             else:
                 nn.init.uniform_(param, -bound, bound)
+        if self.forget_bias is not None and self.bias_ih is not None and self.bias_hh is not None:
+            hid = self.hidden_size
+            with torch.no_grad():
+                self.bias_ih[hid : 2 * hid].fill_(self.forget_bias)
+                self.bias_hh[hid : 2 * hid].zero_()
 
-    def init_state(self, batch_size: int | None = None) -> Tensor:
-        """Zero hidden state ``(batch_size, H)``, or ``(H,)`` when ``batch_size`` is None."""
+    def _zeros(self, batch_size: int | None, device: Any = None, dtype: torch.dtype | None = None) -> Tensor:
         shape = (self.hidden_size,) if batch_size is None else (batch_size, self.hidden_size)
-        return self.weight_hh.new_zeros(shape)
+        return torch.zeros(shape, device=device or self.weight_hh.device, dtype=dtype or self.weight_hh.dtype)
+
+    def init_state(
+        self, batch_size: int | None = None, device: Any = None, dtype: torch.dtype | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Zero state ``(batch_size, H)`` (``(H,)`` when ``batch_size`` is None); ``(h, c)`` for the LSTM."""
+        return self._zeros(batch_size, device, dtype)
+
+    def weights(self) -> LayerWeights:
+        """The parameters in torch's order (what the fused backends and ``cudnn`` consume)."""
+        return LayerWeights(*(getattr(self, n, None) for n in (  # type: ignore[arg-type]
+            "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias",
+            "ln_hh_weight", "ln_hh_bias", "ln_cell_weight", "ln_cell_bias",
+        )))  # fmt: skip
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -103,7 +148,7 @@ class _CellBase(nn.Module):
     def _check_state(self, state: Tensor | None, batch: int, unbatched: bool, what: str) -> Tensor:
         """Validate one state tensor (or build zeros) and return it as ``(B, H)``."""
         if state is None:
-            return self.init_state(batch)
+            return self._zeros(batch)
         name = type(self).__name__
         expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
         if not isinstance(state, Tensor):
@@ -117,9 +162,10 @@ class _CellBase(nn.Module):
             )
         return state.unsqueeze(0) if unbatched else state
 
-    def _gates(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    def _gates(self, x: Tensor, h: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``gi = LN_ih(x W_ih^T) + b_ih`` and ``gh = LN_hh((h * mask) W_hh^T) + b_hh``."""
         gi = SF.project(x, self.weight_ih, self.bias_ih, *self._ln("ih"))
-        gh = SF.project(h, self.weight_hh, self.bias_hh, *self._ln("hh"))
+        gh = SF.project(h if mask is None else h * mask, self.weight_hh, self.bias_hh, *self._ln("hh"))
         return gi, gh
 
     def _ln(self, which: str) -> tuple[Tensor | None, Tensor | None]:
@@ -128,7 +174,7 @@ class _CellBase(nn.Module):
         return getattr(self, f"ln_{which}_weight"), getattr(self, f"ln_{which}_bias")
 
 
-class RNNCell(_CellBase):
+class RNNCell(BuiltinCell):
     r"""Elman RNN cell: :math:`h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})` (or ReLU).
 
     Args:
@@ -154,24 +200,31 @@ class RNNCell(_CellBase):
         nonlinearity: str = "tanh",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         if nonlinearity not in _NONLINEARITIES:
             raise ValueError(f"RNNCell: nonlinearity must be one of {_NONLINEARITIES}, got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, device, dtype)
+        self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
+        super().__init__(input_size, hidden_size, bias, device, dtype, **options)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._check_input(input)
         h = self._check_state(hx, x.shape[0], unbatched, "hx")
-        h_next = SF.rnn_pointwise(*self._gates(x, h), self.nonlinearity)
+        h_next = self.step(x, h)[0]
         return h_next.squeeze(0) if unbatched else h_next
+
+    def step(self, x_t: Tensor, state: Tensor, recurrent_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Contract step: ``x_t (B, I)``, ``state = h (B, H)`` -> ``(h', h')``."""
+        h = SF.rnn_pointwise(*self._gates(x_t, state, recurrent_mask), self.nonlinearity)
+        return h, h
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
 
 
-class LSTMCell(_CellBase):
+class LSTMCell(BuiltinCell):
     r"""LSTM cell with torch's gate order ``i, f, g, o``.
 
     .. math::
@@ -189,6 +242,22 @@ class LSTMCell(_CellBase):
     """
 
     num_gates = 4
+    mode = "LSTM"
+
+    def init_state(
+        self, batch_size: int | None = None, device: Any = None, dtype: torch.dtype | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Zero ``(h, c)``, each ``(batch_size, H)`` (``(H,)`` when ``batch_size`` is None)."""
+        return self._zeros(batch_size, device, dtype), self._zeros(batch_size, device, dtype)
+
+    def step(
+        self, x_t: Tensor, state: tuple[Tensor, Tensor], recurrent_mask: Tensor | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Contract step: ``x_t (B, I)``, ``state = (h, c)`` each ``(B, H)`` -> ``(h', (h', c'))``."""
+        gi, gh = self._gates(x_t, state[0], recurrent_mask)
+        ln_cell = (self.ln_cell_weight, self.ln_cell_bias) if self.normalize_cell else (None, None)
+        h, c = SF.lstm_pointwise(gi, gh, state[1], *ln_cell)
+        return h, (h, c)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         x, unbatched = self._check_input(input)
@@ -197,15 +266,13 @@ class LSTMCell(_CellBase):
         h0, c0 = (None, None) if hx is None else hx
         h = self._check_state(h0, x.shape[0], unbatched, "hx[0] (h)")
         c = self._check_state(c0, x.shape[0], unbatched, "hx[1] (c)")
-        gi, gh = self._gates(x, h)
-        ln_cell = (self.ln_cell_weight, self.ln_cell_bias) if self.normalize_cell else (None, None)
-        h_next, c_next = SF.lstm_pointwise(gi, gh, c, *ln_cell)
+        h_next, c_next = self.step(x, (h, c))[1]
         if unbatched:
             return h_next.squeeze(0), c_next.squeeze(0)
         return h_next, c_next
 
 
-class GRUCell(_CellBase):
+class GRUCell(BuiltinCell):
     r"""GRU cell with torch's gate order ``r, z, n``.
 
     .. math::
@@ -221,13 +288,18 @@ class GRUCell(_CellBase):
     """
 
     num_gates = 3
+    mode = "GRU"
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, unbatched = self._check_input(input)
         h = self._check_state(hx, x.shape[0], unbatched, "hx")
-        gi, gh = self._gates(x, h)
-        h_next = SF.gru_pointwise(gi, gh, h)
+        h_next = self.step(x, h)[0]
         return h_next.squeeze(0) if unbatched else h_next
+
+    def step(self, x_t: Tensor, state: Tensor, recurrent_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Contract step: ``x_t (B, I)``, ``state = h (B, H)`` -> ``(h', h')``; the mask acts on ``W_hh h`` only."""
+        h = SF.gru_pointwise(*self._gates(x_t, state, recurrent_mask), state)
+        return h, h
 
 
 class LayerNormLSTMCell(LSTMCell):
@@ -258,5 +330,13 @@ class LayerNormGRUCell(GRUCell):
     ``LN_ih`` and ``LN_hh`` normalize over all ``3H`` gate pre-activations. Same call convention as
     :class:`GRUCell`.
     """
+
+    layer_norm = True
+
+
+class LayerNormRNNCell(RNNCell):
+    r"""Elman RNN cell with layer normalization on both projections:
+    :math:`h' = \mathrm{act}(\mathrm{LN}_{ih}(W_{ih} x) + b_{ih} + \mathrm{LN}_{hh}(W_{hh} h) + b_{hh})`.
+    Same call convention as :class:`RNNCell`."""
 
     layer_norm = True

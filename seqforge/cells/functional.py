@@ -1,4 +1,8 @@
-"""Pure one-step functions shared by the cells, the eager layer loop and the fused backends.
+"""The recurrence math, written once in the TorchScript subset.
+
+Called by the eager cells (:mod:`seqforge.cells.cells`), by the hand-written fused loops
+(:mod:`seqforge.fused.kernels`, which also keep the intermediates their backward needs) and through both
+by every backend.
 
 A step is split the way fast implementations split it: the *input* projection ``gi`` can be computed once
 for every time step, the *recurrent* projection ``gh`` is computed per step, and a pointwise function turns
@@ -19,6 +23,16 @@ from torch import Tensor
 LAYER_NORM_EPS = 1e-5
 
 
+def _empty(like: Tensor) -> Tensor:
+    return torch.empty([0], dtype=like.dtype, device=like.device)
+
+
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float = LAYER_NORM_EPS) -> list[Tensor]:
+    """Layer norm over the last dim of ``x (*, N)``: ``[y, mean (*, 1), rstd (*, 1)]`` (torch's native kernel)."""
+    y, mean, rstd = torch.native_layer_norm(x, [x.size(-1)], weight, bias, eps)
+    return [y, mean, rstd]
+
+
 def project(
     x: Tensor,
     weight: Tensor,
@@ -32,14 +46,42 @@ def project(
     """
     if ln_weight is None:
         return F.linear(x, weight, bias)
-    out = F.layer_norm(F.linear(x, weight), (weight.shape[0],), ln_weight, ln_bias, LAYER_NORM_EPS)
+    out = layer_norm(F.linear(x, weight), ln_weight, ln_bias)[0]
     return out if bias is None else out + bias
+
+
+def rnn_activation(pre: Tensor, relu: bool) -> Tensor:
+    """Vanilla RNN: ``h' = relu(pre)`` or ``tanh(pre)`` with ``pre = gi + gh``. Shapes ``(B, H)``."""
+    return torch.relu(pre) if relu else torch.tanh(pre)
 
 
 def rnn_pointwise(gi: Tensor, gh: Tensor, nonlinearity: str = "tanh") -> Tensor:
     """Vanilla RNN: ``h' = act(gi + gh)``. Shapes ``(B, H)``."""
-    pre = gi + gh
-    return torch.tanh(pre) if nonlinearity == "tanh" else torch.relu(pre)
+    return rnn_activation(gi + gh, nonlinearity == "relu")
+
+
+def lstm_gates(pre: Tensor) -> list[Tensor]:
+    """Activated LSTM gates ``[i, f, g, o]`` (each ``(B, H)``) from the pre-activation ``gi + gh (B, 4H)``."""
+    i, f, g, o = pre.chunk(4, 1)
+    return [torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)]
+
+
+def lstm_state(
+    gates: list[Tensor], c: Tensor, ln_cell_weight: Tensor | None, ln_cell_bias: Tensor | None
+) -> list[Tensor]:
+    """``c' = f*c + i*g``, ``h' = o*tanh(LN_cell(c'))`` (no ``LN_cell`` without its gain).
+
+    Returns ``[h', c', tanh(LN_cell(c')), mean_c, rstd_c]`` (the statistics empty without layer norm).
+    """
+    i, f, g, o = gates[0], gates[1], gates[2], gates[3]
+    c_next = f * c + i * g
+    mean, rstd = _empty(c), _empty(c)
+    c_out = c_next
+    if ln_cell_weight is not None:
+        normed = layer_norm(c_next, ln_cell_weight, ln_cell_bias)
+        c_out, mean, rstd = normed[0], normed[1], normed[2]
+    tanh_c = torch.tanh(c_out)
+    return [o * tanh_c, c_next, tanh_c, mean, rstd]
 
 
 def lstm_pointwise(
@@ -49,27 +91,25 @@ def lstm_pointwise(
     ln_cell_weight: Tensor | None = None,
     ln_cell_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """LSTM: ``i, f, g, o`` from ``gi + gh`` (each ``(B, 4H)``); ``c' = f*c + i*g``; ``h' = o*tanh(c')``.
-
-    With ``ln_cell_weight`` the output is ``h' = o * tanh(LN_cell(c'))``. Returns ``(h', c')``, each ``(B, H)``.
-    """
-    i, f, g, o = (gi + gh).chunk(4, dim=-1)
-    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    c_out = c_next
-    if ln_cell_weight is not None:
-        c_out = F.layer_norm(c_next, (c_next.shape[-1],), ln_cell_weight, ln_cell_bias, LAYER_NORM_EPS)
-    return torch.sigmoid(o) * torch.tanh(c_out), c_next
+    """LSTM step from ``gi, gh (B, 4H)`` and ``c (B, H)``: returns ``(h', c')``, each ``(B, H)``."""
+    out = lstm_state(lstm_gates(gi + gh), c, ln_cell_weight, ln_cell_bias)
+    return out[0], out[1]
 
 
-def gru_pointwise(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+def gru_update(gi: Tensor, gh: Tensor, h: Tensor) -> list[Tensor]:
     """GRU: ``r = σ(gi_r + gh_r)``, ``z = σ(gi_z + gh_z)``, ``n = tanh(gi_n + r * gh_n)``,
-    ``h' = (1 - z) * n + z * h``. ``gi, gh (B, 3H)``, ``h (B, H)``."""
-    i_r, i_z, i_n = gi.chunk(3, dim=-1)
-    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    ``h' = (1 - z) * n + z * h``. ``gi, gh (B, 3H)``, ``h (B, H)``. Returns ``[h', r, z, n, gh_n]``."""
+    i_r, i_z, i_n = gi.chunk(3, 1)
+    h_r, h_z, h_n = gh.chunk(3, 1)
     r = torch.sigmoid(i_r + h_r)
     z = torch.sigmoid(i_z + h_z)
     n = torch.tanh(i_n + r * h_n)
-    return n + z * (h - n)
+    return [n + z * (h - n), r, z, n, h_n]
+
+
+def gru_pointwise(gi: Tensor, gh: Tensor, h: Tensor) -> Tensor:
+    """GRU step (see :func:`gru_update`): ``h' (B, H)``."""
+    return gru_update(gi, gh, h)[0]
 
 
 def zoneout(prev: Tensor, new: Tensor, p: float, training: bool) -> Tensor:

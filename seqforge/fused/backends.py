@@ -1,38 +1,52 @@
 """The fused backends ``"script"``, ``"compile"``, ``"cudnn"`` and ``"auto"`` (registered on import).
 
-Each follows the contract of :mod:`seqforge.fused.registry`; the layer module is duck-typed (this package
-must not import :mod:`seqforge.layers`, which imports it).
+Each follows the contract of :mod:`seqforge.fused.registry` and runs through the one layer loop of
+:mod:`seqforge.layers.loop` with its own direction runner (``cudnn`` excepted: torch's kernel runs the
+whole stack):
 
-- ``script``: TorchScript loops with a hand-written backward (:mod:`seqforge.fused.function`), CUDA-graph
-  capture on CUDA unless ``module.cuda_graphs = False``.
-- ``compile``: ``torch.compile`` of the per-step update (:mod:`seqforge.fused.compiled`).
-  Both support plain and layer-norm cells, lengths, bidirectional, stacking, dropout and recurrent dropout;
-  ``zoneout`` is rejected (use ``eager``).
-- ``cudnn``: torch's own multi-layer kernels (``torch._VF.lstm/gru/rnn_tanh/rnn_relu``) on our parameters:
-  cuDNN on CUDA, torch's native kernel on CPU; ``lengths`` go through ``pack_padded_sequence``.
-- ``auto``: ``cudnn`` when the options allow it, else ``script``, else ``eager`` (see :func:`choose_backend`).
-  The choice is stored in ``module.backend_used`` and logged (``logging.INFO``) when it changes.
+- ``script``: the built-in cells run the TorchScript loops with the hand-written backward
+  (:mod:`seqforge.fused.function`; CUDA-graph capture on CUDA unless ``module.cuda_graphs = False``); any
+  other cell that ``torch.jit.script`` accepts runs scripted inside a scripted step loop
+  (:mod:`seqforge.fused.generic`, TorchScript's autograd). Zoneout is rejected (use ``eager``).
+- ``compile``: the eager step loop with ``torch.compile`` of the cell's step, for any cell; zoneout rejected.
+- ``cudnn``: torch's own multi-layer kernels (``torch._VF.lstm/gru/rnn_tanh/rnn_relu``) on the built-in cells'
+  parameters: cuDNN on CUDA, torch's native kernel on CPU; ``lengths`` go through ``pack_padded_sequence``.
+- ``auto``: chooses per cell and options (:func:`choose_backend`); the choice is stored in
+  ``module.backend_used``, the reason in ``module.backend_reason``, and logged (``logging.INFO``) when it
+  changes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import weakref
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqforge.cells.base import cell_name
+from seqforge.cells.cells import BuiltinCell
+from seqforge.fused import kernels
+from seqforge.fused.function import fused_recurrence
+from seqforge.fused.generic import check_scriptable, script_cell_loop
 from seqforge.fused.registry import Backend, State, get_backend
-from seqforge.fused.stack import stack_forward
+from seqforge.layers.loop import StepRunner, contract_step, run_backend
 
 log = logging.getLogger(__name__)
+
+
+def is_builtin(module: Any) -> bool:
+    """Whether every cell of ``module`` is a built-in cell (the hand-written kernels and ``cudnn`` apply)."""
+    return all(isinstance(cell, BuiltinCell) for cell in module.cells)
 
 
 def _reject(module: Any, backend: str, options: tuple[str, ...]) -> None:
     """``ValueError`` naming the module and the first of ``options`` it enables that ``backend`` lacks."""
     for option in options:
-        value = getattr(module, option)
+        value = getattr(module, option, None)
         if value:
             raise ValueError(
                 f"{type(module).__name__}(backend={backend!r}): {option}={value!r} is not supported by this "
@@ -40,86 +54,153 @@ def _reject(module: Any, backend: str, options: tuple[str, ...]) -> None:
             )
 
 
-def check_fused(module: Any) -> None:
-    """The TorchScript and compiled loops support plain and layer-norm cells and recurrent dropout, not zoneout."""
-    _reject(module, module.backend, ("zoneout",))
+def check_script(module: Any) -> None:
+    """Zoneout is per-step state surgery the scripted loops lack; a non-built-in cell must script."""
+    _reject(module, "script", ("zoneout",))
+    if not is_builtin(module):
+        check_scriptable(module.cells[0])
+
+
+def check_compile(module: Any) -> None:
+    _reject(module, "compile", ("zoneout",))
 
 
 def check_cudnn(module: Any) -> None:
-    """torch's kernels know neither layer norm nor recurrent dropout nor zoneout."""
+    """torch's kernels run the built-in cells without layer norm, recurrent dropout or zoneout."""
+    if not is_builtin(module):
+        raise ValueError(
+            f"{type(module).__name__}(backend='cudnn'): cell {module.cell_name} is not a built-in cell; torch's "
+            f"kernels run only RNN/LSTM/GRU cells (use 'script', 'compile', 'eager' or 'auto')"
+        )
     _reject(module, "cudnn", ("layer_norm", "recurrent_dropout", "zoneout"))
 
 
-def _weights(module: Any) -> list[list[Tensor | None]]:
-    return [
-        list(module.layer_weights(layer, direction))
-        for layer in range(module.num_layers)
-        for direction in range(module.num_directions)
-    ]
+class FusedRunner(nn.Module):
+    """Direction runner for a built-in cell: the TorchScript loops with the hand-written backward."""
+
+    def __init__(self, cell: BuiltinCell, state_is_tensor: bool, owner: Any) -> None:
+        super().__init__()
+        self.cell = cell
+        self._owner = weakref.ref(owner)  # reads cuda_graphs at call time
+
+    def forward(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, valid: Tensor | None,
+                mask: Tensor | None, training: bool, zoneout: float) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+        w = list(self.cell.weights())
+        mode = self.cell.mode
+        assert w[1] is not None  # w_hh
+        gi, b_hh, ln_hh_b = kernels.direction_inputs(x, w, mode)
+        c0 = state[1] if mode == "LSTM" else None
+        owner = self._owner()
+        graphs = bool(getattr(owner, "cuda_graphs", True))
+        states = fused_recurrence(mode, gi, state[0], c0, w[1], b_hh, (w[6], ln_hh_b), (w[8], w[9]), mask, graphs)
+        return states[0], kernels.final_states(states, lengths)
 
 
-def _stack(module: Any, x: Tensor, hx: State, lengths: Tensor | None, impl: str) -> tuple[Tensor, State]:
-    out, finals = stack_forward(
-        x, list(hx), lengths, _weights(module), module.mode, module.num_layers, module.num_directions,
-        module.dropout, module.training, impl, getattr(module, "cuda_graphs", True), module.recurrent_dropout,
-    )  # fmt: skip
-    return out, tuple(finals)
+def _generic_script_runner(cell: Any, state_is_tensor: bool) -> nn.Module:
+    return script_cell_loop(cell, cell.init_state(1))
 
 
 def script_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """Fused TorchScript loops with the hand-written backward."""
-    check_fused(module)  # cheap; catches options changed after construction
-    return _stack(module, x, hx, lengths, "script")
+    """Fused TorchScript loops (built-in cells) or the generic scripted step loop (any scriptable cell)."""
+    check_script(module)  # cheap after the first call; catches options changed after construction
+    if is_builtin(module):
+        return run_backend(module, "script", functools.partial(FusedRunner, owner=module), x, hx, lengths)
+    if torch.is_inference_mode_enabled():
+        # TorchScript's executor fails on inference tensors once it has optimized a graph for autograd
+        # ("Inference tensors cannot be saved for backward"): under inference_mode the same step loop runs eagerly.
+        return run_backend(module, "eager", StepRunner, x, hx, lengths)
+    return run_backend(module, "script", _generic_script_runner, x, hx, lengths)
+
+
+_COMPILED: dict[str, Any] = {}
+
+
+def compiled_step(cell: nn.Module, x_t: Tensor, state: tuple[Tensor, ...], mask: Tensor | None, is_tensor: bool
+                  ) -> tuple[Tensor, Any]:  # fmt: skip
+    """:func:`seqforge.layers.loop.contract_step` through ``torch.compile`` (compiled once per cell class by
+    dynamo); if compilation is impossible here (no working inductor toolchain) the step runs eagerly from
+    then on and a warning is logged once."""
+    step = _COMPILED.get("step")
+    if step is None:
+        step = _COMPILED["step"] = torch.compile(contract_step, dynamic=False)
+    if step is contract_step:
+        return contract_step(cell, x_t, state, mask, is_tensor)
+    try:
+        return step(cell, x_t, state, mask, is_tensor)
+    except Exception as err:  # noqa: BLE001  (inductor raises many error types when its toolchain is missing)
+        log.warning("torch.compile of the cell step failed (%s: %s); running it eagerly", type(err).__name__, err)
+        _COMPILED["step"] = contract_step
+        return contract_step(cell, x_t, state, mask, is_tensor)
 
 
 def compile_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """``torch.compile``'d step in a Python loop."""
-    check_fused(module)
-    return _stack(module, x, hx, lengths, "compile")
+    """The step loop with the ``torch.compile``'d step, for any cell."""
+    check_compile(module)
+    return run_backend(module, "compile", functools.partial(StepRunner, step=compiled_step), x, hx, lengths)
 
 
 _VF_FN = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
 
 
 def cudnn_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """torch's native multi-layer kernel (cuDNN on CUDA) on the module's parameters."""
+    """torch's native multi-layer kernel (cuDNN on CUDA) on the built-in cells' parameters."""
     check_cudnn(module)
     flat: list[Tensor] = []
-    for layer_w in _weights(module):
-        flat.extend(p for p in layer_w[:4] if p is not None)  # w_ih, w_hh, b_ih, b_hh as torch orders them
-    fn = getattr(torch._VF, _VF_FN[module.mode])
-    state: Any = hx if module.mode == "LSTM" else hx[0]
-    args = (module.bias, module.num_layers, module.dropout, module.training, module.bidirectional)
+    for cell in module.cells:
+        flat.extend(p for p in cell.weights()[:4] if p is not None)  # w_ih, w_hh, b_ih, b_hh as torch orders them
+    mode = module.cells[0].mode
+    fn = getattr(torch._VF, _VF_FN[mode])
+    state: Any = hx if mode == "LSTM" else hx[0]
+    args = (module.cells[0].bias, module.num_layers, module.dropout, module.training, module.bidirectional)
     if lengths is None:
         result = fn(x, state, flat, *args, False)
         return result[0], tuple(result[1:])
     packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
     order, unorder = packed.sorted_indices, packed.unsorted_indices
     assert order is not None and unorder is not None  # always set by enforce_sorted=False
-    state = tuple(s.index_select(1, order) for s in hx) if module.mode == "LSTM" else hx[0].index_select(1, order)
+    state = tuple(s.index_select(1, order) for s in hx) if mode == "LSTM" else hx[0].index_select(1, order)
     result = fn(packed.data, packed.batch_sizes, state, flat, *args)
     out, _ = pad_packed_sequence(packed._replace(data=result[0]), total_length=x.shape[0])
     return out, tuple(s.index_select(1, unorder) for s in result[1:])
 
 
-def choose_backend(module: Any) -> str:
-    """The backend ``auto`` runs for ``module``: ``cudnn`` if the options allow it, else ``script``, else ``eager``.
+def choose(module: Any) -> tuple[str, str]:
+    """``(backend, reason)`` that ``auto`` runs for ``module``.
 
-    The same order is right on both device types: cuDNN is the reference to beat on CUDA, and on CPU torch's
-    native kernel is the fastest plain path while ``script`` beats ``eager`` (``benchmarks/SPEED.md``).
+    Built-in cells: ``cudnn`` if the options allow it (the reference to beat on CUDA; torch's native kernel
+    is the fastest plain path on CPU), else ``script``, else ``eager`` (``benchmarks/SPEED.md``). Other cells:
+    ``eager`` with zoneout or a ``forward_sequence`` (their own whole-sequence form), else ``script`` when the
+    cell scripts, else ``eager`` with TorchScript's complaint as the reason.
     """
-    for name in ("cudnn", "script"):
-        try:
-            get_backend(name).check(module)
-        except ValueError:
-            continue
-        return name
-    return "eager"
+    if is_builtin(module):
+        for name in ("cudnn", "script"):
+            try:
+                get_backend(name).check(module)
+            except ValueError as err:
+                reason = str(err)
+                continue
+            return name, f"built-in cell; {name} supports these options"
+        return "eager", reason
+    if module.zoneout:
+        return "eager", f"zoneout={module.zoneout} runs in the eager step loop"
+    if hasattr(module.cells[0], "forward_sequence"):
+        return "eager", f"cell {cell_name(module.cells[0])} runs its own forward_sequence"
+    try:
+        check_script(module)
+    except ValueError as err:
+        return "eager", str(err)
+    return "script", f"cell {cell_name(module.cells[0])} scripts"
+
+
+def choose_backend(module: Any) -> str:
+    """The backend ``auto`` runs for ``module`` (see :func:`choose`)."""
+    return choose(module)[0]
 
 
 def _record_choice(module: Any) -> str:
     """Choose for ``module``, store the choice in ``module.backend_used`` and log it when it changes."""
-    name = choose_backend(module)
+    name, reason = choose(module)
+    module.backend_reason = reason
     if module.backend_used != name:
         log.info("%s(backend='auto') runs backend %r", type(module).__name__, name)
         module.backend_used = name
@@ -136,7 +217,7 @@ def _check_auto(module: Any) -> None:
     _record_choice(module)
 
 
-SCRIPT = Backend("script", script_forward, check_fused)
-COMPILE = Backend("compile", compile_forward, check_fused)
+SCRIPT = Backend("script", script_forward, check_script)
+COMPILE = Backend("compile", compile_forward, check_compile)
 CUDNN = Backend("cudnn", cudnn_forward, check_cudnn)
 AUTO = Backend("auto", auto_forward, _check_auto)

@@ -5,6 +5,11 @@
 computes one fused pointwise gradient per step, and the weight gradient is a single large matmul over all
 steps, ``dW_hh = sum_t dgh_t^T h_{t-1}`` as ``(G*H, T*B) x (T*B, H)``, instead of per-step accumulation.
 On CUDA both loops can be replayed from captured CUDA graphs (:mod:`seqforge.fused.cuda_graphs`).
+
+Second derivatives: when a graph of the gradient is requested (``create_graph=True``, i.e. grad mode is on
+inside ``backward``), the backward recomputes the direction through the differentiable Python loop
+(:func:`seqforge.fused.kernels.kernel_direction`) and returns autograd's gradient with its graph, so double
+backward (gradient penalties, ``gradgradcheck``) is exact; the hand-written loop serves first-order only.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from seqforge.fused import kernels
 from seqforge.fused.cuda_graphs import GraphCache
@@ -75,14 +79,15 @@ class FusedRecurrence(torch.autograd.Function):
         out = _forward_loop(mode, args, True, graphs)
         ctx.mode, ctx.graphs = mode, graphs
         ctx.has = (b_hh is not None, ln_hh_w is not None, ln_c_w is not None)
-        ctx.save_for_backward(h0, c0, w_hh, mask, ln_hh_w, ln_c_w, *out)
+        ctx.save_for_backward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, *out)
         h_all, c_all = out[0], out[1]
         return (h_all, c_all) if mode == "LSTM" else h_all
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
-        h0, c0, w_hh, mask, ln_hh_w, ln_c_w, *out = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient is asked for
+            return _differentiable_backward(ctx, dh_all, dc_all)
+        gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, *out = ctx.saved_tensors
         h_all, c_all, saved, tanh_c, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c = out
         mode, graphs = ctx.mode, ctx.graphs
         dh_all = dh_all.contiguous()
@@ -113,6 +118,22 @@ class FusedRecurrence(torch.autograd.Function):
         dln_c_b = _sum_bt(dcn) if has_ln_c else None
         return (None, None, dgi, dh0, dc0 if mode == "LSTM" else None, dw_hh, db_hh, dln_hh_w, dln_hh_b,
                 dln_c_w, dln_c_b, None)  # fmt: skip
+
+
+def _differentiable_backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The backward as autograd's gradient of the recomputed loop, with a graph (for double backward)."""
+    inputs = list(ctx.saved_tensors[:10])  # gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask
+    wanted = [k for k, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[k + 2]]
+    outputs = kernels.kernel_direction(ctx.mode, *inputs)
+    grad_outputs = [dh_all]
+    if ctx.mode == "LSTM":
+        grad_outputs.append(dc_all if dc_all is not None else torch.zeros_like(dh_all))
+    grads = torch.autograd.grad(outputs, [inputs[k] for k in wanted], grad_outputs, create_graph=True,
+                                allow_unused=True)  # fmt: skip
+    result: list[Tensor | None] = [None] * 10
+    for k, g in zip(wanted, grads):
+        result[k] = g
+    return (None, None, *result)
 
 
 def fused_recurrence(

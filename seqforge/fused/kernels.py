@@ -1,8 +1,9 @@
 """TorchScript-compatible recurrence loops with hand-written backward loops (one direction of one layer).
 
 The input projection ``gi = LN_ih(x W_ih^T) + b_ih`` is computed outside, once for all steps (one large
-matmul). What remains per step is one recurrent matmul ``h W_hh^T`` and one pointwise update, which the
-TorchScript fuser can turn into a single kernel on CUDA.
+matmul, :func:`direction_inputs`). The cell math is :mod:`seqforge.cells.functional`'s; these loops only add
+what their backward needs to keep. What remains per step is one recurrent matmul ``h W_hh^T`` and one
+pointwise update, which the TorchScript fuser can turn into a single kernel on CUDA.
 
 Forward loops return a fixed list (TorchScript needs one return type)::
 
@@ -27,13 +28,49 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seqforge.cells.functional import LAYER_NORM_EPS
+from seqforge.cells import functional as SF
 
 
-def ln_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float = LAYER_NORM_EPS) -> list[Tensor]:
-    """Layer norm over the last dim of ``x (B, N)`` returning ``[y, mean (B, 1), rstd (B, 1)]``."""
-    y, mean, rstd = torch.native_layer_norm(x, [x.size(-1)], weight, bias, eps)
-    return [y, mean, rstd]
+def direction_inputs(x: Tensor, weights: list[Tensor | None], mode: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(gi (T, B, G*H), b_hh, ln_hh_bias)`` for one direction from ``x (T, B, I)`` and a cell's ten weights.
+
+    ``gi = LN_ih(x W_ih^T) + b_ih`` for all steps in one matmul. Without recurrent layer norm (and except for
+    the GRU, whose ``b_hh`` sits inside ``r * (.)``) ``b_hh`` is folded into ``gi``, so the loop's step is one
+    ``addmm`` plus pointwise; with it, ``LN_hh(.) + b_hh`` becomes a layer norm with shift ``ln_hh_b + b_hh``.
+    """
+    w_ih, b_ih, b_hh = weights[0], weights[2], weights[3]
+    ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b = weights[4], weights[5], weights[6], weights[7]
+    assert w_ih is not None
+    if mode != "GRU" and ln_hh_w is None and b_ih is not None and b_hh is not None:
+        return SF.project(x, w_ih, b_ih + b_hh, ln_ih_w, ln_ih_b), None, ln_hh_b
+    gi = SF.project(x, w_ih, b_ih, ln_ih_w, ln_ih_b)
+    if ln_hh_w is not None and ln_hh_b is not None and b_hh is not None:
+        return gi, None, ln_hh_b + b_hh
+    return gi, b_hh, ln_hh_b
+
+
+def kernel_direction(
+    mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor, b_hh: Tensor | None,
+    ln_hh_w: Tensor | None, ln_hh_b: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
+    mask: Tensor | None,
+) -> list[Tensor]:  # fmt: skip
+    """One direction through the forward loop of ``mode``, differentiable by autograd or TorchScript:
+    ``[h_all]`` or ``[h_all, c_all]``, each ``(T, B, H)``."""
+    if mode == "LSTM":
+        assert c0 is not None
+        out = lstm_forward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, False)
+        return [out[0], out[1]]
+    if mode == "GRU":
+        return [gru_forward(gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, False)[0]]
+    return [rnn_forward(gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", mask, False)[0]]
+
+
+def final_states(states: list[Tensor], lengths: Tensor | None) -> list[Tensor]:
+    """Each sequence's state at its last valid step, from per-step states ``(T, B, H)`` run over all ``T``."""
+    if lengths is None:
+        return [s[-1] for s in states]
+    rows = torch.arange(lengths.size(0), device=lengths.device)
+    return [s[lengths - 1, rows] for s in states]
 
 
 def ln_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor) -> Tensor:
@@ -70,7 +107,7 @@ def _recurrent_projection(
     """``gh = LN_hh(h W_hh^T) + b_hh`` for one step, appending ``raw, mean, rstd`` to ``stats`` if asked."""
     gh = torch.mm(h, w_hh_t)
     if ln_w is not None and ln_b is not None:
-        normed = ln_forward(gh, ln_w, ln_b)
+        normed = SF.layer_norm(gh, ln_w, ln_b)
         if save:
             stats[0].append(gh)
             stats[1].append(normed[1])
@@ -121,27 +158,18 @@ def lstm_forward(
     cell_stats: list[list[Tensor]] = [[], []]
     for t in range(gi.size(0)):
         g = _pre_activation(gi[t], h if mask is None else h * mask, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, stats)
-        i, f, gg, o = g.chunk(4, 1)
-        i = torch.sigmoid(i)
-        f = torch.sigmoid(f)
-        gg = torch.tanh(gg)
-        o = torch.sigmoid(o)
-        c = f * c + i * gg
-        cn = c
-        if ln_c_w is not None and ln_c_b is not None:
-            normed = ln_forward(c, ln_c_w, ln_c_b)
-            cn = normed[0]
-            if save:
-                cell_stats[0].append(normed[1])
-                cell_stats[1].append(normed[2])
-        tc = torch.tanh(cn)
-        h = o * tc
+        activated = SF.lstm_gates(g)
+        out = SF.lstm_state(activated, c, ln_c_w, ln_c_b)
+        h, c = out[0], out[1]
         hs.append(h)
         cs.append(c)
         if save:
-            for k, gate in enumerate([i, f, gg, o]):
-                gates[k].append(gate)
-            tcs.append(tc)
+            for k in range(4):
+                gates[k].append(activated[k])
+            tcs.append(out[2])
+            if ln_c_w is not None:
+                cell_stats[0].append(out[3])
+                cell_stats[1].append(out[4])
     return [
         torch.stack(hs),
         torch.stack(cs),
@@ -173,16 +201,12 @@ def gru_forward(
     stats: list[list[Tensor]] = [[], [], []]
     for t in range(gi.size(0)):
         gh = _recurrent_projection(h if mask is None else h * mask, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, stats)
-        i_r, i_z, i_n = gi[t].chunk(3, 1)
-        h_r, h_z, h_n = gh.chunk(3, 1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        h = n + z * (h - n)
+        out = SF.gru_update(gi[t], gh, h)
+        h = out[0]
         hs.append(h)
         if save:
-            for k, part in enumerate([r, z, n, h_n]):
-                saved[k].append(part)
+            for k in range(4):  # r, z, n, gh_n
+                saved[k].append(out[k + 1])
     empty = _empty(gi)
     return [
         torch.stack(hs),
@@ -215,7 +239,7 @@ def rnn_forward(
     stats: list[list[Tensor]] = [[], [], []]
     for t in range(gi.size(0)):
         pre = _pre_activation(gi[t], h if mask is None else h * mask, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, stats)
-        h = torch.relu(pre) if relu else torch.tanh(pre)
+        h = SF.rnn_activation(pre, relu)
         hs.append(h)
     empty = _empty(gi)
     return [

@@ -1,4 +1,4 @@
-"""Recurrent layers (the loop around a cell) and their helpers."""
+"""Recurrent layers (the loop around a cell), attention and the masks they share."""
 
 from seqforge.layers.attention import (
     AdditiveAttention,
@@ -6,18 +6,19 @@ from seqforge.layers.attention import (
     DotAttention,
     GeneralAttention,
     MultiHeadAttention,
-    length_mask,
     make_attention,
 )
+from seqforge.layers.masks import length_mask, reverse_padded
 from seqforge.layers.recurrent import (
     GRU,
     LSTM,
     RNN,
     LayerWeights,
+    Recurrent,
     RecurrentBase,
     detach_state,
     make_recurrent,
-    reverse_padded,
+    resolve_cell,
 )
 
 __all__ = [
@@ -32,8 +33,10 @@ __all__ = [
     "LSTM",
     "RNN",
     "LayerWeights",
+    "Recurrent",
     "RecurrentBase",
     "detach_state",
     "make_recurrent",
+    "resolve_cell",
     "reverse_padded",
 ]

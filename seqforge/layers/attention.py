@@ -25,12 +25,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from seqforge.layers.masks import length_mask as length_mask  # re-exported: callers import it from here
+
 ATTENTION_KINDS = ("additive", "dot", "general", "multihead")
-
-
-def length_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """``(B, max_len)`` bool mask, ``True`` at positions ``t < lengths[b]``."""
-    return torch.arange(max_len, device=lengths.device) < lengths.to(torch.long).unsqueeze(-1)
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:

@@ -1,89 +1,106 @@
-"""Multi-layer, optionally bidirectional recurrent layers with torch.nn's constructor and state_dict.
+"""The recurrent core: :class:`Recurrent` runs any cell (see :mod:`seqforge.cells.base`) over sequences;
+``seqforge.RNN``, ``seqforge.LSTM`` and ``seqforge.GRU`` are :class:`Recurrent` over the built-in cells.
 
-``seqforge.RNN``, ``seqforge.LSTM`` and ``seqforge.GRU`` take the arguments of their ``torch.nn``
-namesakes and keep their parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), so
-``ours.load_state_dict(torch.nn.LSTM(...).state_dict())`` works both ways. On top of torch they accept
-``lengths`` for variable-length batches and the regularizers and options below. The loop itself is run by a
-*backend* (``"eager"`` here; the fused ones live in :mod:`seqforge.fused`).
+``Recurrent`` owns everything around the cell: ``lengths`` and ``PackedSequence`` input, ``hx`` in and the
+last *valid* state of each sequence out (stacked as torch: ``(num_layers * D, B, ...)`` per state tensor),
+padded outputs zeroed by selection, reversal within lengths, inter-layer dropout, variational recurrent
+dropout and zoneout. The loop over layers and directions is :class:`seqforge.layers.loop.LayerLoop`, the
+same for every *backend* (``"eager"`` here; the fused ones live in :mod:`seqforge.fused`).
+
+The built-in layers take the arguments of their ``torch.nn`` namesakes and keep their parameter names
+(``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), so ``ours.load_state_dict(torch.nn.LSTM(...).state_dict())``
+works both ways: the parameters belong to the cells and the layer registers the same ``Parameter`` objects
+under torch's flat names (``state_dict`` lists only those).
 """
 
 from __future__ import annotations
 
-import math
+import functools
+import importlib
 import warnings
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from seqforge.cells import functional as SF
-from seqforge.fused.registry import Backend, State, get_backend, register_backend
-
-_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
-
-
-class LayerWeights(NamedTuple):
-    """The parameters of one layer and direction; absent ones are ``None``."""
-
-    w_ih: Tensor
-    w_hh: Tensor
-    b_ih: Tensor | None
-    b_hh: Tensor | None
-    ln_ih_weight: Tensor | None
-    ln_ih_bias: Tensor | None
-    ln_hh_weight: Tensor | None
-    ln_hh_bias: Tensor | None
-    ln_cell_weight: Tensor | None
-    ln_cell_bias: Tensor | None
+from seqforge.cells import cells as builtin
+from seqforge.cells.base import State, as_state, build_cell, cell_name, check_cell, state_tensors
+from seqforge.cells.cells import LayerWeights
+from seqforge.fused.registry import Backend, get_backend, register_backend
+from seqforge.layers.loop import StepRunner, run_backend
 
 
-class RecurrentBase(nn.Module):
-    """Parameters, validation and layout handling shared by :class:`RNN`, :class:`LSTM` and :class:`GRU`.
+class _RunnerCache(dict):
+    """Per-backend :class:`LayerLoop` s of a layer: rebuilt on demand, never copied or pickled."""
 
-    Subclasses fix ``mode``; the computation is delegated to the backend named by ``backend``.
+    def __deepcopy__(self, memo: dict) -> _RunnerCache:
+        return _RunnerCache()
+
+    def __reduce__(self) -> tuple:
+        return (_RunnerCache, ())
+
+
+def _check_positive_int(owner: str, arg: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{owner}: {arg} must be a positive int, got {value!r}")
+
+
+class Recurrent(nn.Module):
+    r"""Any cell over variable-length sequences: stacked, optionally bidirectional, with regularizers.
+
+    Args:
+        cell: a cell class or a ``functools.partial`` of one (Hydra's ``_partial_: true``), built as
+            ``cell(layer_input_size, hidden_size, **cell_kwargs)`` once per layer and direction; it must follow
+            the contract of :mod:`seqforge.cells.base` (checked at construction on a tiny probe).
+        input_size, hidden_size, num_layers, batch_first, bidirectional: as ``torch.nn.LSTM``.
+        dropout: dropout on the outputs of every layer but the last, in training.
+        recurrent_dropout: variational dropout on ``state[0]`` before each step (Gal & Ghahramani, 2016): one
+            mask per sequence, layer and direction, constant over time; training only.
+        zoneout: probability that a unit of the state keeps its previous value (Krueger et al., 2017); in
+            evaluation the expected update is used.
+        backend: ``"eager"`` (the reference loop), ``"script"`` (TorchScript), ``"compile"``
+            (``torch.compile``), ``"cudnn"`` (built-in cells only) or ``"auto"``, which picks one for the
+            cell and options and records it in ``backend_used`` (the reason in ``backend_reason``).
+
+    Inputs: ``input``, ``hx``, ``lengths`` — see :meth:`forward`.
+
+    Example:
+        >>> import functools, seqforge
+        >>> rnn = Recurrent(functools.partial(seqforge.GRUCell, bias=False), 3, 8, num_layers=2, bidirectional=True)
+        >>> out, h_n = rnn(torch.randn(5, 4, 3), lengths=torch.tensor([5, 2, 3, 1]))
+        >>> out.shape, h_n.shape
+        (torch.Size([5, 4, 16]), torch.Size([4, 4, 8]))
     """
 
-    mode: str = ""
+    state_names: tuple[str, ...] | None = None  # how errors call the parts of hx (default: hx, hx[0], ...)
 
     def __init__(
         self,
+        cell: Callable[..., nn.Module],
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
-        bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
         *,
-        layer_norm: bool = False,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
-        forget_bias: float | None = None,
-        backend: str = "eager",
-        cuda_graphs: bool = True,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        backend: str = "auto",
+        **cell_kwargs: Any,
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        sizes: tuple[tuple[str, Any], ...] = (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        )
-        for arg, value in sizes:
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            _check_positive_int(name, arg, value)
         if not (isinstance(dropout, (int, float)) and 0.0 <= dropout <= 1.0):
             raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
         rates: tuple[tuple[str, Any], ...] = (("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout))
         for arg, value in rates:
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ValueError(f"{name}: {arg} must be a number in [0, 1), got {value!r}")
-        if forget_bias is not None and (self.mode != "LSTM" or not bias):
-            raise ValueError(f"{name}: forget_bias needs an LSTM with bias=True, got forget_bias={forget_bias!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"{name}: dropout={dropout} acts between layers, so it has no effect with num_layers=1",
@@ -92,47 +109,44 @@ class RecurrentBase(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
-        self.bias = bias
         self.batch_first = batch_first
         self.dropout: float = float(dropout)
         self.bidirectional = bidirectional
-        self.layer_norm = layer_norm
         self.recurrent_dropout = float(recurrent_dropout)
         self.zoneout = float(zoneout)
-        self.forget_bias = forget_bias
-        self.cuda_graphs = cuda_graphs
-        factory: dict[str, Any] = {"device": device, "dtype": dtype}
-        gates = _GATES[self.mode] * hidden_size
-        for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else hidden_size * self.num_directions
-            for direction in range(self.num_directions):
-                sfx = self._suffix(layer, direction)
-                self.register_parameter(f"weight_ih{sfx}", nn.Parameter(torch.empty(gates, layer_in, **factory)))
-                self.register_parameter(f"weight_hh{sfx}", nn.Parameter(torch.empty(gates, hidden_size, **factory)))
-                if bias:
-                    self.register_parameter(f"bias_ih{sfx}", nn.Parameter(torch.empty(gates, **factory)))
-                    self.register_parameter(f"bias_hh{sfx}", nn.Parameter(torch.empty(gates, **factory)))
-                if layer_norm:
-                    for part in ("ih", "hh"):
-                        for kind in ("weight", "bias"):
-                            param = nn.Parameter(torch.empty(gates, **factory))
-                            self.register_parameter(f"ln_{part}_{kind}{sfx}", param)
-                    if self.mode == "LSTM":
-                        for kind in ("weight", "bias"):
-                            param = nn.Parameter(torch.empty(hidden_size, **factory))
-                            self.register_parameter(f"ln_cell_{kind}{sfx}", param)
-        self.reset_parameters()
+        self.cell_name = cell_name(cell)
+        sizes = [input_size if k < self.num_directions else hidden_size * self.num_directions
+                 for k in range(num_layers * self.num_directions)]  # fmt: skip
+        self.cells = nn.ModuleList(build_cell(cell, size, hidden_size, **cell_kwargs) for size in sizes)
+        self.state_is_tensor = self._check_cells(sizes)
+        self._loops = _RunnerCache()
         self.backend = backend
 
+    def _check_cells(self, sizes: list[int]) -> bool:
+        """Probe every cell once (the contract of :mod:`seqforge.cells.base`); whether the state is a lone tensor."""
+        kinds = set()
+        for cell, size in zip(self.cells, sizes):
+            if getattr(cell, "hidden_size", None) != self.hidden_size:
+                got = getattr(cell, "hidden_size", None)
+                raise ValueError(
+                    f"{type(self).__name__}: cell {self.cell_name} has hidden_size={got!r}, expected {self.hidden_size}"
+                )
+            ref = next(cell.parameters(), None)
+            dtype, device = (torch.get_default_dtype(), torch.device("cpu")) if ref is None else (ref.dtype, ref.device)
+            kinds.add(check_cell(cell, size, dtype, device))
+        return kinds == {True}
+
+    # ------------------------------------------------------------------ options
     @property
     def backend(self) -> str:
-        """Name of the backend that runs the loop; setting it checks that the backend supports the options."""
+        """Name of the backend that runs the loop; setting it checks that the backend supports the cell and options."""
         return self._backend
 
     @backend.setter
     def backend(self, name: str) -> None:
         previous = self.__dict__.get("_backend")
         self._backend, self.backend_used = name, name  # "auto" records its own choice in backend_used
+        self.backend_reason = "chosen by the user"
         try:
             get_backend(name).check(self)
         except ValueError:
@@ -144,80 +158,32 @@ class RecurrentBase(nn.Module):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    @staticmethod
-    def _suffix(layer: int, direction: int) -> str:
-        return f"_l{layer}" + ("_reverse" if direction == 1 else "")
-
-    def reset_parameters(self) -> None:
-        """Weights and biases ``U(-1/sqrt(H), 1/sqrt(H))`` as torch; layer-norm gains 1 and shifts 0.
-
-        With ``forget_bias`` set, the LSTM forget-gate biases are then set so that
-        ``bias_ih_f + bias_hh_f = forget_bias`` (``bias_ih_f = forget_bias``, ``bias_hh_f = 0``).
-        """
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for pname, param in self.named_parameters():
-            if pname.startswith("ln_"):
-                nn.init.ones_(param) if pname.startswith(("ln_ih_weight", "ln_hh_weight", "ln_cell_weight")) else (
-                    nn.init.zeros_(param)
-                )
-            else:
-                nn.init.uniform_(param, -bound, bound)
-        if self.forget_bias is not None:
-            hid = self.hidden_size
-            with torch.no_grad():
-                for layer in range(self.num_layers):
-                    for direction in range(self.num_directions):
-                        sfx = self._suffix(layer, direction)
-                        getattr(self, f"bias_ih{sfx}")[hid : 2 * hid].fill_(self.forget_bias)
-                        getattr(self, f"bias_hh{sfx}")[hid : 2 * hid].zero_()
-
-    def layer_weights(self, layer: int, direction: int) -> LayerWeights:
-        """The parameters of ``layer`` (0-based) and ``direction`` (0 forward, 1 reverse)."""
-        sfx = self._suffix(layer, direction)
-        return LayerWeights(*(getattr(self, f"{n}{sfx}", None) for n in (  # type: ignore[arg-type]
-            "weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_ih_weight", "ln_ih_bias",
-            "ln_hh_weight", "ln_hh_bias", "ln_cell_weight", "ln_cell_bias",
-        )))  # fmt: skip
-
-    def flatten_parameters(self) -> None:
-        """No-op kept for code written against ``torch.nn.RNNBase`` (parameters are never flattened here)."""
-
-    def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
-        defaults = {
-            "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False,
-            "layer_norm": False, "recurrent_dropout": 0.0, "zoneout": 0.0, "forget_bias": None,
-            "backend": "eager",
-            "cuda_graphs": True,
-        }  # fmt: skip
-        for key, default in defaults.items():
-            if getattr(self, key) != default:
-                s += f", {key}={getattr(self, key)!r}"
-        return s
+    def _apply(self, fn: Any, recurse: bool = True) -> Recurrent:
+        self._loops.clear()  # runners (scripted copies, compiled steps) are rebuilt for the new tensors
+        return super()._apply(fn, recurse)
 
     # ------------------------------------------------------------------ forward
-    def _state_count(self) -> int:
-        return 2 if self.mode == "LSTM" else 1
-
     def forward(
         self,
         input: Tensor | PackedSequence,
-        hx: Tensor | tuple[Tensor, Tensor] | None = None,
+        hx: State | None = None,
         lengths: Tensor | list[int] | None = None,
-    ) -> tuple[Tensor | PackedSequence, Tensor | tuple[Tensor, Tensor]]:
+    ) -> tuple[Tensor | PackedSequence, State]:
         """Run the layer over a (padded) batch of sequences.
 
         Args:
             input: ``(T, B, I)`` (``(B, T, I)`` if ``batch_first``), unbatched ``(T, I)``, or a
                 ``PackedSequence`` (then ``lengths`` must be omitted and the output is packed too).
-            hx: initial state ``(num_layers * D, B, H)`` (``(h0, c0)`` for the LSTM); zeros when omitted.
+            hx: initial state shaped like the cell's state with ``num_layers * D`` stacked in front
+                (``(num_layers * D, B, H)``, ``(h_0, c_0)`` for an LSTM cell); zeros when omitted.
             lengths: ``(B,)`` integer lengths in ``[1, T]``; steps at and after a sequence's length are
-                padding: they never touch its state and their outputs are zero.
+                padding: they never touch its state, their outputs are zero, and their content (NaN included)
+                reaches nothing, in value or gradient.
 
         Returns:
-            ``(output, h_n)``, or ``(output, (h_n, c_n))`` for the LSTM: ``output`` is ``(T, B, D * H)``
-            (``(B, T, D * H)`` if ``batch_first``) and ``h_n``/``c_n`` ``(num_layers * D, B, H)`` hold each
-            sequence's state after its last valid step (for the reverse direction: after step 0).
+            ``(output, h_n)``: ``output`` is ``(T, B, D * H)`` (``(B, T, D * H)`` if ``batch_first``) and
+            ``h_n`` is shaped like ``hx`` and holds each sequence's state after its last valid step (for the
+            reverse direction: after step 0).
         """
         packed_input = input if isinstance(input, PackedSequence) else None
         if packed_input is not None:
@@ -240,26 +206,42 @@ class RecurrentBase(nn.Module):
         result: Tensor | PackedSequence = output
         if packed_input is not None and lens is not None:
             result = _repack_like(output, lens, packed_input, self.batch_first)
-        return result, ((final[0], final[1]) if self.mode == "LSTM" else final[0])
+        return result, as_state(final, self.state_is_tensor)
 
-    def _check_input(self, input: object) -> tuple[Tensor, bool]:
+    def step(self, x_t: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One time step of every layer (for decoders): ``x_t (B, I)`` -> ``(h_t (B, H), new_state)``.
+
+        ``state`` and ``new_state`` are shaped as in :meth:`forward`. Runs the eager runners of the same loop
+        (a one-step recurrent-dropout mask is drawn per call). Unidirectional layers only.
+        """
+        if self.bidirectional:
+            raise ValueError(f"{type(self).__name__}: step() runs one direction; this layer is bidirectional")
+        x, _ = self._check_input(x_t.unsqueeze(0), what="x_t")
+        hx = self._check_hx(state, x.shape[1], False, x)
+        out, final = run_backend(self, "eager", StepRunner, x, hx, None)
+        return out[0], as_state(final, self.state_is_tensor)
+
+    def _reference(self) -> Tensor | None:
+        return next(self.parameters(), None)
+
+    def _check_input(self, input: object, what: str = "input") -> tuple[Tensor, bool]:
         name = type(self).__name__
         if not isinstance(input, Tensor):
-            raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
+            raise TypeError(f"{name}: {what} must be a Tensor or PackedSequence, got {type(input).__name__}")
         if input.dim() not in (2, 3):
-            raise ValueError(f"{name}: Expected input to be 2D (unbatched) or 3D, got {input.dim()}D instead")
+            raise ValueError(f"{name}: Expected {what} to be 2D (unbatched) or 3D, got {input.dim()}D instead")
         if input.shape[-1] != self.input_size:
             raise ValueError(
-                f"{name}: input has {input.shape[-1]} features (last dim), expected input_size={self.input_size}"
+                f"{name}: {what} has {input.shape[-1]} features (last dim), expected input_size={self.input_size}"
             )
-        ref = self.weight_ih_l0
-        if input.dtype != ref.dtype:
-            raise TypeError(f"{name}: input dtype {input.dtype} does not match parameter dtype {ref.dtype}")
-        if input.device != ref.device:
-            raise ValueError(f"{name}: input is on {input.device} but parameters are on {ref.device}")
+        ref = self._reference()
+        if ref is not None and input.dtype != ref.dtype:
+            raise TypeError(f"{name}: {what} dtype {input.dtype} does not match parameter dtype {ref.dtype}")
+        if ref is not None and input.device != ref.device:
+            raise ValueError(f"{name}: {what} is on {input.device} but parameters are on {ref.device}")
         time_dim = 1 if (self.batch_first and input.dim() == 3) else 0
         if input.shape[time_dim] == 0:
-            raise ValueError(f"{name}: input has no time steps (shape {tuple(input.shape)})")
+            raise ValueError(f"{name}: {what} has no time steps (shape {tuple(input.shape)})")
         return input, input.dim() == 2
 
     def _check_lengths(
@@ -286,35 +268,56 @@ class RecurrentBase(nn.Module):
             raise ValueError(f"{name}: lengths must lie in [1, {steps}] (the padded length), got min {lo}, max {hi}")
         return lengths.to(device=device, dtype=torch.long)
 
-    def _check_hx(self, hx: Tensor | tuple[Tensor, ...] | None, batch: int, unbatched: bool, x: Tensor) -> State:
+    def _state_labels(self, count: int) -> tuple[str, ...]:
+        if self.state_names is not None:
+            return self.state_names
+        return ("hx",) if self.state_is_tensor else tuple(f"hx[{j}]" for j in range(count))
+
+    def init_state(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None) -> State:
+        """The zero state shaped like ``hx``: the cells' ``init_state`` stacked, ``(num_layers * D, B, ...)`` per
+        state tensor (a tensor, or a tuple such as ``(h_0, c_0)``, as the cell's state)."""
+        return as_state(self._zero_tensors(batch_size, device, dtype), self.state_is_tensor)
+
+    def _zero_tensors(self, batch_size: int, device: Any = None, dtype: torch.dtype | None = None
+                      ) -> tuple[Tensor, ...]:  # fmt: skip
+        cells: list[Any] = list(self.cells)
+        per_cell = [state_tensors(c.init_state(batch_size, device=device, dtype=dtype)) for c in cells]
+        return tuple(torch.stack(parts) for parts in zip(*per_cell))
+
+    def _check_hx(self, hx: State | None, batch: int, unbatched: bool, x: Tensor) -> tuple[Tensor, ...]:
         name = type(self).__name__
-        layers = self.num_layers * self.num_directions
+        zeros = self._zero_tensors(batch, x.device, x.dtype)
         if hx is None:
-            zeros = x.new_zeros(layers, batch, self.hidden_size)
-            return tuple(zeros for _ in range(self._state_count()))
-        parts: tuple[Tensor, ...]
-        if self.mode == "LSTM":
-            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                raise TypeError(f"{name}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
-            parts, labels = tuple(hx), ("h_0", "c_0")
-        else:
+            return zeros
+        labels = self._state_labels(len(zeros))
+        if self.state_is_tensor:
             if not isinstance(hx, Tensor):
-                raise TypeError(f"{name}: hx must be a Tensor, got {type(hx).__name__}")
-            parts, labels = (hx,), ("hx", "")
-        expected = (layers, self.hidden_size) if unbatched else (layers, batch, self.hidden_size)
+                raise TypeError(f"{name}: {labels[0]} must be a Tensor, got {type(hx).__name__}")
+            parts: tuple[Any, ...] = (hx,)
+        else:
+            if not isinstance(hx, (tuple, list)) or len(hx) != len(zeros):
+                raise TypeError(f"{name}: hx must be a tuple ({', '.join(labels)}), got {type(hx).__name__}")
+            parts = tuple(hx)
         out = []
-        for part, label in zip(parts, labels):
+        for part, zero, label in zip(parts, zeros, labels):
+            expected = zero.shape[:1] + zero.shape[2:] if unbatched else zero.shape
             if not isinstance(part, Tensor):
                 raise TypeError(f"{name}: {label} must be a Tensor, got {type(part).__name__}")
-            if tuple(part.shape) != expected:
+            if part.shape != expected:
                 raise ValueError(
-                    f"{name}: {label} must have shape {expected} (num_layers * num_directions, batch, hidden_size), "
+                    f"{name}: {label} must have shape {tuple(expected)} (num_layers * num_directions, batch, ...), "
                     f"got {tuple(part.shape)}"
                 )
             if part.dtype != x.dtype or part.device != x.device:
                 raise TypeError(f"{name}: {label} is {part.dtype} on {part.device}, input is {x.dtype} on {x.device}")
             out.append(part.unsqueeze(1) if unbatched else part)
         return tuple(out)
+
+    def extra_repr(self) -> str:
+        s = f"{self.cell_name}, {self.input_size}, {self.hidden_size}"
+        defaults = {"num_layers": 1, "batch_first": False, "dropout": 0.0, "bidirectional": False,
+                    "recurrent_dropout": 0.0, "zoneout": 0.0, "backend": "auto"}  # fmt: skip
+        return s + "".join(f", {k}={getattr(self, k)!r}" for k, d in defaults.items() if getattr(self, k) != d)
 
 
 def _repack_like(output: Tensor, lengths: Tensor, like: PackedSequence, batch_first: bool) -> PackedSequence:
@@ -326,6 +329,122 @@ def _repack_like(output: Tensor, lengths: Tensor, like: PackedSequence, batch_fi
         lengths = lengths.index_select(0, order.to(lengths.device))
     data = pack_padded_sequence(output, lengths.cpu(), batch_first=batch_first, enforce_sorted=True).data
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def eager_forward(module: Recurrent, x: Tensor, hx: tuple[Tensor, ...], lengths: Tensor | None
+                  ) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
+    """Reference backend: the loop with a Python step loop per direction (any cell)."""
+    return run_backend(module, "eager", StepRunner, x, hx, lengths)
+
+
+register_backend(Backend("eager", eager_forward))
+
+
+class RecurrentBase(Recurrent):
+    """:class:`Recurrent` over a built-in cell with ``torch.nn``'s constructor, names and numbers.
+
+    Subclasses fix ``mode`` and the cell classes; parameters, their init and checks live in the cells
+    (:mod:`seqforge.cells.cells`), registered again here under torch's flat names.
+    """
+
+    mode: str = ""
+    cell_classes: tuple[type[builtin.BuiltinCell], type[builtin.BuiltinCell]]  # (plain, layer-normalized)
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        layer_norm: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        forget_bias: float | None = None,
+        backend: str = "eager",
+        cuda_graphs: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **cell_options: Any,
+    ) -> None:
+        if forget_bias is not None:  # checked by the cell (an LSTM with bias=True)
+            cell_options["forget_bias"] = forget_bias
+        self.layer_norm = layer_norm
+        self.bias = bias
+        self.forget_bias = forget_bias
+        self.cuda_graphs = cuda_graphs
+        cell = self.cell_classes[1 if layer_norm else 0]
+        super().__init__(
+            cell, input_size, hidden_size, num_layers, batch_first, dropout, bidirectional,
+            recurrent_dropout=recurrent_dropout, zoneout=zoneout, backend=backend, bias=bias, device=device,
+            dtype=dtype, **cell_options,
+        )  # fmt: skip
+        self._register_flat_names()
+        self._register_state_dict_hook(_drop_cell_keys)
+        self._register_load_state_dict_pre_hook(_copy_flat_keys_to_cells, with_module=True)
+        self.register_load_state_dict_post_hook(_share_cell_parameters)
+
+    def _flat_names(self) -> list[tuple[str, nn.Module, str]]:
+        """``(torch name, cell, cell's name)`` for every parameter, in torch's order."""
+        names: list[tuple[str, nn.Module, str]] = []
+        for k, cell in enumerate(self.cells):
+            sfx = f"_l{k // self.num_directions}" + ("_reverse" if k % self.num_directions else "")
+            names.extend((pname + sfx, cell, pname) for pname, _ in cell.named_parameters())
+        return names
+
+    def _register_flat_names(self) -> None:
+        for flat, cell, pname in self._flat_names():
+            self.register_parameter(flat, cell._parameters[pname])
+
+    def _apply(self, fn: Any, recurse: bool = True) -> RecurrentBase:
+        super()._apply(fn, recurse)
+        self._register_flat_names()  # conversions that make new Parameter objects keep both names on one object
+        return self
+
+    def reset_parameters(self) -> None:
+        """Each cell's init: weights and biases ``U(-1/sqrt(H), 1/sqrt(H))`` as torch, layer-norm gains 1 and
+        shifts 0, and ``forget_bias`` (LSTM) on ``bias_ih`` of the forget gate with ``bias_hh`` zero there."""
+        for cell in self.cells:
+            cast(builtin.BuiltinCell, cell).reset_parameters()
+
+    def layer_weights(self, layer: int, direction: int) -> LayerWeights:
+        """The parameters of ``layer`` (0-based) and ``direction`` (0 forward, 1 reverse)."""
+        return cast(builtin.BuiltinCell, self.cells[layer * self.num_directions + direction]).weights()
+
+    def flatten_parameters(self) -> None:
+        """No-op kept for code written against ``torch.nn.RNNBase`` (parameters are never flattened here)."""
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        defaults = {
+            "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False,
+            "layer_norm": False, "recurrent_dropout": 0.0, "zoneout": 0.0, "forget_bias": None,
+            "backend": "eager", "cuda_graphs": True,
+        }  # fmt: skip
+        return s + "".join(f", {k}={getattr(self, k)!r}" for k, d in defaults.items() if getattr(self, k) != d)
+
+
+def _drop_cell_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """``state_dict`` lists each parameter once, under torch's flat name."""
+    for key in [k for k in state_dict if k.startswith(prefix + "cells.")]:
+        del state_dict[key]
+
+
+def _copy_flat_keys_to_cells(module: RecurrentBase, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Loading: the cells read the same tensors as the flat names (so nothing is reported missing)."""
+    for flat, cell, pname in module._flat_names():
+        index = next(i for i, c in enumerate(module.cells) if c is cell)
+        if prefix + flat in state_dict:
+            state_dict.setdefault(f"{prefix}cells.{index}.{pname}", state_dict[prefix + flat])
+
+
+def _share_cell_parameters(module: RecurrentBase, incompatible_keys: Any) -> None:
+    """After ``load_state_dict(assign=True)`` the flat names point at the cells' (new) parameters again."""
+    module._register_flat_names()
+    module._loops.clear()
 
 
 class RNN(RecurrentBase):
@@ -341,14 +460,18 @@ class RNN(RecurrentBase):
         (torch.Size([4, 5, 16]), torch.Size([2, 4, 16]))
     """
 
+    cell_classes = (builtin.RNNCell, builtin.LayerNormRNNCell)
+    state_names = ("hx",)
+
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
                  bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 **kwargs) -> None:  # fmt: skip
+                 **kwargs: Any) -> None:  # fmt: skip
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
         self.mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, **kwargs)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         nonlinearity=nonlinearity, **kwargs)  # fmt: skip
 
 
 class LSTM(RecurrentBase):
@@ -373,7 +496,7 @@ class LSTM(RecurrentBase):
             or ``"auto"`` (the fastest one that supports the options; recorded in ``backend_used``).
         cuda_graphs: let the ``script`` backend capture the whole loop in a CUDA graph for fixed shapes.
 
-    Inputs: ``input``, ``(h_0, c_0)``, ``lengths`` — see :meth:`RecurrentBase.forward`.
+    Inputs: ``input``, ``(h_0, c_0)``, ``lengths`` — see :meth:`Recurrent.forward`.
     Outputs: ``output``, ``(h_n, c_n)``.
 
     Example:
@@ -385,6 +508,8 @@ class LSTM(RecurrentBase):
     """
 
     mode = "LSTM"
+    cell_classes = (builtin.LSTMCell, builtin.LayerNormLSTMCell)
+    state_names = ("h_0", "c_0")
 
 
 class GRU(RecurrentBase):
@@ -402,104 +527,75 @@ class GRU(RecurrentBase):
     """
 
     mode = "GRU"
+    cell_classes = (builtin.GRUCell, builtin.LayerNormGRUCell)
+    state_names = ("hx",)
 
 
-# ---------------------------------------------------------------------- eager backend
-def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Reverse each sequence of a time-major ``(T, B, *)`` batch within its own length.
+# ---------------------------------------------------------------------- building from a spec
+_LAYERS: dict[str, tuple[type[RecurrentBase], dict[str, Any]]] = {
+    "rnn": (RNN, {"nonlinearity": "tanh"}), "rnn_tanh": (RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (RNN, {"nonlinearity": "relu"}), "lstm": (LSTM, {}), "gru": (GRU, {}),
+}  # fmt: skip
+# Cells of the package that run through Recurrent, by name (imported when named).
+_CELLS = {"indrnn": "seqforge.cells.indrnn.IndRNNCell", "mingru": "seqforge.cells.mingru.MinGRUCell",
+          "cfc": "seqforge.cells.cfc.CfCCell"}  # fmt: skip
+CellSpec = str | Callable[..., nn.Module] | Mapping[str, Any]
 
-    Padded steps stay where they are, so applying it twice is the identity.
+
+def _import_target(target: Any) -> type[nn.Module]:
+    if not isinstance(target, str) or "." not in target:
+        raise ValueError(f"cell: _target_ must be a dotted import path such as 'mypkg.cells.MyCell', got {target!r}")
+    module_name, _, attr = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cell: _target_ {target!r} cannot be imported ({type(err).__name__}: {err})") from err
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ValueError(f"cell: _target_ {target!r} must be an nn.Module subclass, got {obj!r}")
+    return obj
+
+
+def resolve_cell(cell: CellSpec) -> str | Callable[..., nn.Module]:
+    """The one place cell specs are read: a built-in layer's name (``rnn``, ``rnn_relu``, ``lstm``, ``gru``; any
+    case) comes back lower-cased; the name of another package cell (``indrnn``, ``mingru``, ``cfc``), a class, a
+    ``functools.partial`` or a ``{"_target_": ..., **options}`` mapping (a Hydra node, ``_partial_`` allowed)
+    comes back as a cell factory."""
+    if isinstance(cell, str):
+        key = cell.lower()
+        if key in _CELLS:
+            return _import_target(_CELLS[key])
+        if key not in _LAYERS:
+            raise ValueError(
+                f"cell must be one of {sorted(_LAYERS)}, {sorted(_CELLS)}, a cell class or "
+                f"{{_target_: path.to.Cell}}, got {cell!r}"
+            )
+        return key
+    if isinstance(cell, Mapping):
+        options = {str(k): v for k, v in cell.items() if k not in ("_target_", "_partial_")}
+        if "_target_" not in cell:
+            raise ValueError(f"cell: a mapping must name the cell class in _target_, got keys {sorted(options)}")
+        return functools.partial(_import_target(cell["_target_"]), **options)
+    if isinstance(cell, functools.partial) or (isinstance(cell, type) and issubclass(cell, nn.Module)):
+        return cell
+    raise ValueError(
+        f"cell must be a name, an nn.Module class, a functools.partial or a _target_ mapping, got {cell!r}"
+    )
+
+
+def make_recurrent(cell: CellSpec, input_size: int, hidden_size: int, **kwargs: Any) -> Recurrent:
+    """Build a recurrent layer from a cell spec (see :func:`resolve_cell`).
+
+    Built-in names give ``seqforge.RNN/LSTM/GRU`` (``layer_norm``, ``forget_bias``, ``cuda_graphs`` and the
+    other options of :class:`LSTM` apply); any other cell gives :class:`Recurrent` (its ``kwargs`` go to
+    the layer, the rest to the cell). ``layer_norm=True`` needs a built-in cell.
     """
-    if lengths is None:
-        return x.flip(0)
-    steps = x.shape[0]
-    t = torch.arange(steps, device=x.device).unsqueeze(1)  # (T, 1)
-    index = torch.where(t < lengths, lengths - 1 - t, t)  # (T, B)
-    index = index.view(steps, -1, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(0, index)
-
-
-def _variational_mask(module: RecurrentBase, like: Tensor) -> Tensor | None:
-    p = module.recurrent_dropout
-    if not module.training or p == 0.0:
-        return None
-    return torch.bernoulli(torch.full_like(like, 1.0 - p)) / (1.0 - p)
-
-
-def _run_direction(module: RecurrentBase, x: Tensor, state: State, w: LayerWeights, valid: Tensor | None
-                   ) -> tuple[Tensor, State]:  # fmt: skip
-    """One layer, one direction, time-major ``x (T, B, I)``; ``valid (T, B, 1)`` marks real steps."""
-    gi_all = SF.project(x, w.w_ih, w.b_ih, w.ln_ih_weight, w.ln_ih_bias)  # (T, B, G*H), one matmul
-    mask = _variational_mask(module, state[0])
-    zone, training = module.zoneout, module.training
-    outputs = []
-    for t in range(x.shape[0]):
-        h = state[0]
-        h_in = h if mask is None else h * mask
-        gh = SF.project(h_in, w.w_hh, w.b_hh, w.ln_hh_weight, w.ln_hh_bias)
-        new: State
-        if module.mode == "LSTM":
-            new = SF.lstm_pointwise(gi_all[t], gh, state[1], w.ln_cell_weight, w.ln_cell_bias)
-        elif module.mode == "GRU":
-            new = (SF.gru_pointwise(gi_all[t], gh, h),)
-        else:
-            new = (SF.rnn_pointwise(gi_all[t], gh, "tanh" if module.mode == "RNN_TANH" else "relu"),)
-        if zone > 0.0:
-            new = tuple(SF.zoneout(old, nxt, zone, training) for old, nxt in zip(state, new))
-        if valid is None:
-            state, out = new, new[0]
-        else:
-            keep = valid[t]
-            state = tuple(torch.where(keep, nxt, old) for old, nxt in zip(state, new))
-            out = new[0] * keep
-        outputs.append(out)
-    return torch.stack(outputs), state
-
-
-def eager_forward(module: RecurrentBase, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """Reference backend: a Python loop over steps built from :mod:`seqforge.cells.functional`."""
-    steps = x.shape[0]
-    valid = None
-    if lengths is not None:
-        valid = (torch.arange(steps, device=x.device).unsqueeze(1) < lengths).unsqueeze(-1)  # (T, B, 1)
-    finals: list[list[Tensor]] = [[] for _ in hx]
-    layer_input = x
-    for layer in range(module.num_layers):
-        outs = []
-        for direction in range(module.num_directions):
-            idx = layer * module.num_directions + direction
-            state = tuple(s[idx] for s in hx)
-            inp = layer_input if direction == 0 else reverse_padded(layer_input, lengths)
-            out, state = _run_direction(module, inp, state, module.layer_weights(layer, direction), valid)
-            outs.append(out if direction == 0 else reverse_padded(out, lengths))
-            for bucket, s in zip(finals, state):
-                bucket.append(s)
-        layer_input = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
-        if layer < module.num_layers - 1 and module.dropout > 0.0:
-            layer_input = F.dropout(layer_input, module.dropout, module.training)
-    return layer_input, tuple(torch.stack(bucket) for bucket in finals)
-
-
-register_backend(Backend("eager", eager_forward))
-
-
-# ---------------------------------------------------------------------- helpers
-_CELLS = {"rnn": (RNN, "tanh"), "rnn_tanh": (RNN, "tanh"), "rnn_relu": (RNN, "relu"), "lstm": (LSTM, None),
-          "gru": (GRU, None)}  # fmt: skip
-
-
-def make_recurrent(cell: str, input_size: int, hidden_size: int, **kwargs) -> RecurrentBase:
-    """Build a recurrent layer by cell name: ``"rnn"`` (tanh), ``"rnn_relu"``, ``"lstm"`` or ``"gru"``.
-
-    ``kwargs`` go to the layer (``num_layers``, ``bidirectional``, ``layer_norm``, ``backend``, ...).
-    """
-    key = cell.lower() if isinstance(cell, str) else cell
-    if key not in _CELLS:
-        raise ValueError(f"make_recurrent: cell must be one of {sorted(_CELLS)}, got {cell!r}")
-    cls, nonlinearity = _CELLS[key]
-    if nonlinearity is not None:
-        kwargs["nonlinearity"] = nonlinearity
-    return cls(input_size, hidden_size, **kwargs)
+    spec = resolve_cell(cell)
+    if isinstance(spec, str):
+        cls, options = _LAYERS[spec]
+        return cls(input_size, hidden_size, **options, **kwargs)
+    if kwargs.pop("layer_norm", False):
+        raise ValueError(f"make_recurrent: layer_norm=True needs a built-in cell, got {cell_name(spec)}")
+    return Recurrent(spec, input_size, hidden_size, **kwargs)
 
 
 def detach_state(state: Tensor | tuple[Tensor, ...] | None) -> Tensor | tuple[Tensor, ...] | None:

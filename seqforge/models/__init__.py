@@ -1,7 +1,9 @@
 """Plain ``nn.Module`` recurrent models, one file per topology.
 
 Every model builds its recurrent layers with :func:`seqforge.make_recurrent` from the same options:
-``cell`` (``"rnn" | "rnn_relu" | "lstm" | "gru"``), ``hidden_size``, ``num_layers``, ``dropout``,
+``cell`` (a name, ``"rnn" | "rnn_relu" | "lstm" | "gru" | "indrnn" | "mingru" | "cfc"`` in any case, a cell
+class or ``functools.partial`` following :mod:`seqforge.cells.base`, or a ``{_target_: pkg.MyCell}`` node; in
+a config ``model.net.cell={_target_:pkg.MyCell,_partial_:true}``), ``hidden_size``, ``num_layers``, ``dropout``,
 ``backend``, ``layer_norm``, and ``rnn_options``, a dict of further layer keywords such as
 ``{"recurrent_dropout": 0.2, "zoneout": 0.1, "forget_bias": 1.0}`` (in a config:
 ``model.net.rnn_options={recurrent_dropout:0.2}``).

@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seqforge.layers.recurrent import make_recurrent
-
-State = Tensor | tuple[Tensor, Tensor]
+from seqforge.cells.base import State, as_state, state_tensors
+from seqforge.layers.recurrent import CellSpec, Recurrent, make_recurrent
 
 
 def exactly_one(owner: str, **options: Any) -> str:
@@ -67,7 +66,7 @@ class SequenceEncoder(nn.Module):
         input_size: int | None = None,
         vocab_size: int | None = None,
         embedding_dim: int = 64,
-        cell: str = "lstm",
+        cell: CellSpec = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
         bidirectional: bool = False,
@@ -139,20 +138,28 @@ class SequenceEncoder(nn.Module):
 
 
 class StateBridge(nn.Module):
-    """Map a ``(B, in_size)`` summary to a decoder's initial state ``(num_layers, B, H)`` (``(h, c)`` for LSTM).
+    """Map a ``(B, in_size)`` summary to the initial state of ``decoder`` (any cell), shaped as its
+    ``init_state``: ``(num_layers, B, ...)`` per state tensor (``h``, or ``(h, c)`` for an LSTM).
 
-    ``h = tanh(W_h s + b_h)`` (and ``c = W_c s + b_c``), one linear map for all layers.
+    The first state tensor (``h`` by convention) is ``tanh(W_h s + b_h)``, the others ``W_k s + b_k``
+    (``to_c`` for the second, ``to_more`` for any further ones), one linear map for all layers each.
     """
 
-    def __init__(self, in_size: int, hidden_size: int, num_layers: int, cell: str) -> None:
+    def __init__(self, in_size: int, decoder: Recurrent) -> None:
         super().__init__()
-        self.num_layers, self.hidden_size = num_layers, hidden_size
-        self.to_h = nn.Linear(in_size, num_layers * hidden_size)
-        self.to_c = nn.Linear(in_size, num_layers * hidden_size) if cell == "lstm" else None
-
-    def _split(self, flat: Tensor) -> Tensor:  # (B, L*H) -> (L, B, H)
-        return flat.view(-1, self.num_layers, self.hidden_size).transpose(0, 1).contiguous()
+        zeros = state_tensors(decoder.init_state(1))  # (L, 1, ...) per state tensor
+        self.shapes = [z.shape[:1] + z.shape[2:] for z in zeros]  # (L, ...)
+        self.is_tensor = decoder.state_is_tensor
+        sizes = [s.numel() for s in self.shapes]
+        self.to_h = nn.Linear(in_size, sizes[0])
+        self.to_c = nn.Linear(in_size, sizes[1]) if len(sizes) > 1 else None
+        self.to_more = nn.ModuleList(nn.Linear(in_size, n) for n in sizes[2:])
 
     def forward(self, summary: Tensor) -> State:
-        h = self._split(torch.tanh(self.to_h(summary)))
-        return h if self.to_c is None else (h, self._split(self.to_c(summary)))
+        maps = [self.to_h, *([self.to_c] if self.to_c is not None else []), *self.to_more]
+        parts = []
+        for k, (linear, shape) in enumerate(zip(maps, self.shapes)):
+            flat = linear(summary)  # (B, L * ...)
+            flat = torch.tanh(flat) if k == 0 else flat
+            parts.append(flat.view(-1, *shape).transpose(0, 1).contiguous())  # (L, B, ...)
+        return as_state(parts, self.is_tensor)

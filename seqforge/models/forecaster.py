@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqforge.layers.attention import length_mask
-from seqforge.layers.recurrent import make_recurrent
+from seqforge.layers.recurrent import CellSpec, make_recurrent
 from seqforge.models.common import SequenceEncoder, StateBridge
 
 HEADS = ("point", "gaussian", "quantile")
@@ -53,7 +53,7 @@ class Forecaster(nn.Module):
         self,
         horizon: int,
         input_size: int = 1,
-        cell: str = "lstm",
+        cell: CellSpec = "lstm",
         hidden_size: int = 64,
         num_layers: int = 1,
         bidirectional: bool = False,
@@ -94,11 +94,12 @@ class Forecaster(nn.Module):
         if strategy == "direct":
             self.head = nn.Linear(width, horizon * self.num_params)
         else:
-            self.bridge = StateBridge(width, hidden_size, num_layers, cell)
-            self.decoder = make_recurrent(
+            decoder = make_recurrent(
                 cell, 1, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
                 batch_first=True, backend=backend, layer_norm=layer_norm, **(rnn_options or {}),
             )  # fmt: skip
+            self.bridge = StateBridge(width, decoder)  # registered first, as before decoders had any cell
+            self.decoder = decoder
             self.head = nn.Linear(hidden_size, self.num_params)
 
     def _params(self, raw: Tensor) -> Tensor:
@@ -164,8 +165,8 @@ class Forecaster(nn.Module):
         last = history[..., 0].gather(1, self._lengths(history, lengths).unsqueeze(1) - 1)  # (B, 1)
         hidden, value, outs = self.bridge(summary), last, []
         for _ in range(self.horizon):
-            out, hidden = self.decoder(value.unsqueeze(1), hidden)
-            step = self._params(self.head(out.squeeze(1)))  # (B, P)
+            out, hidden = self.decoder.step(value, hidden)  # (B, H)
+            step = self._params(self.head(out))  # (B, P)
             outs.append(step)
             value = self.point(step.unsqueeze(1))  # (B, 1)
         return torch.stack(outs, dim=1)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seqforge.layers.recurrent import make_recurrent
+from seqforge.layers.recurrent import CellSpec, make_recurrent
 from seqforge.models.common import check_token_ids
 from seqforge.models.decoding import beam_search, sample_decode, select_rows
 
@@ -35,7 +35,7 @@ class LanguageModel(nn.Module):
         self,
         vocab_size: int,
         embedding_dim: int = 64,
-        cell: str = "lstm",
+        cell: CellSpec = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
         dropout: float = 0.0,

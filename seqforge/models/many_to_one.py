@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from seqforge.layers.attention import AdditiveAttention, length_mask
+from seqforge.layers.recurrent import CellSpec
 from seqforge.models.common import SequenceEncoder, exactly_one
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -41,7 +42,7 @@ class SequenceClassifier(nn.Module):
         input_size: int | None = None,
         vocab_size: int | None = None,
         embedding_dim: int = 64,
-        cell: str = "lstm",
+        cell: CellSpec = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
         bidirectional: bool = False,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqforge.layers.recurrent import make_recurrent
+from seqforge.layers.recurrent import CellSpec, make_recurrent
 from seqforge.models.common import StateBridge, check_token_ids, exactly_one
 from seqforge.models.decoding import beam_search, check_stop, sample_decode, select_rows
 
@@ -49,7 +49,7 @@ class ConditionalGenerator(nn.Module):
         cond_size: int | None = None,
         cond_embedding_dim: int = 32,
         embedding_dim: int = 64,
-        cell: str = "lstm",
+        cell: CellSpec = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
         dropout: float = 0.0,
@@ -75,17 +75,18 @@ class ConditionalGenerator(nn.Module):
         )  # fmt: skip
         self.condition, self.output_head = condition, output_head
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.hidden_size, self.num_layers = hidden_size, num_layers
         self.cond_embedding = nn.Embedding(num_conditions, cond_embedding_dim) if num_conditions else None
         c_dim = cast(int, cond_embedding_dim if num_conditions else cond_size)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id) if vocab_size else None
         step_in = cast(int, embedding_dim if vocab_size else output_size)
-        self.bridge = StateBridge(c_dim, hidden_size, num_layers, cell) if condition != "input" else None
-        self.rnn = make_recurrent(
+        rnn = make_recurrent(
             cell, step_in + (c_dim if condition != "init" else 0), hidden_size, num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend, layer_norm=layer_norm,
             **(rnn_options or {}),
         )  # fmt: skip
+        self.bridge = StateBridge(c_dim, rnn) if condition != "input" else None  # registered before the decoder
+        self.rnn = rnn
         self.dropout = nn.Dropout(dropout)
         out = vocab_size if vocab_size else cast(int, output_size) * (2 if output_head == "gaussian" else 1)
         self.head = nn.Linear(hidden_size, out)
@@ -108,11 +109,10 @@ class ConditionalGenerator(nn.Module):
         return cond
 
     def initial_state(self, c: Tensor) -> Any:
-        """Decoder state ``(L, B, H)`` (``(h, c)`` for LSTM) from the encoded condition ``(B, C)``."""
+        """Decoder state (the cell's structure, ``(L, B, ...)`` per tensor) from the encoded condition ``(B, C)``."""
         if self.bridge is not None:
             return self.bridge(c)
-        zeros = c.new_zeros(self.num_layers, c.shape[0], self.hidden_size)
-        return (zeros, zeros) if self.cell == "lstm" else zeros
+        return self.rnn.init_state(c.shape[0], c.device, c.dtype)
 
     def _inputs(self, y_in: Tensor, c: Tensor) -> Tensor:  # (B, T[, F]) -> (B, T, step_in [+ C])
         if self.is_token:
@@ -150,8 +150,8 @@ class ConditionalGenerator(nn.Module):
     def decode_step(self, previous: Tensor, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """``previous`` ``(B,)`` ids or ``(B, F)`` values -> (logits / head output for the next step, state)."""
         x = self._inputs(previous.unsqueeze(1), state["cond"])
-        out, hidden = self.rnn(x, state["hidden"])
-        y = self._head(out.squeeze(1))
+        out, hidden = self.rnn.step(x.squeeze(1), state["hidden"])  # (B, H)
+        y = self._head(out)
         return y, {"cond": state["cond"], "hidden": hidden}
 
     @staticmethod

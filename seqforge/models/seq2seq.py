@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqforge.layers.attention import ATTENTION_KINDS, length_mask, make_attention
-from seqforge.layers.recurrent import make_recurrent
+from seqforge.layers.recurrent import CellSpec, make_recurrent
 from seqforge.models.common import SequenceEncoder, StateBridge, check_token_ids
 from seqforge.models.decoding import beam_search, sample_decode, select_rows
 
@@ -56,7 +56,7 @@ class Seq2Seq(nn.Module):
         bos_id: int = 1,
         eos_id: int = 2,
         embedding_dim: int = 64,
-        cell: str = "lstm",
+        cell: CellSpec = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
         encoder_bidirectional: bool = True,
@@ -76,21 +76,22 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"{name}: bridge must be 'linear' or 'zero', got {bridge!r}")
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
+        self.hidden_size, self.num_layers = hidden_size, num_layers
         self.attention_kind = attention
         self.encoder = SequenceEncoder(
             None, src_vocab_size, embedding_dim, cell, hidden_size, num_layers, encoder_bidirectional, dropout,
             backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options,
         )  # fmt: skip
         enc_size = self.encoder.output_size
-        self.bridge = StateBridge(enc_size, hidden_size, num_layers, cell) if bridge == "linear" else None
         feeding = attention != "none"
-        self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
-        self.decoder = make_recurrent(
+        decoder = make_recurrent(
             cell, embedding_dim + (hidden_size if feeding else 0), hidden_size, num_layers=num_layers,
             dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend, layer_norm=layer_norm,
             **(rnn_options or {}),
         )  # fmt: skip
+        self.bridge = StateBridge(enc_size, decoder) if bridge == "linear" else None  # (registration order kept)
+        self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
+        self.decoder = decoder
         if feeding:
             self.memory_proj = nn.Linear(enc_size, hidden_size)
             self.attention = make_attention(attention, hidden_size, hidden_size, num_heads=num_heads)
@@ -106,8 +107,7 @@ class Seq2Seq(nn.Module):
         if self.bridge is not None:
             hidden = self.bridge(self.encoder.summary(enc_state))
         else:
-            zeros = memory.new_zeros(self.num_layers, B, self.hidden_size)
-            hidden = (zeros, zeros) if self.cell == "lstm" else zeros
+            hidden = self.decoder.init_state(B, memory.device, memory.dtype)
         state: dict[str, Any] = {"hidden": hidden, "attn": None}
         if self.attention_kind != "none":
             keys, values = self.attention.project_memory(self.memory_proj(memory))  # once per source
@@ -125,8 +125,7 @@ class Seq2Seq(nn.Module):
         x = self.dropout(self.tgt_embedding(tokens))  # (B, E)
         if self.attention_kind != "none":
             x = torch.cat([x, state["feed"]], dim=-1)
-        out, hidden = self.decoder(x.unsqueeze(1), state["hidden"])
-        out = out.squeeze(1)  # (B, H)
+        out, hidden = self.decoder.step(x, state["hidden"])  # (B, H)
         new = dict(state, hidden=hidden)
         if self.attention_kind != "none":
             context, weights = self.attention(out, new["keys"], new["values"], new["mask"], projected=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from seqforge.layers.recurrent import CellSpec
 from seqforge.models.common import SequenceEncoder
 
 
@@ -31,7 +32,7 @@ class SequenceTagger(nn.Module):
         input_size: int | None = None,
         vocab_size: int | None = None,
         embedding_dim: int = 64,
-        cell: str = "lstm",
+        cell: CellSpec = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
         bidirectional: bool = True,

@@ -1,0 +1,145 @@
+"""The one loop over layers and directions, shared by every backend, and the eager step loop of a direction.
+
+:class:`LayerLoop` owns what is the same for every cell and backend: the length mask, padded input zeroed
+by selection at entry, reversal within lengths for the reverse direction, the per-direction
+recurrent-dropout mask (drawn in the same order by every backend, so the RNG stream matches), final states
+(each sequence's last *valid* state), padded outputs zeroed by selection, and inter-layer dropout. One
+*direction runner* per layer and direction (in ``layer * D + direction`` order) runs the recurrence; every
+runner has the signature
+
+    ``runner(x (T, B, I), state [Tensor (B, ...)], lengths (B,) | None, valid (T, B) | None,
+    mask (B, ...) | None, training, zoneout) -> (h_all (T, B, H), final_state [Tensor])``
+
+where ``final_state`` is the state after each sequence's last valid step. The loop is written in the
+TorchScript subset: with scriptable runners the whole :class:`LayerLoop` scripts (see
+:mod:`seqforge.fused.export`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqforge.cells import functional as SF
+from seqforge.cells.base import as_state, state_tensors, step_method
+from seqforge.layers.masks import reverse_index, reverse_time, select_valid, time_mask
+
+
+class LayerLoop(nn.Module):
+    """Runs ``runners`` (``num_layers * num_directions`` of them) as a stacked, optionally bidirectional layer.
+
+    ``forward(x (T, B, I), hx [(L*D, B, ...)], lengths, training, dropout, recurrent_dropout, zoneout)``
+    returns ``(output (T, B, D*H) zero on padding, [final (L*D, B, ...)])``.
+    """
+
+    def __init__(self, runners: Sequence[nn.Module], num_directions: int) -> None:
+        super().__init__()
+        self.runners = nn.ModuleList(runners)
+        self.num_directions = num_directions
+
+    def forward(
+        self,
+        x: Tensor,
+        hx: list[Tensor],
+        lengths: Tensor | None,
+        training: bool,
+        dropout: float,
+        recurrent_dropout: float,
+        zoneout: float,
+    ) -> tuple[Tensor, list[Tensor]]:
+        valid: Tensor | None = None
+        index: Tensor | None = None
+        if lengths is not None:
+            valid = time_mask(lengths, x.size(0))  # (T, B)
+            index = reverse_index(lengths, x.size(0))
+            x = select_valid(x, valid)  # NaN/Inf in padding never enters, in value or gradient
+        finals: list[list[Tensor]] = [[] for _ in range(len(hx))]
+        outs: list[Tensor] = []
+        layer_input = x
+        last_layer = len(self.runners) - self.num_directions
+        for k, runner in enumerate(self.runners):
+            direction = k % self.num_directions
+            inp = layer_input if direction == 0 else reverse_time(layer_input, index)
+            state = [s[k] for s in hx]
+            mask: Tensor | None = None
+            if training and recurrent_dropout > 0.0:
+                mask = torch.bernoulli(torch.full_like(state[0], 1.0 - recurrent_dropout)) / (1.0 - recurrent_dropout)
+            h_all, final = runner(inp, state, lengths, valid, mask, training, zoneout)
+            for j in range(len(final)):
+                finals[j].append(final[j])
+            outs.append(h_all if direction == 0 else reverse_time(h_all, index))
+            if direction == self.num_directions - 1:
+                layer_input = torch.cat(outs, 2) if len(outs) > 1 else outs[0]
+                if valid is not None:
+                    layer_input = select_valid(layer_input, valid)
+                if k < last_layer and dropout > 0.0:
+                    layer_input = F.dropout(layer_input, dropout, training)
+                outs = []
+        return layer_input, [torch.stack(f) for f in finals]
+
+
+StepFn = Callable[[nn.Module, Tensor, tuple[Tensor, ...], "Tensor | None", bool], tuple[Tensor, Any]]
+
+
+def contract_step(cell: nn.Module, x_t: Tensor, state: tuple[Tensor, ...], mask: Tensor | None, is_tensor: bool
+                  ) -> tuple[Tensor, Any]:  # fmt: skip
+    """One contract step of ``cell`` with the recurrent-dropout ``mask`` on ``state[0]`` before the step (or,
+    for cells with ``takes_recurrent_mask``, handed to their ``step``, which applies it before ``W_hh``)."""
+    step = step_method(cell)
+    if mask is not None and getattr(cell, "takes_recurrent_mask", False):
+        return step(x_t, as_state(state, is_tensor), mask)
+    if mask is not None:
+        state = (state[0] * mask, *state[1:])
+    return step(x_t, as_state(state, is_tensor))
+
+
+class StepRunner(nn.Module):
+    """A direction as a Python loop over the cell's step (or its ``forward_sequence`` when no per-step
+    regularizer is on). ``step`` is :func:`contract_step` (eager) or a compiled version of it."""
+
+    def __init__(self, cell: nn.Module, is_tensor: bool, step: StepFn = contract_step) -> None:
+        super().__init__()
+        self.cell: Any = cell
+        self.is_tensor = is_tensor
+        self.step = step
+
+    def forward(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, valid: Tensor | None,
+                mask: Tensor | None, training: bool, zoneout: float) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+        current = tuple(state)
+        if mask is None and zoneout == 0.0 and hasattr(self.cell, "forward_sequence"):
+            h_all, final = self.cell.forward_sequence(x, as_state(current, self.is_tensor), valid)
+            return h_all, list(state_tensors(final))
+        outputs = []
+        for t in range(x.shape[0]):
+            h, new_state = self.step(self.cell, x[t], current, mask, self.is_tensor)
+            new = state_tensors(new_state)
+            if zoneout > 0.0:
+                zoned = tuple(SF.zoneout(old, nxt, zoneout, training) for old, nxt in zip(current, new))
+                h = zoned[0] if h is new[0] else h  # the output is the (zoned) state when the cell says so
+                new = zoned
+            if valid is not None:  # padded steps leave the state unchanged
+                new = tuple(torch.where(valid[t].view(-1, *([1] * (n.dim() - 1))), n, o) for o, n in zip(current, new))
+            current = new
+            outputs.append(h)
+        return torch.stack(outputs), list(current)
+
+
+RunnerFactory = Callable[[nn.Module, bool], nn.Module]
+
+
+def run_backend(module: Any, key: str, runner: RunnerFactory, x: Tensor, hx: tuple[Tensor, ...],
+                lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
+    """Run ``module``'s :class:`LayerLoop` with one ``runner(cell, state_is_tensor)`` per cell (built once per
+    ``key`` and cached on the module). What every backend but ``cudnn`` calls."""
+    loop = module._loops.get(key)
+    if loop is None:
+        loop = module._loops[key] = LayerLoop([runner(c, module.state_is_tensor) for c in module.cells],
+                                              module.num_directions)  # fmt: skip
+    loop.train(module.training)
+    out, finals = loop(x, list(hx), lengths, module.training, module.dropout, module.recurrent_dropout,
+                       module.zoneout)  # fmt: skip
+    return out, tuple(finals)
