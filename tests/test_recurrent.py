@@ -394,3 +394,13 @@ def test_compile_refuses_double_backward_with_a_clear_error() -> None:
     (dx,) = torch.autograd.grad(layer(x)[0].sum(), [x], create_graph=True)
     with pytest.raises(RuntimeError, match="does not currently support double backward"):
         torch.autograd.grad(dx.pow(2).sum(), list(layer.parameters()))
+
+
+def test_conversions_that_make_new_parameters_keep_one_object_per_parameter() -> None:
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        layer = seqforge.GRU(3, 4, bidirectional=True).double()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    assert layer.weight_ih_l0_reverse is layer.cells[1].weight_ih and layer.cells[1].weight_ih.dtype == torch.float64
+    assert len(list(layer.parameters())) == 8

@@ -1,8 +1,10 @@
-"""One registry of recurrent backends, picked by name on ``seqforge.RNN/LSTM/GRU(backend=...)``.
+"""One registry of recurrent backends, picked by name on ``seqforge.Recurrent(backend=...)`` (and RNN/LSTM/GRU).
 
 A backend computes a whole multi-layer (bi)directional recurrent layer. Its ``forward`` receives the layer
-module (read-only: options and ``layer_weights(layer, direction)``), the input in time-major layout
-``(T, B, I)``, the initial state as a tuple ``(h0,)`` or ``(h0, c0)`` of ``(num_layers * D, B, H)`` tensors,
+module (a :class:`seqforge.Recurrent`, read-only: options and ``cells``, one per layer and direction; all but
+``cudnn`` run its one loop through ``seqforge.layers.loop.run_backend`` with their own direction runner), the
+input in time-major layout ``(T, B, I)``, the initial state as a tuple of ``(num_layers * D, B, ...)`` tensors
+(``(h0,)``, ``(h0, c0)``, or whatever the cell's state holds),
 and ``lengths`` (``None`` or int64 ``(B,)`` on the input's device). It returns ``(output, final_states)``:
 ``output`` is ``(T, B, D * H)`` with padded steps zero, ``final_states`` a tuple shaped like the initial
 state holding each sequence's last valid state.

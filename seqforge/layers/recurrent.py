@@ -384,7 +384,8 @@ class RecurrentBase(Recurrent):
         )  # fmt: skip
         self._register_flat_names()
         self._register_state_dict_hook(_drop_cell_keys)
-        self._register_load_state_dict_pre_hook(_copy_flat_keys_to_cells, with_module=True)
+        self._aliases: set[str] = set()  # during load_state_dict: the cells' names of the flat ones
+        self._register_load_state_dict_pre_hook(_note_aliases, with_module=True)
         self.register_load_state_dict_post_hook(_share_cell_parameters)
 
     def _flat_names(self) -> list[tuple[str, nn.Module, str]]:
@@ -399,9 +400,15 @@ class RecurrentBase(Recurrent):
         for flat, cell, pname in self._flat_names():
             self.register_parameter(flat, cell._parameters[pname])
 
+    def _share_flat_parameters(self) -> None:
+        """The cells use the objects under the flat names again (after something replaced those)."""
+        for flat, cell, pname in self._flat_names():
+            cell._parameters[pname] = self._parameters[flat]
+        self._loops.clear()
+
     def _apply(self, fn: Any, recurse: bool = True) -> RecurrentBase:
         super()._apply(fn, recurse)
-        self._register_flat_names()  # conversions that make new Parameter objects keep both names on one object
+        self._share_flat_parameters()  # conversions that make new Parameter objects keep one object per parameter
         return self
 
     def reset_parameters(self) -> None:
@@ -433,18 +440,18 @@ def _drop_cell_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, 
         del state_dict[key]
 
 
-def _copy_flat_keys_to_cells(module: RecurrentBase, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """Loading: the cells read the same tensors as the flat names (so nothing is reported missing)."""
-    for flat, cell, pname in module._flat_names():
-        index = next(i for i, c in enumerate(module.cells) if c is cell)
-        if prefix + flat in state_dict:
-            state_dict.setdefault(f"{prefix}cells.{index}.{pname}", state_dict[prefix + flat])
+def _note_aliases(module: RecurrentBase, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Loading: parameters load under their flat names; the cells' names are never reported missing."""
+    index = {id(c): i for i, c in enumerate(module.cells)}
+    module._aliases = {f"{prefix}cells.{index[id(cell)]}.{pname}" for _, cell, pname in module._flat_names()}
 
 
 def _share_cell_parameters(module: RecurrentBase, incompatible_keys: Any) -> None:
-    """After ``load_state_dict(assign=True)`` the flat names point at the cells' (new) parameters again."""
-    module._register_flat_names()
-    module._loops.clear()
+    """After loading: the cells' names of loaded parameters are not reported missing, and after
+    ``load_state_dict(assign=True)`` the flat names point at the cells' (new) parameters again."""
+    incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if k not in module._aliases]
+    module._aliases = set()
+    module._share_flat_parameters()
 
 
 class RNN(RecurrentBase):
