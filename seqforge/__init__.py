@@ -11,11 +11,14 @@ from typing import Any
 
 from seqforge.cells import (
     CellContractError,
+    CfCCell,
     GRUCell,
+    IndRNNCell,
     LayerNormGRUCell,
     LayerNormLSTMCell,
     LayerNormRNNCell,
     LSTMCell,
+    MinGRUCell,
     RNNCell,
 )
 from seqforge.layers import GRU, LSTM, RNN, Recurrent, detach_state, make_recurrent
@@ -32,13 +35,16 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CellContractError",
+    "CfCCell",
     "GRU",
     "GRUCell",
+    "IndRNNCell",
     "LSTM",
     "LSTMCell",
     "LayerNormGRUCell",
     "LayerNormLSTMCell",
     "LayerNormRNNCell",
+    "MinGRUCell",
     "RNN",
     "RNNCell",
     "Recurrent",

@@ -11,15 +11,21 @@ from seqforge.cells.cells import (
     LSTMCell,
     RNNCell,
 )
+from seqforge.cells.cfc import CfCCell
+from seqforge.cells.indrnn import IndRNNCell
+from seqforge.cells.mingru import MinGRUCell
 
 __all__ = [
     "BuiltinCell",
     "CellContractError",
+    "CfCCell",
     "GRUCell",
+    "IndRNNCell",
     "LSTMCell",
     "LayerNormGRUCell",
     "LayerNormLSTMCell",
     "LayerNormRNNCell",
+    "MinGRUCell",
     "RNNCell",
     "State",
     "check_cell",
