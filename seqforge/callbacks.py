@@ -24,6 +24,7 @@ import math
 import os
 import random
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.trainer.connectors.signal_connector import _HandlersCompose
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -207,19 +209,23 @@ def stop_at_batch_end() -> Iterator[StopRequest]:
     Lightning stops on SIGTERM at the next batch boundary (training or evaluation) by raising
     ``SIGTERMException``, after which :class:`ExceptionCheckpoint` saves a checkpoint that resumes exactly.
     A ``KeyboardInterrupt`` raised in the middle of an optimizer step could leave weights half updated;
-    routed this way, Ctrl-C gets the same clean stop. Outside a running ``Trainer`` call (no Lightning
-    SIGTERM handler installed) SIGINT raises ``KeyboardInterrupt`` as usual.
+    routed this way, Ctrl-C gets the same clean stop. Outside a running ``Trainer`` call (Lightning's SIGTERM
+    handler not installed, whatever other handler is) SIGINT raises ``KeyboardInterrupt`` as usual; outside
+    the main thread the block changes nothing (Python lets only the main thread set signal handlers).
     """
     request = StopRequest()
 
     def handle(signum: int, frame: FrameType | None) -> None:
-        lightning_handler = signal.getsignal(signal.SIGTERM)
-        if request.signum is not None or not callable(lightning_handler):
+        lightning_handler = signal.getsignal(signal.SIGTERM)  # installed by a running Trainer, else another one
+        if request.signum is not None or not isinstance(lightning_handler, _HandlersCompose):
             raise KeyboardInterrupt
         request.signum = signum
         log.warning("Ctrl-C: stopping at the end of the current batch (press Ctrl-C again to stop now)")
-        lightning_handler(signum, frame)
+        lightning_handler(signum, frame)  # type: ignore[arg-type]  # Lightning types the frame as never None
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield request
+        return
     previous = signal.signal(signal.SIGINT, handle)
     try:
         yield request

@@ -20,7 +20,7 @@ import math
 import signal
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import lightning as L
 import torch
@@ -119,6 +119,7 @@ def _floats(metrics: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, flo
         if key.startswith(prefixes):
             out[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
     return out
+
 
 def check_run(cfg: DictConfig) -> None:
     """Refuse combinations that cannot do what they say, before anything is built.
@@ -230,6 +231,13 @@ def _interrupt(error: BaseException, request: StopRequest) -> BaseException:
     return error
 
 
+def _reraise(error: BaseException, caught: BaseException) -> NoReturn:
+    """Raise ``error``, chained to ``caught`` when it replaces it."""
+    if error is caught:
+        raise error
+    raise error from caught
+
+
 def _write_metrics(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
     if trainer.is_global_zero:
         with open(Path(cfg.paths.output_dir) / "metrics.json", "w", encoding="utf-8") as handle:
@@ -303,7 +311,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             try:
                 trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             except BaseException as err:
-                raise _interrupt(err, request) from err
+                _reraise(_interrupt(err, request), err)
         fit_metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
 
         callback = trainer.checkpoint_callback
@@ -312,7 +320,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # fast_dev_run disables checkpointing; keep the weights anyway so the run can be loaded and predicted
             best_path = str(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
             trainer.save_checkpoint(best_path, weights_only=False)  # a full checkpoint (optimizer too)
-            log.warning("No best checkpoint (fast_dev_run or no checkpoint callback); testing the current weights")
+            log.warning(f"No best checkpoint (fast_dev_run or no checkpoint callback); saved the current weights to "
+                        f"{best_path}")
         metrics: dict[str, Any] = {**fit_metrics, "best_ckpt_path": best_path, "backend": backend_used(model.net),
                                    "monitor": model.monitor, "status": "completed"}
         if cfg.test:
@@ -324,7 +333,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 first_line = str(error).splitlines()[0] if str(error) else ""
                 metrics["status"] = f"test failed: {type(error).__name__}" + (f": {first_line}" if first_line else "")
                 _write_metrics(trainer, cfg, metrics)
-                raise error from err
+                _reraise(error, err)
             metrics.update(_floats(trainer.callback_metrics, ("test/",)))
 
     # under fast_dev_run Lightning swapped the loggers for a dummy: record the final numbers anyway

@@ -6,6 +6,7 @@ import errno
 import math
 import os
 import signal
+import threading
 
 import lightning as L
 import pytest
@@ -21,6 +22,7 @@ from seqforge.callbacks import (
     NonFiniteLossError,
     ReseedEveryBatch,
     interrupt_exit_code,
+    stop_at_batch_end,
 )
 from seqforge.data.sampling import EpochShuffleSampler, ResumableDataLoader, UnpaddedDistributedSampler
 
@@ -265,3 +267,20 @@ def test_unpadded_distributed_sampler_gives_each_sample_to_one_process():
     assert sorted(i for part in parts for i in part) == list(range(370))
     assert [len(part) for part in parts] == [124, 123, 123]
     assert [len(UnpaddedDistributedSampler(range(370), num_replicas=3, rank=r)) for r in range(3)] == [124, 123, 123]
+
+
+def test_stop_at_batch_end_leaves_sigint_alone_outside_the_main_thread():
+    errors = []
+
+    def enter():
+        try:
+            with stop_at_batch_end() as request:
+                assert request.signum is None
+        except Exception as err:  # a handler set off the main thread raises ValueError
+            errors.append(err)
+
+    before = signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    assert errors == [] and signal.getsignal(signal.SIGINT) is before

@@ -128,3 +128,20 @@ def test_sigterm_at_a_random_point_then_ckpt_path_last_matches_an_uninterrupted_
 def test_ctrl_c_stops_at_the_batch_end_exits_130_and_resumes_exactly(straight_run: Path, tmp_path: Path) -> None:
     _interrupt_and_resume(tmp_path / "run", signal.SIGINT, step=9)
     _assert_same_result(tmp_path / "run", straight_run)
+
+
+@pytest.mark.slow  # three 2-process runs: about 3 minutes
+def test_sigterm_to_the_main_process_of_a_ddp_run_exits_143_and_resumes_exactly(tmp_path: Path) -> None:
+    ddp = ["trainer=ddp_cpu", "data.num_train=256", "trainer.max_epochs=2", "logger=csv"]  # 4 steps per epoch
+    straight = _train(tmp_path / "straight", *ddp)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    signal_at = ["+callbacks.signal._target_=helpers.signal_switch.SignalAt", "+callbacks.signal.step=5",
+                 "+callbacks.signal.rank=0"]  # fmt: skip  # as a scheduler signals the launching process
+    interrupted = _train(tmp_path / "run", *ddp, *signal_at)
+    assert interrupted.returncode == 143, interrupted.stderr[-3000:]
+    assert torch.load(tmp_path / "run" / "checkpoints" / "on_exception.ckpt", weights_only=True)["global_step"] == 6
+    resumed = _train(tmp_path / "run", *ddp, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _metrics(tmp_path / "straight"), _metrics(tmp_path / "run")
+    for key in ("val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"):
+        assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), key

@@ -6,6 +6,8 @@ import csv
 import json
 import math
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -61,12 +63,22 @@ def test_optimized_metric_defaults_to_the_task_monitor() -> None:
 
 
 def run_script(
-    args: list[str], cwd: Path, timeout: int = 240, extra_path: tuple[str, ...] = ()
+    args: list[str], cwd: Path, timeout: int = 240, extra_path: tuple[str, ...] = (), max_file_size: int | None = None
 ) -> subprocess.CompletedProcess:
-    """Run a script in a subprocess from ``cwd`` with the repo (and ``extra_path``) importable."""
+    """Run a script in a subprocess from ``cwd`` with the repo (and ``extra_path``) importable.
+
+    ``max_file_size``: the kernel refuses to grow any file the process writes past this many bytes
+    (``RLIMIT_FSIZE``; writes fail with ``EFBIG`` as they would on a full disk).
+    """
     python_path = os.pathsep.join(filter(None, [str(REPO), *extra_path, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": python_path, "SEQFORGE_LOG_DIR": str(cwd / "logs"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_size, max_file_size))
+
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=None if max_file_size is None else limit_file_size)  # fmt: skip
 
 
 def test_train_script_leaves_checkpoint_events_and_metrics(tmp_path: Path) -> None:
@@ -182,3 +194,22 @@ def test_a_failure_in_the_test_stage_still_writes_metrics_with_the_fit_and_a_sta
     assert "val/acc" in metrics and Path(metrics["best_ckpt_path"]).is_file()
     assert not any(key.startswith("test/") for key in metrics)
     assert not (tmp_path / "run" / "checkpoints" / "on_exception.ckpt").exists()  # the fit had finished
+
+
+def test_a_resumed_run_keeps_the_best_monitored_value_of_the_epochs_before_it(tmp_path: Path) -> None:
+    first = train(compose_config("train", [*TINY, "trainer.max_epochs=2"], tmp_path))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["monitor_best"] == pytest.approx(first["val/acc_best"])
+    wrecked = ["trainer.max_epochs=3", "ckpt_path=last", "model.optimizer.lr=5.0"]  # the third epoch gets worse
+    resumed = train(compose_config("train", [*TINY, *wrecked], tmp_path))
+    assert resumed["val/acc"] < first["val/acc_best"]
+    assert resumed["val/acc_best"] == pytest.approx(first["val/acc_best"])
+
+
+def test_a_checkpoint_too_large_for_the_disk_leaves_no_truncated_file(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}"]
+    result = run_script(args, tmp_path, max_file_size=20_000)  # a checkpoint of this model is about 30 kB
+    assert result.returncode == 1 and "File too large" in result.stderr, result.stderr[-3000:]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == []  # no truncated or temporary file
+    assert not (run_dir / "metrics.json").exists()

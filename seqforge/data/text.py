@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, write_atomic
+from seqforge.data.sampling import ResumableDataLoader
 from seqforge.data.vocab import Vocabulary
 
 TEXT_SOURCES = ("shakespeare",)
@@ -99,8 +100,10 @@ class StreamDataModule(SplitDataModule):
         }
 
     def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
-        """Batches are pre-built streams: served in order (never shuffled), one list item per batch."""
-        return DataLoader(cast("Dataset[Any]", samples), batch_size=None, shuffle=False, num_workers=self.num_workers)
+        """Batches are pre-built streams: served in order (never shuffled), one list item per batch; the
+        training loader continues a resumed epoch at its saved position."""
+        loader = ResumableDataLoader if shuffle else DataLoader
+        return loader(cast("Dataset[Any]", samples), batch_size=None, shuffle=False, num_workers=self.num_workers)
 
     @property
     def net_kwargs(self) -> dict[str, int]:

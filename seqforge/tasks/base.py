@@ -101,6 +101,7 @@ class SequenceTask(L.LightningModule):
         self.optimizer_factory, self.scheduler_config = optimizer, scheduler
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
+        self._resumed_best: float | None = None  # the checkpoint's best monitored value, set on resume
 
     # --- metrics ------------------------------------------------------------------------------------------
     def setup_metrics(self, make: Callable[[], dict[str, Metric]]) -> None:
@@ -160,6 +161,17 @@ class SequenceTask(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.best.reset()  # forget values seen during the sanity check
+        if self._resumed_best is not None:  # a resumed run's <monitor>_best continues from the checkpoint's
+            self.best.update(torch.tensor(self._resumed_best))
+            self._resumed_best = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # torchmetrics states are not in the state dict: keep the best value for a resumed run (a plain float)
+        if self.best.update_count:
+            checkpoint["monitor_best"] = float(self.best.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_best = checkpoint.get("monitor_best")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

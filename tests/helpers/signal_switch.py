@@ -9,12 +9,13 @@ import lightning as L
 
 
 class SignalAt(L.Callback):
-    def __init__(self, step: int, signum: int = signal.SIGTERM, val_batch: int | None = None) -> None:
-        self.step, self.signum, self.val_batch = step, signum, val_batch
+    def __init__(self, step: int, signum: int = signal.SIGTERM, val_batch: int | None = None,
+                 rank: int | None = None) -> None:  # fmt: skip  # rank: only that DDP process gets the signal
+        self.step, self.signum, self.val_batch, self.rank = step, signum, val_batch, rank
         self.sent = False
 
     def _send(self) -> None:
-        if not self.sent:
+        if not self.sent and self.rank in (None, int(os.environ.get("LOCAL_RANK", 0))):
             self.sent = True
             os.kill(os.getpid(), self.signum)
 
