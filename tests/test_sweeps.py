@@ -1,4 +1,6 @@
-"""Sweeps through the real script: ``-m`` over two values, and an Optuna study with a failed trial."""
+"""Sweeps through the real script: grid (basic and joblib launchers) and Optuna sweeps with failed jobs,
+real SIGTERM/Ctrl-C sent to the sweep process at a real point of a job, and resumed Optuna studies;
+``trials.csv`` accounts for every job each time."""
 
 from __future__ import annotations
 
