@@ -35,7 +35,8 @@ def main() -> None:
     )
     preds = best.predict(vectorizer.transform(texts["test"][0]))
     truth = texts["test"][1]
-    print(f"C={best.C} test/acc={accuracy_score(truth, preds):.4f} test/f1={f1_score(truth, preds, average='macro'):.4f} "
+    acc, f1 = accuracy_score(truth, preds), f1_score(truth, preds, average="macro")
+    print(f"C={best.C} test/acc={acc:.4f} test/f1={f1:.4f} "
           f"(train {len(texts['train'][1])}, val {len(texts['val'][1])}, test {len(truth)})")
 
 
