@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
+from seqforge import load_from_checkpoint
 from seqforge.layers.crf import CRF
+from seqforge.models import SequenceTagger
+from seqforge.tasks import TaggingTask
+from seqforge.train import train
+from seqforge.utils.config import compose_config
+
+QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
 
 def brute_force(crf: CRF, emissions: torch.Tensor, length: int) -> tuple[torch.Tensor, list[int]]:
@@ -77,3 +85,21 @@ def test_bad_arguments_are_named() -> None:
         CRF(3).decode(torch.randn(1, 2, 4))
     with pytest.raises(ValueError, match=r"lengths must be \(1,\) in \[1, 2\]"):
         CRF(3).decode(torch.randn(1, 2, 3), torch.tensor([3]))
+
+
+def test_tagger_with_a_crf_head_trains_and_predicts_viterbi_paths(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["+experiment=echo_tagger", "model.net.crf=true", "trainer.max_epochs=3",
+                                   "data.num_train=256", "data.num_val=64", "data.num_test=64", *QUIET], tmp_path)
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.5  # 6 tags (5 symbols + start): chance is about 0.2
+    task = load_from_checkpoint(metrics["best_ckpt_path"])
+    assert isinstance(task.net.crf, CRF) and task.net.crf.transitions.abs().sum() > 0  # trained, restored
+    task.datamodule.setup("test")
+    x, lengths, y = next(iter(task.datamodule.test_dataloader()))
+    with torch.no_grad():
+        emissions = task.net(x, lengths)
+    out = task.model_step((x, lengths, y))
+    assert torch.equal(out["preds"], task.net.crf.decode(emissions, lengths).clamp(min=0).reshape(-1))
+    with pytest.raises(ValueError, match="label_smoothing=0.1 has no meaning with a CRF head"):
+        TaggingTask(SequenceTagger(num_classes=3, vocab_size=5, crf=True), label_smoothing=0.1).model_step(
+            (torch.ones(1, 2, dtype=torch.long), torch.tensor([2]), torch.zeros(1, 2, dtype=torch.long)))
