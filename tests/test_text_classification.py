@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from seqforge.data.sampling import BucketBatchSampler, ResumableDataLoader
 from seqforge.data.text_classification import TextClassificationDataModule, read_labelled, stratified_split
@@ -90,6 +91,9 @@ def test_bucket_sampler_covers_every_sample_once_and_cuts_padding() -> None:
     assert list(sampler) != batches
     sampler.set_epoch(0)
     assert list(sampler) == batches
+    loader = torch.utils.data.DataLoader(list(range(1000)), batch_sampler=sampler)
+    _set_sampler_epoch(loader, 1)  # what Lightning calls at the start of every epoch
+    assert list(sampler) != batches
     with pytest.raises(ValueError, match="pool_batches must be a positive int"):
         BucketBatchSampler(lengths, 16, pool_batches=0)
 

@@ -59,27 +59,26 @@ class BucketBatchSampler(Sampler[list[int]]):
         if len(lengths) == 0:
             raise ValueError("BucketBatchSampler: lengths is empty; expected one length per sample")
         self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
-        self.batch_size, self.seed, self.pool_batches = batch_size, int(seed), pool_batches
-        self.epoch = 0
+        self.batch_size, self.pool_batches = batch_size, pool_batches
+        # the per-epoch permutation; Lightning calls set_epoch on `batch_sampler.sampler`
+        self.sampler = EpochShuffleSampler(range(len(self.lengths)), seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        pool = self.batch_size * self.pool_batches
-        n = len(self.lengths)
-        full, rest = divmod(n, pool)
+        full, rest = divmod(len(self.lengths), self.batch_size * self.pool_batches)
         return full * self.pool_batches + -(-rest // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.lengths), generator=generator)
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
         pool = self.batch_size * self.pool_batches
         batches: list[list[int]] = []
         for start in range(0, len(order), pool):
             members = order[start : start + pool]
             members = members[torch.argsort(self.lengths[members], stable=True)]
             batches.extend(members[i : i + self.batch_size].tolist() for i in range(0, len(members), self.batch_size))
+        generator = torch.Generator().manual_seed(self.sampler.seed + self.sampler.epoch + 2**31)
         return iter([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
 
 
