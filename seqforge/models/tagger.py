@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from seqforge.layers.crf import CRF
 from seqforge.layers.recurrent import CellSpec
 from seqforge.models.common import SequenceEncoder
 
@@ -16,6 +17,10 @@ class SequenceTagger(nn.Module):
     ``forward(x, lengths)`` with ``x`` ``(B, T)`` token ids (``vocab_size``) or ``(B, T, input_size)``
     floats returns logits ``(B, T, num_classes)``; the logits of padded steps are the head's bias (the
     encoder output is zero there) and must be ignored by the loss (labels ``-100``).
+
+    With ``crf=True`` the logits are the emissions of a linear-chain :class:`~seqforge.layers.crf.CRF`
+    (``self.crf``), which :class:`~seqforge.tasks.TaggingTask` trains by its negative log-likelihood and
+    decodes with Viterbi.
 
     Example::
 
@@ -41,6 +46,7 @@ class SequenceTagger(nn.Module):
         layer_norm: bool = False,
         pad_id: int = 0,
         rnn_options: dict[str, Any] | None = None,
+        crf: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -49,6 +55,7 @@ class SequenceTagger(nn.Module):
             backend, layer_norm, pad_id, owner=type(self).__name__, rnn_options=rnn_options,
         )  # fmt: skip
         self.head = nn.Linear(self.encoder.output_size, num_classes)
+        self.crf = CRF(num_classes) if crf else None
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         outputs, _ = self.encoder(x, lengths)  # (B, T, D*H)
