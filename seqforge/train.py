@@ -1,7 +1,8 @@
 """Train a task from a Hydra config: ``train(cfg)`` is what ``scripts/train.py`` runs.
 
 The flow is a straight list: check the config, seed, build the datamodule and read its ``net_kwargs``
-(data-dependent sizes such as ``input_size`` or ``vocab_size``), build the task with those merged into
+(data-dependent sizes such as ``input_size`` or ``vocab_size``) and its ``recipe()`` if it has one (settings
+derived from the data, filled into the config keys left ``null``), build the task with those merged into
 ``model.net``, build callbacks, loggers and trainer, fit, test with the best checkpoint, write
 ``metrics.json`` into the run folder.
 """
@@ -22,6 +23,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqforge.checkpoint import ConfigInCheckpoint
+from seqforge.data.recipes import apply_recipe
 from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
 
 if TYPE_CHECKING:
@@ -101,7 +103,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test the task described by ``cfg``; write and return the run's metrics.
 
     Returns:
-        ``{"val/...": float, "test/...": float, "best_ckpt_path": str, "backend": str, "monitor": str}``;
+        ``{"val/...": float, "test/...": float, "best_ckpt_path": str, "backend": str, "monitor": str}``
+        (plus ``"recipe"``: the config keys filled from the data, when any);
         the same dict is written to ``<paths.output_dir>/metrics.json`` by the rank-0 process.
 
     Raises:
@@ -119,6 +122,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"config 'data' ({cfg.data._target_}): {err}") from err
     net_kwargs = dict(datamodule.net_kwargs)
+    # settings the datamodule derives from the data fill the config keys left null (the config stays the record)
+    derived = apply_recipe(cfg, datamodule.recipe()) if hasattr(datamodule, "recipe") else {}
+    if derived:
+        OmegaConf.save(OmegaConf.create(resolved(cfg)), Path(cfg.paths.output_dir) / "config.yaml")
 
     log.info(f"Instantiating task <{cfg.model._target_}> with net sizes {net_kwargs}")
     model: SequenceTask = instantiate_node("model", cfg.model, net=net_kwargs)
@@ -154,6 +161,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {**fit_metrics, **test_metrics}
     metrics.update(best_ckpt_path=best_path, backend=backend_used(model.net), monitor=model.monitor)
+    if derived:
+        metrics["recipe"] = derived
     # under fast_dev_run Lightning swapped the loggers for a dummy: record the final numbers anyway
     if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by Lightning's Trainer setup
         for logger in loggers:
