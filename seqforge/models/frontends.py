@@ -53,8 +53,8 @@ class ConvFrontEnd(nn.Module):
             raise ValueError(f"{name}: channels and kernel_sizes must be positive, got {channels} and {kernel_sizes}")
         self.stride = stride
         self.kernel_sizes = kernel_sizes
-        widths = [input_size, *channels]
-        self.convs = nn.ModuleList(nn.Conv1d(a, b, k) for a, b, k in zip(widths[:-1], channels, kernel_sizes, strict=True))
+        inputs = [input_size, *channels[:-1]]
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, k) for a, b, k in zip(inputs, channels, kernel_sizes, strict=True))
         self.norms = nn.ModuleList(nn.BatchNorm1d(c) for c in channels)
         self.output_size = channels[-1]
 

@@ -66,8 +66,9 @@ class SequenceClassifier(nn.Module):
         if frontend is not None and input_size is None:
             raise ValueError(f"{name}: frontend needs float features (input_size), got vocab_size={vocab_size}")
         self.frontend = None if frontend is None else ConvFrontEnd(cast(int, input_size), **frontend)
+        features = input_size if self.frontend is None else self.frontend.output_size
         self.encoder = SequenceEncoder(
-            input_size if self.frontend is None else self.frontend.output_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
+            features, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
             backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options, input_noise=input_noise,
         )  # fmt: skip
         width = self.encoder.output_size
