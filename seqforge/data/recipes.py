@@ -66,7 +66,7 @@ def ucr_recipe(n_fit: int, batch_size: int, max_length: int) -> dict[str, Any]:
 def apply_recipe(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
     """Write each ``recipe`` value into ``cfg`` where the key exists and holds ``null``; log and return those.
 
-    Keys the config does not have (a group left out, ``~model.net.frontend``) or holds a value for are
+    Keys the config does not have (a group left out) or holds a value for (``model.net.frontend=false``) are
     left alone: what the user or the experiment file set always wins.
     """
     applied: dict[str, Any] = {}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +26,7 @@ class SequenceClassifier(nn.Module):
     0), ``"mean"``/``"max"`` run over valid steps, ``"attention"`` is a learned-query additive attention.
     ``input_noise``: std of Gaussian noise added to float features while training (see ``SequenceEncoder``).
     ``frontend``: keywords of a :class:`~seqforge.models.frontends.ConvFrontEnd` run over float features
-    before the encoder (``None``: none); the encoder then reads its ``channels[-1]`` features.
+    before the encoder (``None`` or ``False``: none); the encoder then reads its ``channels[-1]`` features.
 
     Example::
 
@@ -55,7 +55,7 @@ class SequenceClassifier(nn.Module):
         pad_id: int = 0,
         rnn_options: dict[str, Any] | None = None,
         input_noise: float = 0.0,
-        frontend: dict[str, Any] | None = None,
+        frontend: dict[str, Any] | Literal[False] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -63,9 +63,9 @@ class SequenceClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"{name}: pooling must be one of {POOLINGS}, got {pooling!r}")
         self.num_classes, self.output_size, self.pooling = num_classes, output_size, pooling
-        if frontend is not None and input_size is None:
+        if frontend and input_size is None:
             raise ValueError(f"{name}: frontend needs float features (input_size), got vocab_size={vocab_size}")
-        self.frontend = None if frontend is None else ConvFrontEnd(cast(int, input_size), **frontend)
+        self.frontend = ConvFrontEnd(cast(int, input_size), **frontend) if frontend else None
         features = input_size if self.frontend is None else self.frontend.output_size
         self.encoder = SequenceEncoder(
             features, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
