@@ -128,7 +128,8 @@ def test_run_records_derived_settings_and_keeps_overrides(tmp_path: Path) -> Non
     metrics = train(compose_config("train", overrides, run))
     saved = OmegaConf.load(run / "config.yaml")
     assert saved.data.batch_size == 5 and saved.trainer.max_epochs == 2  # the user's values won
-    assert saved.data.val_fraction == 0.2 and saved.callbacks.early_stopping.patience == 166  # 15 series, batch 5: 667 epochs
+    assert saved.data.val_fraction == 0.2
+    assert saved.callbacks.early_stopping.patience == 166  # 15 series at batch 5: 667 epochs
     assert OmegaConf.to_container(saved.model.net.frontend) == {
         "channels": [128, 256, 128], "kernel_sizes": [8, 5, 3], "stride": 1}
     recorded = json.loads((run / "metrics.json").read_text())
