@@ -2,7 +2,8 @@
 
 The flow is a straight list: check the config (and, when resuming, the checkpoint's config against it),
 seed, build the datamodule and read its ``net_kwargs`` (data-dependent sizes such as ``input_size`` or
-``vocab_size``), build the task with those merged into ``model.net``, build callbacks, loggers and
+``vocab_size``) and its ``recipe()`` if it has one (settings derived from the data, filled into the config
+keys left ``null``), build the task with those merged into ``model.net``, build callbacks, loggers and
 trainer, fit, test with the best checkpoint, write ``metrics.json`` into the run folder.
 
 Resuming (``ckpt_path=PATH`` or ``ckpt_path=last``) follows one policy, :data:`RESUME_POLICY`: a setting
@@ -31,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqforge.callbacks import AtomicCheckpointIO, StopRequest, stop_at_batch_end
 from seqforge.checkpoint import CHECKPOINT_KEY, ConfigInCheckpoint, read_checkpoint
+from seqforge.data.recipes import apply_recipe
 from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
 
 if TYPE_CHECKING:
@@ -250,7 +252,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         ``{"val/...": float, "test/...": float, "best_ckpt_path": str, "backend": str, "monitor": str,
-        "status": "completed"}``; the same dict is written to ``<paths.output_dir>/metrics.json`` by the
+        "status": "completed"}``
+        (plus ``"recipe"``: the config keys filled from the data, when any); the same dict is written to ``<paths.output_dir>/metrics.json`` by the
         rank-0 process. A test stage that fails after a finished fit still writes it, with the fit's
         metrics and ``status`` naming the failure, then re-raises.
 
@@ -282,6 +285,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except ValueError as err:
         raise ConfigError(f"config 'data' ({cfg.data._target_}): {err}") from err
     net_kwargs = dict(datamodule.net_kwargs)
+    # settings the datamodule derives from the data fill the config keys left null (the config stays the record)
+    derived = apply_recipe(cfg, datamodule.recipe()) if hasattr(datamodule, "recipe") else {}
+    if derived:
+        OmegaConf.save(OmegaConf.create(resolved(cfg)), Path(cfg.paths.output_dir) / "config.yaml")
 
     log.info(f"Instantiating task <{cfg.model._target_}> with net sizes {net_kwargs}")
     model: SequenceTask = instantiate_node("model", cfg.model, net=net_kwargs)
@@ -324,6 +331,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                         f"{best_path}")
         metrics: dict[str, Any] = {**fit_metrics, "best_ckpt_path": best_path, "backend": backend_used(model.net),
                                    "monitor": model.monitor, "status": "completed"}
+        if derived:
+            metrics["recipe"] = derived
         if cfg.test:
             test_ckpt = best_path if cfg.train else ckpt_path
             try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, package_data_path, read_lines
+from seqforge.data.recipes import ucr_batch_size, ucr_recipe, ucr_val_fraction
 
 # Classification problems shipped inside the sktime wheel (sktime/datasets/data/<Name>/).
 UCR_DATASETS = (
@@ -111,8 +113,10 @@ class UCRDataModule(SplitDataModule):
         name: dataset name; files are ``<name>_TRAIN.ts`` and ``<name>_TEST.ts``.
         path: folder holding those files; ``None`` reads the copy shipped in the sktime wheel
             (one of ``UCR_DATASETS``), located without importing sktime.
-        batch_size: samples per batch.
-        val_fraction: share of each class of the training file held out for validation.
+        batch_size: samples per batch; ``None``: derived from the number of training series
+            (:func:`~seqforge.data.recipes.ucr_batch_size`).
+        val_fraction: share of each class of the training file held out for validation; ``None``: derived
+            so that the smallest class has a validation series (:func:`~seqforge.data.recipes.ucr_val_fraction`).
         seed: seed of the validation split.
         num_workers: DataLoader workers.
         max_length: longest series accepted (``None``: any); a longer one is an error naming the file and
@@ -120,6 +124,9 @@ class UCRDataModule(SplitDataModule):
 
     Batches: ``(x, lengths, y)`` with ``x`` float32 ``(B, T, C)`` zero-padded, ``lengths`` int64 ``(B,)``,
     ``y`` int64 ``(B,)``. ``net_kwargs = {"input_size": C, "num_classes": K}``.
+
+    After ``setup()``, :meth:`recipe` gives the settings derived from the data (the run fills them into the
+    config keys left ``null``; see :mod:`seqforge.data.recipes`).
     """
 
     name: str  # always set (LightningDataModule declares it Optional)
@@ -128,13 +135,14 @@ class UCRDataModule(SplitDataModule):
         self,
         name: str = "JapaneseVowels",
         path: str | os.PathLike[str] | None = None,
-        batch_size: int = 32,
-        val_fraction: float = 0.2,
+        batch_size: int | None = 32,
+        val_fraction: float | None = 0.2,
         seed: int = 0,
         num_workers: int = 0,
         max_length: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers)
+        super().__init__(1 if batch_size is None else batch_size, num_workers)
+        self.derive_batch_size = batch_size is None
         self.max_length = None if max_length is None else check_positive_int("UCRDataModule", "max_length", max_length)
         if path is None and name not in UCR_DATASETS:
             raise ValueError(
@@ -144,8 +152,10 @@ class UCRDataModule(SplitDataModule):
             )
         self.name = name
         self.path = path
-        self.val_fraction = check_fraction("UCRDataModule", "val_fraction", val_fraction)
+        self.val_fraction = None if val_fraction is None else check_fraction("UCRDataModule", "val_fraction",
+                                                                             val_fraction)
         self.seed = int(seed)
+        self.longest: int | None = None  # steps of the longest training series, set by setup()
         self.classes: list[str] | None = None
         self.mean: list[float] | None = None
         self.std: list[float] | None = None
@@ -190,7 +200,12 @@ class UCRDataModule(SplitDataModule):
                     f"(training labels: {self.classes})"
                 )
         train_y = np.array([index[label] for label in train_labels])
+        if self.val_fraction is None:
+            self.val_fraction = ucr_val_fraction(np.bincount(train_y).tolist())
         val_mask = self._validation_mask(train_y)
+        if self.derive_batch_size:
+            self.batch_size = ucr_batch_size(int((~val_mask).sum()))
+        self.longest = max(len(x) for x in train_x)
         fit_x = [x for x, v in zip(train_x, val_mask, strict=True) if not v]
         val_x = [x for x, v in zip(train_x, val_mask, strict=True) if v]
         if self.mean is None or self.std is None:
@@ -213,8 +228,21 @@ class UCRDataModule(SplitDataModule):
             "test": samples(test_x, test_y),
         }
 
+    def recipe(self) -> dict[str, Any]:
+        """Settings derived from the data (dotted config keys), after ``setup()``: batch size, validation share,
+        epochs, early-stopping patience and the front end (:func:`~seqforge.data.recipes.ucr_recipe`)."""
+        self._require_fitted(self.longest, self.classes)
+        assert self.longest is not None and self.val_fraction is not None
+        n_fit = len(self.splits["train"])
+        return {
+            "data.batch_size": self.batch_size,
+            "data.val_fraction": self.val_fraction,
+            **ucr_recipe(n_fit, self.batch_size, self.longest),
+        }
+
     def _validation_mask(self, y: np.ndarray) -> np.ndarray:
         """Stratified, seeded choice of validation samples: ``round(val_fraction * n_c)`` per class."""
+        assert self.val_fraction is not None  # set in __init__ or derived by build()
         rng = np.random.default_rng(self.seed)
         mask = np.zeros(len(y), dtype=bool)
         for c in np.unique(y):

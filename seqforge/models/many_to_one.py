@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from seqforge.layers.attention import AdditiveAttention, length_mask
 from seqforge.layers.recurrent import CellSpec
 from seqforge.models.common import SequenceEncoder, exactly_one
+from seqforge.models.frontends import ConvFrontEnd
 
 POOLINGS = ("last", "mean", "max", "attention")
 
@@ -25,6 +26,8 @@ class SequenceClassifier(nn.Module):
     state of each sequence (for a bidirectional encoder: forward at the last valid step, backward at step
     0), ``"mean"``/``"max"`` run over valid steps, ``"attention"`` is a learned-query additive attention.
     ``input_noise``: std of Gaussian noise added to float features while training (see ``SequenceEncoder``).
+    ``frontend``: keywords of a :class:`~seqforge.models.frontends.ConvFrontEnd` run over float features
+    before the encoder (``None`` or ``False``: none); the encoder then reads its ``channels[-1]`` features.
 
     Example::
 
@@ -53,6 +56,7 @@ class SequenceClassifier(nn.Module):
         pad_id: int = 0,
         rnn_options: dict[str, Any] | None = None,
         input_noise: float = 0.0,
+        frontend: dict[str, Any] | Literal[False] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -60,8 +64,12 @@ class SequenceClassifier(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"{name}: pooling must be one of {POOLINGS}, got {pooling!r}")
         self.num_classes, self.output_size, self.pooling = num_classes, output_size, pooling
+        if frontend and input_size is None:
+            raise ValueError(f"{name}: frontend needs float features (input_size), got vocab_size={vocab_size}")
+        self.frontend = ConvFrontEnd(cast(int, input_size), **frontend) if frontend else None
+        features = input_size if self.frontend is None else self.frontend.output_size
         self.encoder = SequenceEncoder(
-            input_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
+            features, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
             backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options, input_noise=input_noise,
         )  # fmt: skip
         width = self.encoder.output_size
@@ -90,5 +98,7 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``x`` ``(B, T)`` ids or ``(B, T, input_size)``, ``lengths`` ``(B,)`` -> ``(B, num_classes)`` / ``(B, O)``."""
+        if self.frontend is not None:
+            x, lengths = self.frontend(x, lengths)
         outputs, state = self.encoder(x, lengths)
         return self.head(self.pool(outputs, state, lengths))

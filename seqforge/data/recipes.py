@@ -1,0 +1,83 @@
+"""Settings derived from the data: a datamodule's ``recipe()`` fills the keys a config leaves ``null``.
+
+A recipe is a dict of dotted config keys (``"data.batch_size"``, ``"trainer.max_epochs"``,
+``"model.net.frontend"`` ...) to values derived from the dataset once it is read. :func:`apply_recipe`
+writes each into the run's config only where the config holds ``null`` there, so any value given in an
+experiment file or on the command line wins, and the filled config (saved as the run's ``config.yaml``)
+stays the record of what ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+# UCR/UEA recipe constants (see ucr_recipe).
+MIN_VAL_FRACTION = 0.2  # share of each class held out for validation ...
+MAX_VAL_FRACTION = 0.5  # ... raised up to this so that the smallest class has one validation series
+TARGET_STEPS = 2000  # optimizer steps a run aims at (max_epochs = TARGET_STEPS / steps per epoch)
+EPOCH_RANGE = (60, 1000)
+FRONTEND_MIN_LENGTH = 64  # series at least this long get the convolutional front end
+RECURRENT_STEPS = 128  # longer series are averaged down to about this many steps before the convolutions
+
+
+def ucr_val_fraction(class_counts: Sequence[int]) -> float:
+    """Validation share: 0.2, raised (to at most 0.5) until the smallest class puts one series in it.
+
+    With per-class rounding (``round(f * n_c)``) every class of two or more series then has at least one
+    validation and one training series.
+    """
+    smallest = min(class_counts)
+    return min(MAX_VAL_FRACTION, max(MIN_VAL_FRACTION, 1.0 / smallest))
+
+
+def ucr_batch_size(n_fit: int) -> int:
+    """A power of two near a fifth of the training series, in [4, 32]: at least ~5 steps per epoch."""
+    return int(min(32, max(4, 2 ** math.floor(math.log2(max(n_fit / 5, 1))))))
+
+
+def ucr_recipe(n_fit: int, batch_size: int, max_length: int) -> dict[str, Any]:
+    """Trainer and model settings for a UCR/UEA set of ``n_fit`` training series up to ``max_length`` steps.
+
+    - ``trainer.max_epochs``: ``TARGET_STEPS`` optimizer steps at ``batch_size``, within ``EPOCH_RANGE``;
+    - ``callbacks.early_stopping.patience``: a quarter of that (small validation sets are noisy);
+    - ``model.net.frontend``: ``None`` for series shorter than ``FRONTEND_MIN_LENGTH`` steps, else an FCN-shaped
+      convolutional front end, downsampling by ``ceil(max_length / RECURRENT_STEPS)``.
+    """
+    steps_per_epoch = math.ceil(n_fit / batch_size)
+    epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], math.ceil(TARGET_STEPS / steps_per_epoch)))
+    frontend = None
+    if max_length >= FRONTEND_MIN_LENGTH:
+        frontend = {"channels": [128, 256, 128], "kernel_sizes": [8, 5, 3],
+                    "stride": math.ceil(max_length / RECURRENT_STEPS)}
+    return {
+        "trainer.max_epochs": epochs,
+        "callbacks.early_stopping.patience": max(20, epochs // 4),
+        "model.net.frontend": frontend,
+    }
+
+
+def apply_recipe(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Write each ``recipe`` value into ``cfg`` where the key exists and holds ``null``; log and return those.
+
+    Keys the config does not have (a group left out) or holds a value for (``model.net.frontend=false``) are
+    left alone: what the user or the experiment file set always wins.
+    """
+    applied: dict[str, Any] = {}
+    for key, value in recipe.items():
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        if not isinstance(parent, DictConfig) or leaf not in parent or parent[leaf] is not None:
+            continue
+        with open_dict(parent):
+            parent[leaf] = value
+        applied[key] = value
+    if applied:
+        log.info("Derived from the data (recipe): " + ", ".join(f"{k}={v}" for k, v in applied.items()))
+    return applied
