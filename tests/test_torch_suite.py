@@ -680,3 +680,130 @@ def test_cell_omitted_hx_equals_zeros(lib, name):
     a, b = c(x), c(x, (z, z) if name == "LSTMCell" else z)
     a, b = (list(a), list(b)) if name == "LSTMCell" else ([a], [b])
     close([t.double() for t in a], [t.double() for t in b])
+
+
+# ---------------------------------------------------------------------------------------------- LSTM projections
+PROJ_LIBS = ["torch", "eager", "cudnn"]  # the script backend refuses proj_size (test below)
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_proj_size_shapes(lib, bidirectional):
+    m = layer(lib, "LSTM", 3, 6, num_layers=2, bidirectional=bidirectional, proj_size=2)
+    d = 2 if bidirectional else 1
+    out, (h, c) = m(torch.randn(5, 4, 3))
+    assert out.shape == (5, 4, d * 2) and h.shape == (2 * d, 4, 2) and c.shape == (2 * d, 4, 6)
+    out, (h, c) = m(torch.randn(5, 3))
+    assert out.shape == (5, d * 2) and h.shape == (2 * d, 2) and c.shape == (2 * d, 6)
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_lstm_proj_size_parameters_are_torch_s(lib, bias):
+    ref = nn.LSTM(3, 6, num_layers=2, bias=bias, bidirectional=True, proj_size=2)
+    m = layer(lib, "LSTM", 3, 6, num_layers=2, bias=bias, bidirectional=True, proj_size=2)
+    assert [(n, p.shape) for n, p in m.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
+    assert [[w.shape for w in ws] for ws in m.all_weights] == [[w.shape for w in ws] for ws in ref.all_weights]
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bidirectional": True}, {"bias": False}])
+def test_lstm_proj_size_forward_and_gradients_equal_torch(lib, options):
+    ref, ours = twin(lib, "LSTM", 3, 5, proj_size=3, **options)
+    n = options.get("num_layers", 1) * (2 if options.get("bidirectional") else 1)
+    x = torch.randn(6, 2, 3, dtype=torch.float64, requires_grad=True)
+    hx = (torch.randn(n, 2, 3, dtype=torch.float64), torch.randn(n, 2, 5, dtype=torch.float64))
+    got, want = states(ours(x, hx)), states(ref(x, hx))
+    close(got, want)
+    close(list(torch.autograd.grad(sum(s.sum() for s in got), [x, *ours.parameters()])),
+          list(torch.autograd.grad(sum(s.sum() for s in want), [x, *ref.parameters()])))  # fmt: skip
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+def test_lstm_proj_size_state_dict_round_trips_both_ways(lib):
+    ours = layer(lib, "LSTM", 3, 5, num_layers=2, proj_size=2, dtype=torch.float64)
+    ref = nn.LSTM(3, 5, num_layers=2, proj_size=2, dtype=torch.float64)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    close(states(ref(x)), states(ours(x)))
+    ref.reset_parameters()
+    ours.load_state_dict(ref.state_dict())
+    close(states(ours(x)), states(ref(x)))
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+def test_lstm_proj_size_packed_sequence_equals_torch(lib):
+    ref, ours = twin(lib, "LSTM", 3, 5, bidirectional=True, proj_size=2)
+    packed = _packed(torch.randn(5, 3, 3, dtype=torch.float64), [2, 5, 3], enforce_sorted=False)
+    got, want = ours(packed), ref(packed)
+    close([got[0].data, *states(got)[1:]], [want[0].data, *states(want)[1:]])
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+@pytest.mark.parametrize("proj_size", [5, 7, -1])
+def test_lstm_proj_size_must_be_below_hidden_size_and_non_negative(lib, proj_size):
+    with pytest.raises(ValueError, match="proj_size"):
+        layer(lib, "LSTM", 3, 5, proj_size=proj_size)
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+def test_lstm_proj_size_hidden_state_must_be_proj_size_wide(lib):
+    m = layer(lib, "LSTM", 3, 5, proj_size=2)
+    with pytest.raises(RuntimeError):
+        m(torch.randn(4, 2, 3), (torch.zeros(1, 2, 5), torch.zeros(1, 2, 5)))
+
+
+@pytest.mark.parametrize("lib", PROJ_LIBS)
+def test_lstm_proj_size_repr_is_torch_s(lib):
+    text = repr(layer(lib, "LSTM", 3, 5, num_layers=2, proj_size=2)).replace(f", backend='{lib}'", "")
+    assert text == repr(nn.LSTM(3, 5, num_layers=2, proj_size=2)) == "LSTM(3, 5, proj_size=2, num_layers=2)"
+
+
+def test_script_backend_refuses_proj_size_and_auto_runs_cudnn():
+    with pytest.raises(ValueError, match=r"LSTM\(backend='script'\): proj_size is not supported"):
+        seqforge.LSTM(3, 5, proj_size=2, backend="script")
+    auto = seqforge.LSTM(3, 5, proj_size=2, backend="auto", dtype=torch.float64)
+    ref = nn.LSTM(3, 5, proj_size=2, dtype=torch.float64)
+    auto.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    close(states(auto(x)), states(ref(x)))
+    assert auto.backend_used == "cudnn"
+
+
+def test_lstm_cell_proj_size_is_the_layer_s_step():
+    layer_ = seqforge.LSTM(3, 5, proj_size=2, dtype=torch.float64)
+    c = seqforge.LSTMCell(3, 5, proj_size=2, dtype=torch.float64)
+    c.load_state_dict({k.replace("_l0", ""): v for k, v in layer_.state_dict().items()})
+    assert c.output_size == 2 and repr(c) == "LSTMCell(3, 5, proj_size=2)"
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    out, _ = layer_(x)
+    h, cc = c.init_state(2)
+    assert h.shape == (2, 2) and cc.shape == (2, 5)
+    for t in range(4):
+        h, cc = c(x[t], (h, cc))
+        torch.testing.assert_close(h, out[t], **TOL)
+
+
+# ---------------------------------------------------------------------------------------------- type identity
+def test_layers_are_not_torch_rnnbase_but_carry_what_torch_code_reads():
+    """Decision (issue 12): not subclasses of ``nn.RNNBase``; code that dispatches on ``isinstance(m, nn.LSTM)``
+    to initialize weights by name or call ``flatten_parameters`` works when given ``RecurrentBase`` too."""
+    from seqforge.layers import RecurrentBase
+
+    def init_like_torch_code(model: nn.Module) -> None:
+        for m in model.modules():
+            if isinstance(m, (nn.RNNBase, RecurrentBase)):
+                m.flatten_parameters()
+                for name, p in m.named_parameters():
+                    if name.startswith("weight_hh"):
+                        nn.init.orthogonal_(p)
+                    elif name.startswith("bias"):
+                        nn.init.zeros_(p)
+
+    for lib in LIBS:
+        m = layer(lib, "LSTM", 3, 4, num_layers=2)
+        assert isinstance(m, nn.RNNBase) == (lib == "torch")
+        init_like_torch_code(nn.Sequential(m))
+        w = m.weight_hh_l1.detach()
+        torch.testing.assert_close(w.T @ w, torch.eye(4), atol=1e-5, rtol=0)
+        assert all(torch.count_nonzero(b) == 0 for n, b in m.named_parameters() if n.startswith("bias"))
