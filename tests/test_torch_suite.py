@@ -12,10 +12,11 @@ import io
 import math
 import pickle
 import warnings
+from typing import Tuple  # noqa: UP035  (TorchScript reads the user modules' annotations)
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import seqforge
@@ -807,3 +808,104 @@ def test_layers_are_not_torch_rnnbase_but_carry_what_torch_code_reads():
         w = m.weight_hh_l1.detach()
         torch.testing.assert_close(w.T @ w, torch.eye(4), atol=1e-5, rtol=0)
         assert all(torch.count_nonzero(b) == 0 for n, b in m.named_parameters() if n.startswith("bias"))
+
+
+# ---------------------------------------------------------------------------------------------- TorchScript
+class LSTMUser(nn.Module):
+    """What an importer writes around ``nn.LSTM``: tuple state in, ``out, (h, c)`` unpacked."""
+
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.head = nn.Linear(rnn.hidden_size * 2, 2, dtype=torch.float64)
+
+    def forward(self, x: Tensor, h0: Tensor, c0: Tensor) -> Tuple[Tensor, Tensor, Tensor]:  # noqa: UP006
+        out, (h, c) = self.rnn(x, (h0, c0))
+        return self.head(out), h, c
+
+
+class SingleStateUser(nn.Module):
+    def __init__(self, rnn: nn.Module) -> None:
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: Tensor, h0: Tensor) -> Tuple[Tensor, Tensor]:  # noqa: UP006
+        out, h = self.rnn(x, h0)
+        return out.relu(), h
+
+
+def _user(lib: str, mode: str) -> tuple[nn.Module, tuple[Tensor, ...]]:
+    rnn = layer(lib, mode, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
+    x, h0 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(4, 2, 4, dtype=torch.float64)
+    if mode == "LSTM":
+        return LSTMUser(rnn), (x, h0, torch.randn(4, 2, 4, dtype=torch.float64))
+    return SingleStateUser(rnn), (x, h0)
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("mode", MODES)
+def test_script_of_a_user_module_holding_a_layer_gives_the_same_numbers_and_gradients(lib, mode):
+    user, args = _user(lib, mode)
+    want = user(*args)
+    want_grads = torch.autograd.grad(sum(w.sum() for w in want), list(user.parameters()))
+    scripted = torch.jit.script(user)
+    got = scripted(*args)
+    close(list(got), list(want))
+    close(list(torch.autograd.grad(sum(g.sum() for g in got), list(scripted.parameters()))), list(want_grads))
+    assert list(scripted.state_dict()) == list(user.state_dict())
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("mode", MODES)
+def test_jit_save_and_load_round_trip(lib, mode):
+    user, args = _user(lib, mode)
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(user), buf)
+    loaded = torch.jit.load(io.BytesIO(buf.getvalue()))
+    close(list(loaded(*args)), list(user(*args)))
+    x = torch.randn(9, 1, 3, dtype=torch.float64)  # another length and batch
+    other = (x, *(a[:, :1] for a in args[1:]))
+    close(list(loaded(*other)), list(user(*other)))
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("mode", MODES)
+def test_user_module_keeps_working_eagerly_after_script(lib, mode):
+    user, args = _user(lib, mode)
+    torch.jit.script(user)
+    packed = _packed(torch.randn(5, 3, 3, dtype=torch.float64), [5, 3, 2])
+    out, _ = user.rnn(packed)  # torch.jit.script swaps in the scripted twin; eagerly it is still the layer
+    assert isinstance(out, nn.utils.rnn.PackedSequence) and out.data.shape == (10, 8)
+    close(list(user(*args)), list(user(*args)))
+
+
+@pytest.mark.parametrize("lib", ["eager", "script"])  # seqforge only: torch.nn layers take no lengths
+def test_scripted_layer_accepts_lengths_and_unbatched_input(lib):
+    m = layer(lib, "GRU", 3, 4, bidirectional=True, dtype=torch.float64)
+    scripted = torch.jit.script(m)
+    x, lengths = torch.randn(5, 3, 3, dtype=torch.float64), torch.tensor([5, 2, 3])
+    close(list(scripted(x, None, lengths)), list(m(x, lengths=lengths)))
+    close(list(scripted(x[:, 0])), list(m(x[:, 0])))
+    with pytest.raises(Exception, match="lengths must lie in"):
+        scripted(x, None, torch.tensor([6, 2, 3]))
+
+
+@pytest.mark.parametrize("lib", LIBS)
+@pytest.mark.parametrize("mode", MODES)
+def test_trace_runs_at_other_lengths_or_warns(lib, mode):
+    m = layer(lib, mode, 3, 4)
+    example = torch.randn(6, 2, 3)
+    if lib == "torch":  # torch's fused kernel is one op: the trace holds at any length
+        traced = torch.jit.trace(m, example)
+        assert traced(torch.randn(9, 2, 3))[0].shape == (9, 2, 4)
+        return
+    with pytest.warns(torch.jit.TracerWarning, match="exactly this input's number of steps"):
+        torch.jit.trace(m, example, check_trace=False)
+
+
+def test_script_refuses_proj_size_and_zoneout_by_name():
+    """seqforge only (torch has no zoneout): options without a TorchScript loop are refused by name."""
+    for options in ({"proj_size": 2}, {"zoneout": 0.1}):
+        m = seqforge.LSTM(3, 4, backend="eager", **options)
+        with pytest.raises(ValueError, match=f"{next(iter(options))}=.* has no TorchScript loop"):
+            torch.jit.script(m)

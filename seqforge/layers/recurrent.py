@@ -207,6 +207,8 @@ class Recurrent(nn.Module):
             ``h_n`` is shaped like ``hx`` and holds each sequence's state after its last valid step (for the
             reverse direction: after step 0).
         """
+        if torch.jit.is_tracing():
+            self._warn_traced()
         packed_input = input if isinstance(input, PackedSequence) else None
         if packed_input is not None:
             if lengths is not None:
@@ -229,6 +231,16 @@ class Recurrent(nn.Module):
         if packed_input is not None and lens is not None:
             result = _repack_like(output, lens, packed_input, self.batch_first)
         return result, as_state(final, self.state_is_tensor)
+
+    def _warn_traced(self) -> None:
+        """``torch.jit.trace`` records the loop over time for the example's number of steps only: say so."""
+        warnings.warn(
+            f"{type(self).__name__}: torch.jit.trace records the loop over time for exactly this input's number "
+            f"of steps; the traced module is wrong at any other length (use torch.jit.script, which keeps the "
+            f"loop, or torch.export)",
+            torch.jit.TracerWarning,
+            stacklevel=3,
+        )
 
     def step(self, x_t: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One time step of every layer (for decoders): ``x_t (B, I)`` -> ``(h_t (B, H), new_state)``.
@@ -455,6 +467,12 @@ class RecurrentBase(Recurrent):
     def all_weights(self) -> list[list[nn.Parameter]]:
         """The parameters per layer and direction (``layer * D + direction``), each list in torch's order."""
         return [list(cell.parameters()) for cell in self.cells]
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles for this layer (see :mod:`seqforge.layers.scripted`)."""
+        from seqforge.layers.scripted import scripted_twin  # the twin builds on seqforge.fused (imports layers)
+
+        return scripted_twin(self)
 
     def flatten_parameters(self) -> None:
         """No-op kept for code written against ``torch.nn.RNNBase`` (parameters are never flattened here)."""
