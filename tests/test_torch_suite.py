@@ -909,3 +909,73 @@ def test_script_refuses_proj_size_and_zoneout_by_name():
         m = seqforge.LSTM(3, 4, backend="eager", **options)
         with pytest.raises(ValueError, match=f"{next(iter(options))}=.* has no TorchScript loop"):
             torch.jit.script(m)
+
+
+class CellUser(nn.Module):
+    """A hand-written loop over a cell, as importers write around ``nn.GRUCell``/``nn.RNNCell``."""
+
+    def __init__(self, c: nn.Module) -> None:
+        super().__init__()
+        self.cell = c
+
+    def forward(self, x: Tensor, h: Tensor) -> Tensor:
+        for t in range(x.size(0)):
+            h = self.cell(x[t], h)
+        return h
+
+
+class LSTMCellUser(nn.Module):
+    def __init__(self, c: nn.Module) -> None:
+        super().__init__()
+        self.cell = c
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:  # noqa: UP006
+        for t in range(x.size(0)):
+            h, c = self.cell(x[t], (h, c))
+        return h, c
+
+
+@pytest.mark.parametrize("lib", CELL_LIBS)
+@pytest.mark.parametrize("name", CELLS)
+def test_script_of_a_user_loop_over_a_cell_gives_the_same_numbers_and_round_trips(lib, name):
+    c = cell(lib, name, 3, 5, dtype=torch.float64)
+    x, h = torch.randn(7, 2, 3, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)
+    user, args = (LSTMCellUser(c), (x, h, torch.randn(2, 5, dtype=torch.float64))) if name == "LSTMCell" else (
+        CellUser(c), (x, h))  # fmt: skip
+    want = user(*args)
+    want = list(want) if isinstance(want, tuple) else [want]
+    scripted = torch.jit.script(user)
+    got = scripted(*args)
+    got = list(got) if isinstance(got, tuple) else [got]
+    close(got, want)
+    close(list(torch.autograd.grad(sum(g.sum() for g in got), list(scripted.parameters()))),
+          list(torch.autograd.grad(sum(w.sum() for w in want), list(c.parameters()))))  # fmt: skip
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    loaded = torch.jit.load(io.BytesIO(buf.getvalue()))
+    again = loaded(*args)
+    close(list(again) if isinstance(again, tuple) else [again], want)
+
+
+@pytest.mark.parametrize("lib", CELL_LIBS)
+@pytest.mark.parametrize("name", CELLS)
+def test_scripted_cell_unbatched_and_bad_input(lib, name):
+    c = cell(lib, name, 3, 5)
+    scripted = torch.jit.script(c)
+    x = torch.randn(3)
+    got, want = scripted(x), c(x)
+    got, want = (list(got), list(want)) if name == "LSTMCell" else ([got], [want])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    with pytest.raises((RuntimeError, torch.jit.Error), match="input|size|shape"):  # a raise in TorchScript
+        scripted(torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("options", [{"proj_size": 2}, {}])
+def test_scripted_lstm_cell_with_projection_and_layer_norm_cells(options):
+    for c in (seqforge.LSTMCell(3, 5, dtype=torch.float64, **options),
+              seqforge.LayerNormLSTMCell(3, 5, dtype=torch.float64, **options)):  # fmt: skip
+        x = torch.randn(2, 3, dtype=torch.float64)
+        close(list(torch.jit.script(c)(x)), list(c(x)))
+    c = seqforge.LayerNormGRUCell(3, 5, dtype=torch.float64)
+    close([torch.jit.script(c)(x)], [c(x)])

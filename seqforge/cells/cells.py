@@ -136,6 +136,12 @@ class BuiltinCell(nn.Module):
         """Zero state ``(batch_size, H)`` (``(H,)`` when ``batch_size`` is None); ``(h, c)`` for the LSTM."""
         return self._zeros(batch_size, device, dtype)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles for this cell (see :mod:`seqforge.layers.scripted`)."""
+        from seqforge.layers.scripted import scripted_cell  # the layers import the cells
+
+        return scripted_cell(self)
+
     def weights(self) -> LayerWeights:
         """The parameters in torch's order (what the fused backends and ``cudnn`` consume)."""
         return LayerWeights(*(getattr(self, n, None) for n in (  # type: ignore[arg-type]

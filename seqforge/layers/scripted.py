@@ -15,13 +15,13 @@ TorchScript the twin hands the call to the original layer, so the user's eager m
 Zoneout and ``proj_size`` have no scripted loop and are refused with an error naming the option.
 """
 
-from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple  # noqa: UP035  (TorchScript reads these annotations)
 
 import torch
 from torch import Tensor, nn
 
+from seqforge.cells import functional as SF
 from seqforge.fused.export import KernelRunner
 from seqforge.layers.loop import LayerLoop
 
@@ -115,3 +115,82 @@ def scripted_twin(layer: Any) -> ScriptedLayer:
     """The twin ``torch.jit.script`` compiles in place of ``layer`` (see the module docstring)."""
     return ScriptedLSTM(layer) if layer.mode == "LSTM" else ScriptedSingleState(layer)
 
+
+
+class ScriptedCell(nn.Module):
+    """Scriptable twin of a built-in cell (same parameters): the step of :mod:`seqforge.cells.functional`."""
+
+    weights: List[Optional[Tensor]]  # noqa: UP006, UP045
+
+    def __init__(self, cell: Any) -> None:
+        super().__init__()
+        self.mode: str = cell.mode
+        self.name: str = type(cell).__name__
+        self.input_size: int = cell.input_size
+        self.output_size: int = cell.output_size
+        self.hidden_size: int = cell.hidden_size
+        self.relu: bool = cell.mode == "RNN_RELU"
+        for pname, param in cell.named_parameters():
+            self.register_parameter(pname, param)
+        self.weights = [*cell.weights(), getattr(cell, "weight_hr", None)]
+        self._eager = [cell]  # used outside TorchScript only
+
+    def check(self, input: Tensor) -> Tensor:
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{self.name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.size(-1) != self.input_size:
+            raise RuntimeError(f"{self.name}: input has {input.size(-1)} features, expected {self.input_size}")
+        return input.unsqueeze(0) if input.dim() == 1 else input
+
+    def state(self, hx: Optional[Tensor], x: Tensor, width: int, unbatched: bool) -> Tensor:  # noqa: UP045
+        if hx is None:
+            return torch.zeros([x.size(0), width], dtype=x.dtype, device=x.device)
+        h = hx.unsqueeze(0) if unbatched else hx
+        if h.shape != [x.size(0), width]:
+            raise RuntimeError(f"{self.name}: hx must have shape {[x.size(0), width]}, got {h.shape}")
+        return h
+
+    def gates(self, x: Tensor, h: Tensor) -> Tuple[Tensor, Tensor]:  # noqa: UP006
+        w = self.weights
+        w_ih, w_hh = w[0], w[1]
+        assert w_ih is not None and w_hh is not None
+        return SF.project(x, w_ih, w[2], w[4], w[5]), SF.project(h, w_hh, w[3], w[6], w[7])
+
+
+class ScriptedSingleStateCell(ScriptedCell):
+    """Twin of ``RNNCell``/``GRUCell``: ``forward(input, hx=None) -> h'``."""
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:  # noqa: UP045
+        if not torch.jit.is_scripting():
+            return self._eager[0](input, hx)
+        x = self.check(input)
+        h = self.state(hx, x, self.hidden_size, input.dim() == 1)
+        gi, gh = self.gates(x, h)
+        out = SF.gru_pointwise(gi, gh, h) if self.mode == "GRU" else SF.rnn_activation(gi + gh, self.relu)
+        return out.squeeze(0) if input.dim() == 1 else out
+
+
+class ScriptedLSTMCell(ScriptedCell):
+    """Twin of ``LSTMCell``: ``forward(input, hx=None) -> (h', c')``."""
+
+    def forward(
+        self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None  # noqa: UP006, UP045
+    ) -> Tuple[Tensor, Tensor]:  # noqa: UP006
+        if not torch.jit.is_scripting():
+            return self._eager[0](input, hx)
+        x = self.check(input)
+        unbatched = input.dim() == 1
+        h = self.state(None if hx is None else hx[0], x, self.output_size, unbatched)
+        c = self.state(None if hx is None else hx[1], x, self.hidden_size, unbatched)
+        gi, gh = self.gates(x, h)
+        w = self.weights
+        h, c = SF.lstm_pointwise(gi, gh, c, w[8], w[9])
+        w_hr = w[10]
+        if w_hr is not None:
+            h = torch.matmul(h, w_hr.t())
+        return (h.squeeze(0), c.squeeze(0)) if unbatched else (h, c)
+
+
+def scripted_cell(cell: Any) -> ScriptedCell:
+    """The twin ``torch.jit.script`` compiles in place of a built-in cell."""
+    return ScriptedLSTMCell(cell) if cell.mode == "LSTM" else ScriptedSingleStateCell(cell)
