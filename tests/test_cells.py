@@ -145,8 +145,11 @@ def test_cell_bad_input_names_the_problem(call, match):
 
 
 def test_cell_constructor_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="GRUCell: hidden_size must be a positive int, got 0"):
-        seqforge.GRUCell(3, 0)
+    # issue 12: hidden_size=0 is accepted as torch does (tests/test_torch_suite.py); negative sizes are refused
+    with pytest.raises(ValueError, match="GRUCell: hidden_size must be a non-negative int, got -1"):
+        seqforge.GRUCell(3, -1)
+    with pytest.raises(ValueError, match="GRUCell: input_size must be a positive int, got 0"):
+        seqforge.GRUCell(0, 3)
     with pytest.raises(ValueError, match="nonlinearity must be one of"):
         seqforge.RNNCell(3, 4, nonlinearity="sigmoid")
 

@@ -3,9 +3,12 @@
 A cell is an ``nn.Module`` built as ``cell(input_size, hidden_size, **options)`` with
 
 - an attribute ``hidden_size``;
+- optionally an attribute ``output_size``: the width of ``h_t`` when it differs from ``hidden_size`` (for
+  example an LSTM with projections, whose ``h`` is ``proj_size`` wide and ``c`` ``hidden_size``); it defaults
+  to ``hidden_size`` and is what :class:`seqforge.Recurrent` reports as output and feeds to the next layer;
 - ``init_state(batch_size, device=None, dtype=None)``: the zero state, a Tensor or a tuple of Tensors,
   each ``(B, ...)``;
-- ``forward(x_t, state) -> (h_t, new_state)`` with ``x_t (B, input_size)``, ``h_t (B, hidden_size)`` and
+- ``forward(x_t, state) -> (h_t, new_state)`` with ``x_t (B, input_size)``, ``h_t (B, output_size)`` and
   ``new_state`` shaped like ``state``.
 
 Cells whose ``forward`` must keep another signature (the ``torch.nn``-compatible built-ins: ``forward(input,
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +55,21 @@ PROBE_BATCH = 2
 
 class CellContractError(TypeError):
     """A cell does not follow the contract of :mod:`seqforge.cells.base`."""
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of the wrong shape for a cell or layer (input features, ``hx``): a ``ValueError`` here, and the
+    ``RuntimeError`` that ``torch.nn`` raises in the same case, so code written against torch still catches it."""
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a constructor option, the input's dtype): a ``TypeError`` here, and a
+    ``ValueError`` where ``torch.nn`` raises that instead (the input dtype of a layer)."""
+
+
+def output_size(cell: nn.Module) -> int:
+    """The width of a cell's ``h_t``: its ``output_size`` attribute if it has one, else its ``hidden_size``."""
+    return cast(int, getattr(cell, "output_size", getattr(cell, "hidden_size", None)))
 
 
 def cell_name(cell: Any) -> str:
@@ -144,7 +162,10 @@ def check_cell(cell: nn.Module, input_size: int, dtype: torch.dtype, device: tor
             if not isinstance(result, tuple) or len(result) != 2:
                 raise CellContractError(f"cell {name}: step must return (h_t, new_state), got {_describe(result)}")
             h, new = result
-            expected = (PROBE_BATCH, hidden)
+            width = output_size(cell)
+            if not isinstance(width, int) or isinstance(width, bool):
+                raise CellContractError(f"cell {name} has output_size={width!r}, expected an int")
+            expected = (PROBE_BATCH, width)
             if not isinstance(h, Tensor) or tuple(h.shape) != expected or h.dtype != dtype or h.device != device:
                 raise CellContractError(
                     f"cell {name}: h_t must be a Tensor{expected} of {dtype} on {device}, got {_describe(h)}"

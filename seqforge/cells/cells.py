@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from seqforge.cells import functional as SF
+from seqforge.cells.base import ArgumentTypeError, ShapeError
 
 _NONLINEARITIES = ("tanh", "relu")
 
@@ -60,28 +61,43 @@ class BuiltinCell(nn.Module):
         dtype: torch.dtype | None = None,
         *,
         forget_bias: float | None = None,
+        proj_size: int = 0,
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        for arg, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}: {arg} must be a positive int, got {value!r}")
+        # torch accepts hidden_size=0 for cells (not for layers): outputs are then (B, 0)
+        for arg, value, least in (("input_size", input_size, 1), ("hidden_size", hidden_size, 0),
+                                  ("proj_size", proj_size, 0)):  # fmt: skip
+            kind = "a positive" if least else "a non-negative"
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ArgumentTypeError(f"{name}: {arg} must be {kind} int, got {value!r}")
+            if value < least:
+                raise ValueError(f"{name}: {arg} must be {kind} int, got {value!r}")
         if forget_bias is not None and (self.mode != "LSTM" or not bias):
             raise ValueError(f"{name}: forget_bias needs an LSTM with bias=True, got forget_bias={forget_bias!r}")
+        if proj_size and (self.mode != "LSTM" or proj_size >= hidden_size):
+            raise ValueError(
+                f"{name}: proj_size needs an LSTM cell and must be smaller than hidden_size={hidden_size}, "
+                f"got proj_size={proj_size!r}"
+            )
         self.forget_bias = forget_bias
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.proj_size = proj_size
+        self.output_size = proj_size or hidden_size  # width of h (the cell contract's output_size)
         self.bias = bias
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         gates = self.num_gates * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size, **factory))
-        self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(gates, self.output_size, **factory))
         if bias:
             self.bias_ih = nn.Parameter(torch.empty(gates, **factory))
             self.bias_hh = nn.Parameter(torch.empty(gates, **factory))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
+        if proj_size:  # torch's name and place (after the biases): h = W_hr (o * tanh(c))
+            self.weight_hr = nn.Parameter(torch.empty(proj_size, hidden_size, **factory))
         if self.layer_norm:
             self.ln_ih_weight = nn.Parameter(torch.empty(gates, **factory))
             self.ln_ih_bias = nn.Parameter(torch.empty(gates, **factory))
@@ -96,7 +112,7 @@ class BuiltinCell(nn.Module):
         """``U(-1/sqrt(H), 1/sqrt(H))`` for weights and biases (as torch); layer-norm gains 1, biases 0. With
         ``forget_bias`` (LSTM) the forget-gate biases are then set so that ``bias_ih_f + bias_hh_f = forget_bias``
         (``bias_ih_f = forget_bias``, ``bias_hh_f = 0``; Jozefowicz et al., 2015 use 1)."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
         for pname, param in self.named_parameters():
             if pname.startswith("ln_"):
                 nn.init.ones_(param) if pname.endswith("_weight") else nn.init.zeros_(param)
@@ -108,8 +124,10 @@ class BuiltinCell(nn.Module):
                 self.bias_ih[hid : 2 * hid].fill_(self.forget_bias)
                 self.bias_hh[hid : 2 * hid].zero_()
 
-    def _zeros(self, batch_size: int | None, device: Any = None, dtype: torch.dtype | None = None) -> Tensor:
-        shape = (self.hidden_size,) if batch_size is None else (batch_size, self.hidden_size)
+    def _zeros(self, batch_size: int | None, device: Any = None, dtype: torch.dtype | None = None,
+               width: int | None = None) -> Tensor:  # fmt: skip
+        width = self.output_size if width is None else width
+        shape = (width,) if batch_size is None else (batch_size, width)
         return torch.zeros(shape, device=device or self.weight_hh.device, dtype=dtype or self.weight_hh.dtype)
 
     def init_state(
@@ -117,6 +135,12 @@ class BuiltinCell(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Zero state ``(batch_size, H)`` (``(H,)`` when ``batch_size`` is None); ``(h, c)`` for the LSTM."""
         return self._zeros(batch_size, device, dtype)
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles for this cell (see :mod:`seqforge.layers.scripted`)."""
+        from seqforge.layers.scripted import scripted_cell  # the layers import the cells
+
+        return scripted_cell(self)
 
     def weights(self) -> LayerWeights:
         """The parameters in torch's order (what the fused backends and ``cudnn`` consume)."""
@@ -127,7 +151,8 @@ class BuiltinCell(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
-        return s if self.bias else s + ", bias=False"
+        s += "" if self.bias else ", bias=False"
+        return s + (f", proj_size={self.proj_size}" if self.proj_size else "")
 
     def _check_input(self, input: Tensor) -> tuple[Tensor, bool]:
         """Validate ``input`` and return it as ``(B, I)`` plus whether it was unbatched."""
@@ -137,7 +162,7 @@ class BuiltinCell(nn.Module):
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if input.shape[-1] != self.input_size:
-            raise ValueError(f"{name}: input has {input.shape[-1]} features, expected input_size={self.input_size}")
+            raise ShapeError(f"{name}: input has {input.shape[-1]} features, expected input_size={self.input_size}")
         if input.dtype != self.weight_ih.dtype:
             raise TypeError(f"{name}: input dtype {input.dtype} does not match parameters {self.weight_ih.dtype}")
         if input.device != self.weight_ih.device:
@@ -145,16 +170,19 @@ class BuiltinCell(nn.Module):
         unbatched = input.dim() == 1
         return (input.unsqueeze(0) if unbatched else input), unbatched
 
-    def _check_state(self, state: Tensor | None, batch: int, unbatched: bool, what: str) -> Tensor:
-        """Validate one state tensor (or build zeros) and return it as ``(B, H)``."""
+    def _check_state(self, state: Tensor | None, batch: int, unbatched: bool, what: str,
+                     width: int | None = None) -> Tensor:  # fmt: skip
+        """Validate one state tensor (or build zeros) ``width`` (default ``output_size``) wide; return it as
+        ``(B, width)``."""
+        width = self.output_size if width is None else width
         if state is None:
-            return self._zeros(batch)
+            return self._zeros(batch, width=width)
         name = type(self).__name__
-        expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+        expected = (width,) if unbatched else (batch, width)
         if not isinstance(state, Tensor):
             raise TypeError(f"{name}: {what} must be a Tensor, got {type(state).__name__}")
         if tuple(state.shape) != expected:
-            raise ValueError(f"{name}: {what} must have shape {expected}, got {tuple(state.shape)}")
+            raise ShapeError(f"{name}: {what} must have shape {expected}, got {tuple(state.shape)}")
         if state.dtype != self.weight_hh.dtype or state.device != self.weight_hh.device:
             raise TypeError(
                 f"{name}: {what} is {state.dtype} on {state.device}, expected "
@@ -221,7 +249,7 @@ class RNNCell(BuiltinCell):
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity!r}"
+        return s if self.nonlinearity == "tanh" else s + f", nonlinearity={self.nonlinearity}"
 
 
 class LSTMCell(BuiltinCell):
@@ -231,8 +259,12 @@ class LSTMCell(BuiltinCell):
         i, f, g, o = \sigma, \sigma, \tanh, \sigma\;(W_{ih} x + b_{ih} + W_{hh} h + b_{hh}) \\
         c' = f \odot c + i \odot g, \qquad h' = o \odot \tanh(c')
 
-    Inputs: ``input (B, I)`` or ``(I,)``, ``hx = (h, c)`` each ``(B, H)`` or ``(H,)`` (zeros if omitted).
-    Outputs: ``(h', c')`` each ``(B, H)`` or ``(H,)``.
+    With ``proj_size=P > 0`` (as ``torch.nn.LSTM``'s projections, Sak et al., 2014) ``h' = W_{hr} (o \odot
+    \tanh(c'))`` with ``weight_hr (P, H)``: ``h`` is ``P`` wide (``output_size``), ``weight_hh`` is ``(4H, P)``.
+
+    Inputs: ``input (B, I)`` or ``(I,)``, ``hx = (h, c)``: ``h (B, P or H)``, ``c (B, H)`` (unbatched without
+    ``B``; zeros if omitted).
+    Outputs: ``(h', c')`` shaped as ``hx``.
 
     Example:
         >>> cell = LSTMCell(10, 20)
@@ -247,16 +279,18 @@ class LSTMCell(BuiltinCell):
     def init_state(
         self, batch_size: int | None = None, device: Any = None, dtype: torch.dtype | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Zero ``(h, c)``, each ``(batch_size, H)`` (``(H,)`` when ``batch_size`` is None)."""
-        return self._zeros(batch_size, device, dtype), self._zeros(batch_size, device, dtype)
+        """Zero ``(h (batch_size, output_size), c (batch_size, H))`` (without ``batch_size`` when it is None)."""
+        return self._zeros(batch_size, device, dtype), self._zeros(batch_size, device, dtype, self.hidden_size)
 
     def step(
         self, x_t: Tensor, state: tuple[Tensor, Tensor], recurrent_mask: Tensor | None = None
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Contract step: ``x_t (B, I)``, ``state = (h, c)`` each ``(B, H)`` -> ``(h', (h', c'))``."""
+        """Contract step: ``x_t (B, I)``, ``state = (h (B, output_size), c (B, H))`` -> ``(h', (h', c'))``."""
         gi, gh = self._gates(x_t, state[0], recurrent_mask)
         ln_cell = (self.ln_cell_weight, self.ln_cell_bias) if self.normalize_cell else (None, None)
         h, c = SF.lstm_pointwise(gi, gh, state[1], *ln_cell)
+        if self.proj_size:
+            h = torch.matmul(h, self.weight_hr.t())
         return h, (h, c)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -265,7 +299,7 @@ class LSTMCell(BuiltinCell):
             raise TypeError(f"{type(self).__name__}: hx must be a tuple (h, c), got {type(hx).__name__}")
         h0, c0 = (None, None) if hx is None else hx
         h = self._check_state(h0, x.shape[0], unbatched, "hx[0] (h)")
-        c = self._check_state(c0, x.shape[0], unbatched, "hx[1] (c)")
+        c = self._check_state(c0, x.shape[0], unbatched, "hx[1] (c)", self.hidden_size)
         h_next, c_next = self.step(x, (h, c))[1]
         if unbatched:
             return h_next.squeeze(0), c_next.squeeze(0)

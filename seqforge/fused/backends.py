@@ -55,8 +55,14 @@ def _reject(module: Any, backend: str, options: tuple[str, ...]) -> None:
 
 
 def check_script(module: Any) -> None:
-    """Zoneout is per-step state surgery the scripted loops lack; a non-built-in cell must script."""
+    """Zoneout is per-step state surgery the scripted loops lack, and the hand-written kernels have no LSTM
+    projection (``proj_size``); a non-built-in cell must script."""
     _reject(module, "script", ("zoneout",))
+    if any(getattr(cell, "proj_size", 0) for cell in module.cells):
+        raise ValueError(
+            f"{type(module).__name__}(backend='script'): proj_size is not supported by this backend; use "
+            f"backend='eager' or 'cudnn' (or 'auto', which picks a backend that supports it)"
+        )
     if not is_builtin(module):
         check_scriptable(module.cells[0])
 
@@ -148,6 +154,8 @@ def cudnn_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> 
     flat: list[Tensor] = []
     for cell in module.cells:
         flat.extend(p for p in cell.weights()[:4] if p is not None)  # w_ih, w_hh, b_ih, b_hh as torch orders them
+        if cell.proj_size:
+            flat.append(cell.weight_hr)  # torch's kernels see projections from h_0 being narrower than c_0
     mode = module.cells[0].mode
     fn = getattr(torch._VF, _VF_FN[mode])
     state: Any = hx if mode == "LSTM" else hx[0]

@@ -26,7 +26,17 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from seqforge.cells import cells as builtin
-from seqforge.cells.base import State, as_state, build_cell, cell_name, check_cell, state_tensors
+from seqforge.cells.base import (
+    ArgumentTypeError,
+    ShapeError,
+    State,
+    as_state,
+    build_cell,
+    cell_name,
+    check_cell,
+    output_size,
+    state_tensors,
+)
 from seqforge.cells.cells import LayerWeights
 from seqforge.fused.registry import Backend, get_backend, register_backend
 from seqforge.layers.loop import StepRunner, run_backend
@@ -43,8 +53,16 @@ class _RunnerCache(dict):
 
 
 def _check_positive_int(owner: str, arg: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ArgumentTypeError(f"{owner}: {arg} must be a positive int, got {value!r}")
+    if value <= 0:
         raise ValueError(f"{owner}: {arg} must be a positive int, got {value!r}")
+
+
+def _check_bool(owner: str, arg: str, value: Any) -> None:
+    """As strict as torch: ``0``, ``1`` or ``"True"`` are refused."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{owner}: {arg} must be a bool, got {value!r} ({type(value).__name__})")
 
 
 class Recurrent(nn.Module):
@@ -95,7 +113,8 @@ class Recurrent(nn.Module):
         name = type(self).__name__
         for arg, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             _check_positive_int(name, arg, value)
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout <= 1.0):
+        _check_bool(name, "batch_first", batch_first)
+        if isinstance(dropout, bool) or not (isinstance(dropout, (int, float)) and 0.0 <= dropout <= 1.0):
             raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
         rates: tuple[tuple[str, Any], ...] = (("recurrent_dropout", recurrent_dropout), ("zoneout", zoneout))
         for arg, value in rates:
@@ -115,9 +134,11 @@ class Recurrent(nn.Module):
         self.recurrent_dropout = float(recurrent_dropout)
         self.zoneout = float(zoneout)
         self.cell_name = cell_name(cell)
-        sizes = [input_size if k < self.num_directions else hidden_size * self.num_directions
+        first = build_cell(cell, input_size, hidden_size, **cell_kwargs)
+        self.output_size: int = output_size(first)  # width of h per direction (the cells' output_size)
+        sizes = [input_size if k < self.num_directions else self.output_size * self.num_directions
                  for k in range(num_layers * self.num_directions)]  # fmt: skip
-        self.cells = nn.ModuleList(build_cell(cell, size, hidden_size, **cell_kwargs) for size in sizes)
+        self.cells = nn.ModuleList([first, *(build_cell(cell, size, hidden_size, **cell_kwargs) for size in sizes[1:])])
         self.state_is_tensor = self._check_cells(sizes)
         self._loops = _RunnerCache()
         self.backend = backend
@@ -181,10 +202,13 @@ class Recurrent(nn.Module):
                 reaches nothing, in value or gradient.
 
         Returns:
-            ``(output, h_n)``: ``output`` is ``(T, B, D * H)`` (``(B, T, D * H)`` if ``batch_first``) and
+            ``(output, h_n)``: ``output`` is ``(T, B, D * H_out)`` (``(B, T, D * H_out)`` if ``batch_first``;
+            ``H_out`` is the cells' ``output_size``: ``hidden_size``, or ``proj_size`` for a projected LSTM) and
             ``h_n`` is shaped like ``hx`` and holds each sequence's state after its last valid step (for the
             reverse direction: after step 0).
         """
+        if torch.jit.is_tracing():
+            self._warn_traced()
         packed_input = input if isinstance(input, PackedSequence) else None
         if packed_input is not None:
             if lengths is not None:
@@ -207,6 +231,16 @@ class Recurrent(nn.Module):
         if packed_input is not None and lens is not None:
             result = _repack_like(output, lens, packed_input, self.batch_first)
         return result, as_state(final, self.state_is_tensor)
+
+    def _warn_traced(self) -> None:
+        """``torch.jit.trace`` records the loop over time for the example's number of steps only: say so."""
+        warnings.warn(
+            f"{type(self).__name__}: torch.jit.trace records the loop over time for exactly this input's number "
+            f"of steps; the traced module is wrong at any other length (use torch.jit.script, which keeps the "
+            f"loop, or torch.export)",
+            torch.jit.TracerWarning,
+            stacklevel=3,
+        )
 
     def step(self, x_t: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One time step of every layer (for decoders): ``x_t (B, I)`` -> ``(h_t (B, H), new_state)``.
@@ -231,12 +265,12 @@ class Recurrent(nn.Module):
         if input.dim() not in (2, 3):
             raise ValueError(f"{name}: Expected {what} to be 2D (unbatched) or 3D, got {input.dim()}D instead")
         if input.shape[-1] != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"{name}: {what} has {input.shape[-1]} features (last dim), expected input_size={self.input_size}"
             )
         ref = self._reference()
         if ref is not None and input.dtype != ref.dtype:
-            raise TypeError(f"{name}: {what} dtype {input.dtype} does not match parameter dtype {ref.dtype}")
+            raise ArgumentTypeError(f"{name}: {what} dtype {input.dtype} does not match parameter dtype {ref.dtype}")
         if ref is not None and input.device != ref.device:
             raise ValueError(f"{name}: {what} is on {input.device} but parameters are on {ref.device}")
         time_dim = 1 if (self.batch_first and input.dim() == 3) else 0
@@ -304,7 +338,7 @@ class Recurrent(nn.Module):
             if not isinstance(part, Tensor):
                 raise TypeError(f"{name}: {label} must be a Tensor, got {type(part).__name__}")
             if part.shape != expected:
-                raise ValueError(
+                raise ShapeError(
                     f"{name}: {label} must have shape {tuple(expected)} (num_layers * num_directions, batch, ...), "
                     f"got {tuple(part.shape)}"
                 )
@@ -345,6 +379,13 @@ class RecurrentBase(Recurrent):
 
     Subclasses fix ``mode`` and the cell classes; parameters, their init and checks live in the cells
     (:mod:`seqforge.cells.cells`), registered again here under torch's flat names.
+
+    The layers are *not* instances of ``torch.nn.RNNBase``/``torch.nn.LSTM``: inheriting would bring torch's
+    flat-weight machinery (``_flat_weights``, its ``_apply`` and ``__setstate__``) that these layers do not
+    use and that would act on parameters it does not own. Instead they carry what code written for torch's
+    layers reads: the same parameter names, ``all_weights``, ``mode``, ``proj_size``, a ``flatten_parameters``
+    no-op and torch's ``repr``. Code that dispatches on the type should test
+    ``isinstance(m, (torch.nn.RNNBase, seqforge.layers.RecurrentBase))``.
     """
 
     mode: str = ""
@@ -368,13 +409,21 @@ class RecurrentBase(Recurrent):
         cuda_graphs: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        proj_size: int = 0,
         **cell_options: Any,
     ) -> None:
+        name = type(self).__name__
+        _check_bool(name, "bias", bias)
+        if proj_size and self.mode != "LSTM":
+            raise ValueError(f"{name}: proj_size is only supported for LSTM, got proj_size={proj_size!r}")
+        if proj_size:  # checked by the cell (a non-negative int below hidden_size)
+            cell_options["proj_size"] = proj_size
         if forget_bias is not None:  # checked by the cell (an LSTM with bias=True)
             cell_options["forget_bias"] = forget_bias
         self.layer_norm = layer_norm
         self.bias = bias
         self.forget_bias = forget_bias
+        self.proj_size = proj_size
         self.cuda_graphs = cuda_graphs
         cell = self.cell_classes[1 if layer_norm else 0]
         super().__init__(
@@ -421,11 +470,26 @@ class RecurrentBase(Recurrent):
         """The parameters of ``layer`` (0-based) and ``direction`` (0 forward, 1 reverse)."""
         return cast(builtin.BuiltinCell, self.cells[layer * self.num_directions + direction]).weights()
 
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """The parameters per layer and direction (``layer * D + direction``), each list in torch's order."""
+        return [list(cell.parameters()) for cell in self.cells]
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """What ``torch.jit.script`` compiles for this layer (see :mod:`seqforge.layers.scripted`)."""
+        from seqforge.layers.scripted import scripted_twin  # the twin builds on seqforge.fused (imports layers)
+
+        return scripted_twin(self)
+
     def flatten_parameters(self) -> None:
         """No-op kept for code written against ``torch.nn.RNNBase`` (parameters are never flattened here)."""
 
+    def __repr__(self) -> str:
+        """torch's ``repr`` (the cells are an implementation detail): ``LSTM(8, 16, num_layers=2)``."""
+        return f"{type(self).__name__}({self.extra_repr()})"
+
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
+        s = f"{self.input_size}, {self.hidden_size}" + (f", proj_size={self.proj_size}" if self.proj_size else "")
         defaults = {
             "num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0, "bidirectional": False,
             "layer_norm": False, "recurrent_dropout": 0.0, "zoneout": 0.0, "forget_bias": None,
@@ -491,6 +555,11 @@ class LSTM(RecurrentBase):
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as ``torch.nn.LSTM``
             (``dropout`` acts on the outputs of every layer but the last, in training).
+        proj_size: if ``> 0``, an LSTM with projections exactly as ``torch.nn.LSTM``: ``h_t = W_{hr}(o_t \odot
+            \tanh(c_t))`` with ``weight_hr_l{k}[_reverse] (proj_size, hidden_size)``; ``h`` (outputs and
+            ``h_0/h_n``, ``(L*D, B, proj_size)``) is ``proj_size`` wide, ``c`` stays ``hidden_size``; the
+            output is ``D * proj_size`` wide. Runs on ``eager``, ``compile`` and ``cudnn``; ``script`` refuses it
+            and ``auto`` picks ``cudnn``.
         layer_norm: normalize the gate pre-activations and the cell state (see :class:`LayerNormLSTMCell`);
             adds ``ln_{ih,hh,cell}_{weight,bias}_l{k}[_reverse]`` parameters.
         recurrent_dropout: variational dropout on ``h_{t-1}`` before ``W_hh`` (Gal & Ghahramani, 2016): one
