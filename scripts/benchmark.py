@@ -273,11 +273,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"warm-up {meta['warmup']}, command: `{meta['command']}`",
         "",
         "fwd+bwd is a training step; ratios compare fwd+bwd (forward alone for inference sizes) with the same",
-        "",
         "configuration's eager backend, torch.nn reference (for ln_lstm: torch.nn's plain LSTM, `torch.nn-plain`)",
         "and fastrnns-style reference (ln_lstm only). Load average (1 min) before / after: "
         f"{meta['load_before']} / {meta['load_after']}.",
-        *([f"Note: {meta['note']}"] if meta.get("note") else []),
+        *(["", f"Note: {meta['note']}"] if meta.get("note") else []),
         "",
         "| cell | T | B | I=H | precision | backend | forward | backward | fwd+bwd | vs eager | vs torch.nn "
         "| vs fastrnns |",
