@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The first thing a session lent a GPU runs (under 8 minutes: at most 200 s for the tests, 260 s for the
-# benchmark): the CUDA tests (CUDA-graph parity, fusion groups found on CUDA), then the benchmark at the GPU sizes of the fused backends' targets
-# (T=100 B=64 I=H=512 fp32 with TF32 off, B=1 inference, LayerNorm-LSTM against eager), written to
+# benchmark): the CUDA tests (CUDA-graph parity, fusion groups found on CUDA), then the benchmark at the
+# GPU sizes of the fused backends' targets (T=100 B=64 I=H=512 fp32 with TF32 off, B=1 inference,
+# LayerNorm-LSTM against eager), written to
 # benchmarks/results/<device>.json/.md with the test summary in the report's meta ("note").
 #
 #   bash scripts/gpu_check.sh                              # on the GPU machine
