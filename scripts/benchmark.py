@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import re
 import statistics
@@ -65,17 +66,57 @@ class UserLSTMCell(torch.nn.Module):
         return h, (h, c)
 
 
+class FastrnnsLNLSTMCell(torch.nn.Module):
+    """A layer-norm LSTM cell as fastrnns writes one (``LN_ih(x W_ih^T) + LN_hh(h W_hh^T)``, cell layer norm),
+    scripted; the reference design the fused LayerNorm-LSTM is compared with."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.weight_ih = torch.nn.Parameter(torch.randn(4 * hidden_size, input_size) / hidden_size**0.5)
+        self.weight_hh = torch.nn.Parameter(torch.randn(4 * hidden_size, hidden_size) / hidden_size**0.5)
+        self.ln_ih = torch.nn.LayerNorm(4 * hidden_size)
+        self.ln_hh = torch.nn.LayerNorm(4 * hidden_size)
+        self.ln_c = torch.nn.LayerNorm(hidden_size)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gates = self.ln_ih(torch.mm(x, self.weight_ih.t())) + self.ln_hh(torch.mm(h, self.weight_hh.t()))
+        i, f, g, o = gates.chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(self.ln_c(c)), c
+
+
+class FastrnnsLNLSTM(torch.nn.Module):
+    """The fastrnns-style design: the scripted cell called step by step from a scripted loop (autograd by
+    TorchScript). ``x (T, B, I) -> (h_all (T, B, H), (h_T, c_T))``."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.cell = torch.jit.script(FastrnnsLNLSTMCell(input_size, hidden_size))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        h = torch.zeros(x.size(1), self.cell.hidden_size, dtype=x.dtype, device=x.device)
+        c = torch.zeros_like(h)
+        outputs: list[torch.Tensor] = []
+        for t in range(x.size(0)):
+            h, c = self.cell(x[t], h, c)
+            outputs.append(h)
+        return torch.stack(outputs), (h, c)
+
+
 # (T, B, I=H, inference_only)
 CUDA_SIZES = [(100, 64, 512, False), (100, 1, 256, True), (100, 256, 1024, False), (1000, 16, 768, False)]
-CPU_SIZES = [(32, 16, 64, False), (32, 1, 64, True), (64, 32, 128, False)]
+CPU_SIZES = [(100, 32, 256, False), (50, 64, 128, False), (32, 1, 64, True)]
 BUILTIN_CELLS = {
     "lstm": (seqforge.LSTM, {}), "gru": (seqforge.GRU, {}), "ln_lstm": (seqforge.LSTM, {"layer_norm": True})
 }  # fmt: skip
 CELLS: dict[str, tuple[Any, dict[str, Any]]] = {
     **BUILTIN_CELLS, "user_lstm": (functools.partial(seqforge.Recurrent, UserLSTMCell), {})
 }
-# "torch.nn" is the reference torch.nn.LSTM/GRU itself (flattened cuDNN weights), not a seqforge backend.
-BACKENDS = ["eager", "script", "compile", "cudnn", "torch.nn"]
+# "torch.nn" is the reference torch.nn.LSTM/GRU itself (flattened cuDNN weights), not a seqforge backend; for
+# ln_lstm (torch has no layer-norm kernel) the row "torch.nn-plain" is torch.nn's plain LSTM of the same size,
+# timed in the same interleaved group, and "fastrnns" the scripted-cell-in-a-scripted-loop reference.
+BACKENDS = ["eager", "script", "compile", "cudnn", "torch.nn", "fastrnns"]
 TORCH_NN = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
 
@@ -84,6 +125,10 @@ def build_layer(cell: str, backend: str, hidden: int, device: str) -> torch.nn.M
     cls, opts = CELLS[cell]
     if backend == "torch.nn":
         return TORCH_NN[cell](hidden, hidden).to(device) if cell in TORCH_NN else None
+    if backend == "torch.nn-plain":
+        return torch.nn.LSTM(hidden, hidden).to(device) if cell == "ln_lstm" else None
+    if backend == "fastrnns":
+        return torch.jit.script(FastrnnsLNLSTM(hidden, hidden)).to(device) if cell == "ln_lstm" else None
     try:
         return cls(hidden, hidden, backend=backend, **opts).to(device)
     except ValueError:
@@ -100,6 +145,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is robust on a shared machine)")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--note", default="", help="a line recorded in the report (e.g. the CUDA test summary)")
     return p.parse_args()
 
 
@@ -175,7 +221,7 @@ def time_backends(cell: str, size: tuple[int, int, int, bool], device: str, prec
     steps, batch, hidden, inference = size
     x = torch.randn(steps, batch, hidden, device=device)
     cases: dict[str, Case] = {}
-    for backend in args.backends:
+    for backend in [*args.backends, *(["torch.nn-plain"] if "torch.nn" in args.backends else [])]:
         layer = build_layer(cell, backend, hidden, device)
         if layer is None:
             continue
@@ -227,10 +273,14 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"warm-up {meta['warmup']}, command: `{meta['command']}`",
         "",
         "fwd+bwd is a training step; ratios compare fwd+bwd (forward alone for inference sizes) with the same",
-        "configuration's eager backend and torch.nn reference.",
+        "configuration's eager backend, torch.nn reference (for ln_lstm: torch.nn's plain LSTM, `torch.nn-plain`)",
+        "and fastrnns-style reference (ln_lstm only). Load average (1 min) before / after: "
+        f"{meta['load_before']} / {meta['load_after']}.",
+        *(["", f"Note: {meta['note']}"] if meta.get("note") else []),
         "",
-        "| cell | T | B | I=H | precision | backend | forward | backward | fwd+bwd | vs eager | vs torch.nn |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | T | B | I=H | precision | backend | forward | backward | fwd+bwd | vs eager | vs torch.nn "
+        "| vs fastrnns |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["timings"]:
 
@@ -240,14 +290,16 @@ def to_markdown(report: dict[str, Any]) -> str:
                         None)  # fmt: skip
 
         key = "both" if "both" in row else "forward"
-        ratios = [f"{row[key] / ref[key]:.2f}x" if ref else "-" for ref in map(same_config, ("eager", "torch.nn"))]
+        torch_ref = "torch.nn-plain" if row["cell"] == "ln_lstm" else "torch.nn"
+        refs = map(same_config, ("eager", torch_ref, "fastrnns"))
+        ratios = [f"{row[key] / ref[key]:.2f}x" if ref else "-" for ref in refs]
 
         def fmt(name: str, r: dict[str, Any] = row) -> str:
             return f"{r[name]:.2f}" if name in r else "-"
 
         lines.append(
             f"| {row['cell']} | {row['T']} | {row['B']} | {row['H']} | {row['precision']} | {row['backend']} | "
-            f"{fmt('forward')} | {fmt('backward')} | {fmt('both')} | {ratios[0]} | {ratios[1]} |"
+            f"{fmt('forward')} | {fmt('backward')} | {fmt('both')} | {ratios[0]} | {ratios[1]} | {ratios[2]} |"
         )
     lines += ["", f"## Parity (float64, lengths, 2 bidirectional layers, vs eager; tol {PARITY_TOL:.0e})", ""]
     lines += ["| backend | cell | max abs diff | pass |", "|---|---|---|---|"]
@@ -270,6 +322,7 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     precisions = ["fp32", "bf16"] if args.device == "cuda" else ["fp32"]
+    load_before = round(os.getloadavg()[0], 2)
     timings = []
     for size in parse_sizes(args.sizes, args.device):
         for cell in args.cells:
@@ -293,6 +346,10 @@ def main() -> None:
             "runs": args.runs,
             "warmup": args.warmup,
             "command": "python " + " ".join(sys.argv),
+            "load_before": load_before,
+            "load_after": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count(),
+            "note": args.note,
         },
         "timings": timings,
         "parity": parity_checks(args.device, args.backends),

@@ -332,3 +332,59 @@ def test_cuda_graphs_match_eager(cell: str):
 def test_fusion_happens_on_cuda():
     report = loop_fusion_report("LSTM", batch=8, hidden=64, steps=5, device="cuda")
     assert report["fused"], report
+
+
+def _ran_torch_lstm_kernel(layer, x, lengths=None) -> bool:
+    with torch.profiler.profile() as prof:
+        out, _ = layer(x, lengths=lengths) if lengths is not None else layer(x)
+        out.sum().backward()
+    return any(e.key == "aten::lstm" for e in prof.key_averages())
+
+
+def test_script_cpu_plain_lstm_runs_torch_kernel_exactly():
+    """The CPU fast path: a plain LSTM direction without lengths runs torch's own LSTM kernel (forward,
+    backward and double backward exact against eager); lengths, layer norm or recurrent dropout keep the
+    hand-written loops."""
+    fast, eager = make_layer("lstm", "script"), make_layer("lstm", "eager")  # 2 bidirectional layers
+    x, lengths, hx = parity_inputs(fast)
+    assert _ran_torch_lstm_kernel(fast, x)
+    assert not _ran_torch_lstm_kernel(fast, x, lengths)
+    assert not _ran_torch_lstm_kernel(make_layer("lstm", "script", layer_norm=True), x)
+    assert_close(outputs_and_grads(fast, x, None, hx), outputs_and_grads(eager, x, None, hx))
+    xg = x.clone().requires_grad_()
+    second = []
+    for layer in (fast, eager):
+        (g,) = torch.autograd.grad(layer(xg)[0].pow(2).sum(), xg, create_graph=True)
+        second.append(list(torch.autograd.grad(g.pow(2).sum(), list(layer.parameters()))))
+    assert_close(second[0], second[1])
+
+
+def test_auto_measures_and_caches_when_enabled(monkeypatch: pytest.MonkeyPatch):
+    """With SEQFORGE_AUTO_MEASURE=1 ``auto`` times the eligible backends once per shape bucket and runs one
+    of them (which one wins is the machine's business); gradients and the random stream are untouched."""
+    from seqforge.fused import backends
+
+    monkeypatch.setenv(backends.MEASURE_ENV, "1")
+    layer = seqforge.GRU(3, 5, backend="auto", recurrent_dropout=0.2)  # script or eager are eligible
+    names = backends.eligible_backends(layer)
+    assert names == ["script", "eager"]
+    x = torch.randn(7, 2, 3)
+    torch.manual_seed(1)
+    layer(x)
+    expected_next = torch.rand(3)
+    torch.manual_seed(1)
+    out, _ = layer(x)
+    assert torch.equal(torch.rand(3), expected_next)  # measuring drew nothing from the user's random stream
+    assert set(layer.backend_timings) == set(names) and layer.backend_used in names
+    assert layer.backend_reason.startswith("measured") and all(p.grad is None for p in layer.parameters())
+    key = (*backends.measure_key(layer, torch.randn(8, 2, 3), None), tuple(names))  # T=8: same bucket as 7
+    assert backends._MEASURED[key][0] == layer.backend_used
+    timings = dict(layer.backend_timings)
+    layer(torch.randn(8, 2, 3))  # cached: no new measurement
+    assert layer.backend_timings == timings
+    monkeypatch.setenv(backends.MEASURE_ENV, "0")
+    layer(x)
+    assert layer.backend_used == "script" and not layer.backend_reason.startswith("measured")  # the rule
+    monkeypatch.setenv(backends.MEASURE_ENV, "yes")
+    with pytest.raises(ValueError, match=r"SEQFORGE_AUTO_MEASURE: expected '0' or '1', got 'yes'"):
+        layer(x)

@@ -13,13 +13,21 @@ whole stack):
   parameters: cuDNN on CUDA, torch's native kernel on CPU; ``lengths`` go through ``pack_padded_sequence``.
 - ``auto``: chooses per cell and options (:func:`choose_backend`); the choice is stored in
   ``module.backend_used``, the reason in ``module.backend_reason``, and logged (``logging.INFO``) when it
-  changes.
+  changes. With ``SEQFORGE_AUTO_MEASURE=1`` it measures instead: on the first call for a (cell, options,
+  shape bucket, device, dtype, grad mode) it times the eligible backends on that call's input
+  (:func:`measure_backends`) and runs the fastest from then on (cached in memory for the process); the
+  timings go to ``module.backend_timings``. Measuring is off by default: the winner can differ between runs
+  on a loaded machine, and another backend rounds float32 differently, so bitwise reproducibility and
+  exact resume need the fixed rule.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import statistics
+import time
 import weakref
 from typing import Any
 
@@ -30,7 +38,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from seqforge.cells.base import cell_name
 from seqforge.cells.cells import BuiltinCell
 from seqforge.fused import kernels
-from seqforge.fused.function import fused_recurrence
+from seqforge.fused.function import fused_recurrence, native_lstm_direction, native_lstm_eligible
 from seqforge.fused.generic import check_scriptable, script_cell_loop
 from seqforge.fused.registry import Backend, State, get_backend
 from seqforge.layers.loop import StepRunner, contract_step, run_backend
@@ -94,6 +102,8 @@ class FusedRunner(nn.Module):
         w = list(self.cell.weights())
         mode = self.cell.mode
         assert w[1] is not None  # w_hh
+        if native_lstm_eligible(x, w, mode, mask, lengths):
+            return native_lstm_direction(x, w, state[0], state[1])
         gi, b_hh, ln_hh_b = kernels.direction_inputs(x, w, mode)
         c0 = state[1] if mode == "LSTM" else None
         owner = self._owner()
@@ -205,9 +215,102 @@ def choose_backend(module: Any) -> str:
     return choose(module)[0]
 
 
-def _record_choice(module: Any) -> str:
-    """Choose for ``module``, store the choice in ``module.backend_used`` and log it when it changes."""
-    name, reason = choose(module)
+MEASURE_ENV = "SEQFORGE_AUTO_MEASURE"
+MEASURE_CANDIDATES = ("cudnn", "script", "eager")  # compile is left out: it compiles for tens of seconds
+MEASURE_CALLS = 3  # timed calls per candidate after one warm-up call (median kept)
+_MEASURED: dict[tuple[Any, ...], tuple[str, dict[str, float]]] = {}
+
+
+def measuring_enabled() -> bool:
+    """Whether ``auto`` measures (``SEQFORGE_AUTO_MEASURE=1``); off by default, see the module docstring."""
+    value = os.environ.get(MEASURE_ENV, "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"{MEASURE_ENV}: expected '0' or '1', got {value!r}")
+    return value == "1"
+
+
+def eligible_backends(module: Any) -> list[str]:
+    """The backends ``auto`` may measure for ``module``: those of :data:`MEASURE_CANDIDATES` whose check
+    passes and, for a non-built-in cell, only what the rule allows besides ``eager``."""
+    if not is_builtin(module):
+        return sorted({choose(module)[0], "eager"}, key=MEASURE_CANDIDATES.index)
+    names = []
+    for name in MEASURE_CANDIDATES:
+        try:
+            get_backend(name).check(module)
+        except ValueError:
+            continue
+        names.append(name)
+    return names
+
+
+def _bucket(n: int) -> int:
+    """The power of two at or above ``n`` (shapes in one bucket share a measurement)."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def measure_key(module: Any, x: Tensor, lengths: Tensor | None) -> tuple[Any, ...]:
+    """(cell, options, shape bucket, device, dtype, grad mode) a measurement is cached under."""
+    options = tuple(getattr(module, k, None) for k in ("num_layers", "bidirectional", "layer_norm", "dropout",
+                                                        "recurrent_dropout", "zoneout", "training"))  # fmt: skip
+    shape = (_bucket(x.shape[0]), _bucket(x.shape[1]), x.shape[2], module.hidden_size, lengths is not None)
+    grad = torch.is_grad_enabled() and any(p.requires_grad for p in module.parameters())
+    return (type(module.cells[0]).__qualname__, options, shape, x.device.type, x.dtype, grad)
+
+
+def measure_backends(module: Any, x: Tensor, hx: State, lengths: Tensor | None, names: list[str]
+                     ) -> dict[str, float]:  # fmt: skip
+    """Median ms of each of ``names`` on this input: a forward, plus the gradient of the parameters when grad
+    mode is on (by ``torch.autograd.grad``: nothing accumulates in ``.grad``). Calls alternate between the
+    backends; the random state is restored afterwards, so dropout masks drawn later are unchanged."""
+    x, hx = x.detach(), tuple(h.detach() for h in hx)
+    params = [p for p in module.parameters() if p.requires_grad] if torch.is_grad_enabled() else []
+    cuda = x.device.type == "cuda"
+
+    def call(name: str) -> None:
+        out, _ = get_backend(name).forward(module, x, hx, lengths)
+        if params:
+            torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+        if cuda:
+            torch.cuda.synchronize()
+
+    times: dict[str, list[float]] = {name: [] for name in names}
+    with torch.random.fork_rng(devices=[x.device] if cuda else []):
+        for name in names:
+            call(name)  # warm-up: TorchScript profiling runs, CUDA graph capture, allocator
+        for _ in range(MEASURE_CALLS):
+            for name in names:
+                start = time.perf_counter()
+                call(name)
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _measured_choice(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[str, str] | None:
+    """The measured ``(backend, reason)`` (cached per :func:`measure_key`), or None where nothing is to
+    measure (one eligible backend, or inside tracing, compiling or CUDA-graph capture)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return None
+    if x.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return None
+    names = eligible_backends(module)
+    if len(names) < 2:
+        return None
+    key = (*measure_key(module, x, lengths), tuple(names))
+    if key not in _MEASURED:
+        timings = measure_backends(module, x, hx, lengths, names)
+        _MEASURED[key] = (min(timings, key=timings.__getitem__), timings)
+    name, timings = _MEASURED[key]
+    module.backend_timings = dict(timings)
+    listed = ", ".join(f"{n} {ms:.2f} ms" for n, ms in timings.items())
+    return name, f"measured (median of {MEASURE_CALLS} calls): {listed}"
+
+
+def _record_choice(module: Any, inputs: tuple[Tensor, State, Tensor | None] | None = None) -> str:
+    """Choose for ``module`` (measuring on ``inputs`` when enabled), store the choice in
+    ``module.backend_used`` and log it when it changes."""
+    measured = _measured_choice(module, *inputs) if inputs is not None and measuring_enabled() else None
+    name, reason = measured if measured is not None else choose(module)
     module.backend_reason = reason
     if module.backend_used != name:
         log.info("%s(backend='auto') runs backend %r", type(module).__name__, name)
@@ -216,8 +319,9 @@ def _record_choice(module: Any) -> str:
 
 
 def auto_forward(module: Any, x: Tensor, hx: State, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """Run the backend :func:`choose_backend` picks (re-chosen if the options changed since construction)."""
-    return get_backend(_record_choice(module)).forward(module, x, hx, lengths)
+    """Run the backend :func:`choose_backend` picks, or with measuring on the measured fastest (re-chosen if
+    the options changed since construction)."""
+    return get_backend(_record_choice(module, (x, hx, lengths))).forward(module, x, hx, lengths)
 
 
 def _check_auto(module: Any) -> None:

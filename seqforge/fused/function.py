@@ -136,6 +136,30 @@ def _differentiable_backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None) ->
     return (None, None, *result)
 
 
+def native_lstm_eligible(
+    x: Tensor, weights: list[Tensor | None], mode: str, mask: Tensor | None, lengths: Tensor | None
+) -> bool:
+    """Whether one direction can run as torch's own single-layer LSTM kernel (the CPU fast path).
+
+    On CPU torch runs a plain float32 LSTM as one oneDNN kernel for the whole sequence (projection, recurrent
+    GEMMs and gates fused, weights packed once), which per-step ATen calls cannot approach on this build
+    (``benchmarks/SPEED.md``). Eligible: CPU, LSTM, no layer norm, no recurrent-dropout mask, no ``lengths``
+    (the loops' per-step cell states are needed then), autocast off (the loops' dtype rule is kept).
+    """
+    return (x.device.type == "cpu" and mode == "LSTM" and mask is None and lengths is None
+            and all(w is None for w in weights[4:]) and not torch.is_autocast_enabled("cpu"))  # fmt: skip
+
+
+def native_lstm_direction(x: Tensor, weights: list[Tensor | None], h0: Tensor, c0: Tensor
+                          ) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+    """``(h_all (T, B, H), [h_T, c_T])`` of one LSTM direction from ``x (T, B, I)`` through ``torch._VF.lstm``
+    (torch's forward and backward, double backward included; same math and gate order as the loops)."""
+    flat = [w for w in weights[:4] if w is not None]
+    out, h_n, c_n = torch._VF.lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)), flat, len(flat) == 4, 1, 0.0, False,
+                                   False, False)  # fmt: skip
+    return out, [h_n[0], c_n[0]]
+
+
 def fused_recurrence(
     mode: str,
     gi: Tensor,
