@@ -136,7 +136,9 @@ class Forecaster(nn.Module):
         """``(B, horizon)``: for step ``k`` the target series' value ``season`` steps before it."""
         assert self.season is not None
         lengths = self._lengths(history, lengths)
-        if int(lengths.min()) < self.season:
+        if torch.compiler.is_exporting():  # values unknown while tracing: checked when the program runs
+            torch._assert_async((lengths >= self.season).all(), f"season={self.season} needs longer windows")
+        elif int(lengths.min()) < self.season:
             raise ValueError(f"{type(self).__name__}: season={self.season} needs windows of at least {self.season} "
                              f"valid steps, got a window of {int(lengths.min())}")
         k = torch.arange(self.horizon, device=history.device) % self.season  # (H,)
