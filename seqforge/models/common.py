@@ -134,6 +134,22 @@ class SequenceEncoder(nn.Module):
         outputs, state = self.rnn(inputs, lengths=lengths)
         return self.dropout(outputs), state
 
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for :meth:`step`, shaped as the recurrent layer's ``h_n`` (or ``(h_n, c_n)``)."""
+        ref = next(self.rnn.parameters())
+        return self.rnn.init_state(batch_size, device=ref.device, dtype=ref.dtype)
+
+    def step(self, x_t: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """One time step (streaming): ``x_t`` ``(B,)`` ids or ``(B, input_size)`` -> ``(output (B, H), state)``,
+        the same as :meth:`forward` over the steps fed so far. Unidirectional encoders only."""
+        if self.bidirectional:
+            raise ValueError(f"{self.owner}: step() streams one direction; this model is bidirectional "
+                             "(bidirectional=True reads the future): train it with bidirectional=false")
+        self.check_input(x_t.unsqueeze(1), None)
+        inputs = self.dropout(self.embedding(x_t)) if self.embedding is not None else x_t
+        out, state = self.rnn.step(inputs, state)
+        return self.dropout(out), state
+
     def summary(self, state: State) -> Tensor:
         """``(B, D*H)``: the top layer's final hidden state (both directions) from the ``state`` it returned."""
         h_n = state[0] if isinstance(state, tuple) else state
