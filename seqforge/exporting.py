@@ -176,11 +176,13 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
     try:
         _write(graph, example, out, format)
     except Exception as err:  # tracing errors come from deep inside torch; say what to change
-        raise ValueError(
-            f"export: format={format!r} could not trace {type(net).__name__} with cells {_cells(net)} "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); the built-in cells "
-            f"(lstm, gru, rnn, layer_norm) export with every option; for format='torchscript' try 'pt2' or 'onnx'"
-        ) from err
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        if format == "torchscript":
+            hint = "torch.jit.script cannot compile this model; use format='pt2' or format='onnx'"
+        else:
+            hint = (f"its cells are {_cells(net)}; the built-in cells (lstm, gru, rnn, with layer_norm, dropout, "
+                    "zoneout) and every backend export (the layers export through their eager loop)")
+        raise ValueError(f"export: format={format!r} could not export {type(net).__name__} ({reason}); {hint}") from err
     meta = _metadata(net, datamodule, task_or_net, format, out)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out

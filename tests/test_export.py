@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import seqforge
 from seqforge.checkpoint import load_from_checkpoint
 from seqforge.exporting import EXAMPLE_STEPS, ExportGraph, example_inputs, export_from_config
-from seqforge.models import Seq2Seq
+from seqforge.models import Seq2Seq, SequenceClassifier
 from seqforge.train import train
 from seqforge.utils.config import ConfigError, compose_config
 
@@ -224,3 +224,17 @@ def test_export_script_writes_the_graph_and_names_bad_keys(checkpoints, tmp_path
         export_from_config(compose_config("export", [f"ckpt_path={ckpt}", f"output={tmp_path}/no/m.onnx"]))
     with pytest.raises(ConfigError, match=r"config 'output'"):
         export_from_config(compose_config("export", [f"ckpt_path={ckpt}"]))
+
+
+def test_torchscript_format_loads_with_the_same_numbers_or_says_what_to_use(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = SequenceClassifier(num_classes=3, input_size=2, hidden_size=4).eval()
+    try:
+        path = seqforge.export(net, tmp_path / "net.ts", format="torchscript")
+    except ValueError as err:  # whole models do not script yet (issue 12.2)
+        assert "format='torchscript' could not export SequenceClassifier" in str(err)
+        assert "use format='pt2' or format='onnx'" in str(err)
+        assert not (tmp_path / "net.json").exists()
+        return
+    x, lengths = example_inputs(net, batch=4, steps=9, seed=5)
+    torch.testing.assert_close(torch.jit.load(str(path))(x, lengths), net(x, lengths), atol=TOL, rtol=0)
