@@ -94,6 +94,18 @@ def test_predict_reads_a_series_csv(tmp_path: Path) -> None:
 
 # The README's "Predict" block, pasted after `python scripts/train.py +experiment=ucr_gru` (here with
 # debug=fdr so that it takes seconds): the newest run's last.ckpt, a JapaneseVowels test file and one series.
+# The README's Python example (the main job's classifier on the JapaneseVowels test file).
+README_PYTHON = """\
+import glob
+import seqforge
+from seqforge.data.base import package_data_path
+from seqforge.data.ucr import read_ts
+from seqforge.predict import predict
+task = seqforge.load_from_checkpoint(sorted(glob.glob("logs/ucr_gru/runs/*/checkpoints/last.ckpt"))[-1])
+series, labels = read_ts(package_data_path("sktime", "datasets", "data", "JapaneseVowels", "JapaneseVowels_TEST.ts"))
+speakers = predict(task, series, batch_size=64)   # one speaker label per sequence, e.g. '3'
+print(sum(s == y for s, y in zip(speakers, labels)) / len(labels))   # test accuracy, about 0.98
+"""
 README_PREDICT = [
     'CKPT=$(ls -d logs/ucr_gru/runs/*/ | tail -1)checkpoints/last.ckpt',
     'python scripts/predict.py ckpt_path=$CKPT input_file=$(python -c "from seqforge.data.base import '
@@ -101,6 +113,7 @@ README_PREDICT = [
     'output_file=speakers.txt',
     "python scripts/predict.py ckpt_path=$CKPT "
     "'input=\"1.2,-0.3,0.5,0.1,-0.2,0.3,0.0,0.1,-0.1,0.2,0.0,0.1;1.1,-0.2,0.4,0.2,-0.3,0.2,0.1,0.0,-0.2,0.1,0.1,0.0\"'",
+    "python - <<'EOF'\n" + README_PYTHON + "EOF",
 ]
 
 
@@ -117,4 +130,5 @@ def test_readme_predict_commands_work_when_pasted_after_the_main_job(tmp_path: P
     assert result.returncode == 0, result.stderr[-3000:]
     speakers = (tmp_path / "speakers.txt").read_text().splitlines()
     assert len(speakers) == 370 and set(speakers) <= {str(k) for k in range(1, 10)}
-    assert result.stdout.strip().splitlines()[-1] in {str(k) for k in range(1, 10)}
+    *_, label, accuracy = result.stdout.strip().splitlines()
+    assert label in {str(k) for k in range(1, 10)} and 0.0 <= float(accuracy) <= 1.0
