@@ -30,6 +30,10 @@ def __getattr__(name: str) -> Any:
         from seqforge.checkpoint import load_from_checkpoint
 
         return load_from_checkpoint
+    if name == "export":  # the module is seqforge.exporting, so that this name stays the function
+        from seqforge.exporting import export
+
+        return export
     raise AttributeError(f"module 'seqforge' has no attribute {name!r}")
 
 
@@ -50,6 +54,7 @@ __all__ = [
     "Recurrent",
     "__version__",
     "detach_state",
+    "export",
     "load_from_checkpoint",
     "make_recurrent",
 ]

@@ -113,19 +113,40 @@ class StepRunner(nn.Module):
         if mask is None and zoneout == 0.0 and hasattr(self.cell, "forward_sequence"):
             h_all, final = self.cell.forward_sequence(x, as_state(current, self.is_tensor), valid)
             return h_all, list(state_tensors(final))
+        if torch.compiler.is_exporting():  # torch.export / ONNX: one scan over a dynamic number of steps
+            return self._scan(x, current, valid, mask, training, zoneout)
         outputs = []
         for t in range(x.shape[0]):
-            h, new_state = self.step(self.cell, x[t], current, mask, self.is_tensor)
-            new = state_tensors(new_state)
-            if zoneout > 0.0:
-                zoned = tuple(SF.zoneout(old, nxt, zoneout, training) for old, nxt in zip(current, new))
-                h = zoned[0] if h is new[0] else h  # the output is the (zoned) state when the cell says so
-                new = zoned
-            if valid is not None:  # padded steps leave the state unchanged
-                new = tuple(torch.where(valid[t].view(-1, *([1] * (n.dim() - 1))), n, o) for o, n in zip(current, new))
-            current = new
+            h, current = self._advance(x[t], current, None if valid is None else valid[t], mask, training, zoneout)
             outputs.append(h)
         return torch.stack(outputs), list(current)
+
+    def _advance(self, x_t: Tensor, current: tuple[Tensor, ...], valid_t: Tensor | None, mask: Tensor | None,
+                 training: bool, zoneout: float) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
+        """One step: ``(h_t, state after it)``; a padded step (``valid_t`` False) leaves the state unchanged."""
+        h, new_state = self.step(self.cell, x_t, current, mask, self.is_tensor)
+        new = state_tensors(new_state)
+        if zoneout > 0.0:
+            zoned = tuple(SF.zoneout(old, nxt, zoneout, training) for old, nxt in zip(current, new))
+            h = zoned[0] if h is new[0] else h  # the output is the (zoned) state when the cell says so
+            new = zoned
+        if valid_t is not None:
+            new = tuple(torch.where(valid_t.view(-1, *([1] * (n.dim() - 1))), n, o) for o, n in zip(current, new))
+        return h, new
+
+    def _scan(self, x: Tensor, current: tuple[Tensor, ...], valid: Tensor | None, mask: Tensor | None,
+              training: bool, zoneout: float) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+        """The step loop as ``torch``'s ``scan`` (what ``torch.export`` and ONNX keep as a loop over time)."""
+        from torch._higher_order_ops.scan import scan
+
+        steps_valid = valid if valid is not None else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+
+        def body(carry: list[Tensor], xs: tuple[Tensor, Tensor]) -> tuple[list[Tensor], Tensor]:
+            h, new = self._advance(xs[0], tuple(carry), xs[1], mask, training, zoneout)
+            return list(new), h.clone()  # scan outputs may not alias its carry
+
+        final, h_all = scan(body, list(current), (x, steps_valid))
+        return h_all, list(final)
 
 
 RunnerFactory = Callable[[nn.Module, bool], nn.Module]

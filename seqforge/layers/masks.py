@@ -1,6 +1,7 @@
 """Length masks and reversal within lengths: the one implementation every layer, model and backend uses.
 
-Written in the TorchScript subset (the scripted layer loop calls them too).
+Written in the TorchScript subset (the scripted layer loop calls them too), except
+:func:`check_length_range`, which only eager code calls.
 """
 
 from __future__ import annotations
@@ -44,3 +45,19 @@ def select_valid(x: Tensor, valid: Tensor) -> Tensor:
 def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Reverse each sequence of a time-major ``(T, B, *)`` batch within its own length (all of it if None)."""
     return reverse_time(x, None if lengths is None else reverse_index(lengths, x.shape[0]))
+
+
+def check_length_range(owner: str, lengths: Tensor, steps: int) -> None:
+    """Every length must lie in ``[1, steps]``: a ``ValueError`` naming ``owner`` and the range found.
+
+    While ``torch.export`` (or the ONNX exporter) traces, the values are unknown: the check goes into the
+    graph (``torch._assert_async``), so the exported program fails when run on such lengths (ONNX has no
+    assertion operator and drops it).
+    """
+    if torch.compiler.is_exporting():
+        torch._assert_async(((lengths >= 1) & (lengths <= steps)).all(),
+                            f"{owner}: lengths must lie in [1, T] (the padded length)")  # fmt: skip
+        return
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > steps:
+        raise ValueError(f"{owner}: lengths must lie in [1, {steps}] (the padded length), got min {lo}, max {hi}")

@@ -40,6 +40,7 @@ from seqforge.cells.base import (
 from seqforge.cells.cells import LayerWeights
 from seqforge.fused.registry import Backend, get_backend, register_backend
 from seqforge.layers.loop import StepRunner, run_backend
+from seqforge.layers.masks import check_length_range
 
 
 class _RunnerCache(dict):
@@ -222,7 +223,8 @@ class Recurrent(nn.Module):
         steps, batch = x.shape[0], x.shape[1]
         lens = self._check_lengths(lengths, steps, batch, x.device)
         state = self._check_hx(hx, batch, unbatched, x)
-        output, final = get_backend(self.backend).forward(self, x, state, lens)
+        backend = "eager" if torch.compiler.is_exporting() else self.backend  # every backend's numbers, traceable
+        output, final = get_backend(backend).forward(self, x, state, lens)
         if unbatched:
             output, final = output.squeeze(1), tuple(s.squeeze(1) for s in final)
         elif self.batch_first:
@@ -297,9 +299,7 @@ class Recurrent(nn.Module):
             raise ValueError(
                 f"{name}: lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}"
             )
-        lo, hi = int(lengths.min()), int(lengths.max())
-        if lo < 1 or hi > steps:
-            raise ValueError(f"{name}: lengths must lie in [1, {steps}] (the padded length), got min {lo}, max {hi}")
+        check_length_range(name, lengths, steps)
         return lengths.to(device=device, dtype=torch.long)
 
     def _state_labels(self, count: int) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from seqforge.cells.base import State, as_state, state_tensors
+from seqforge.layers.masks import check_length_range
 from seqforge.layers.recurrent import CellSpec, Recurrent, make_recurrent
 
 
@@ -27,15 +28,17 @@ def check_lengths(owner: str, lengths: Tensor | None, batch: int, steps: int) ->
     if not isinstance(lengths, Tensor) or lengths.is_floating_point() or lengths.shape != (batch,):
         got = tuple(lengths.shape) if isinstance(lengths, Tensor) else type(lengths).__name__
         raise ValueError(f"{owner}: lengths must be an integer tensor of shape ({batch},), got {got}")
-    lo, hi = int(lengths.min()), int(lengths.max())
-    if lo < 1 or hi > steps:
-        raise ValueError(f"{owner}: lengths must lie in [1, {steps}] (the padded length), got min {lo}, max {hi}")
+    check_length_range(owner, lengths, steps)
 
 
 def check_token_ids(owner: str, name: str, ids: Tensor, vocab_size: int) -> None:
     """``ids`` must be int64 with every id in ``[0, vocab_size)``."""
     if ids.dtype != torch.long:
         raise TypeError(f"{owner}: {name} must be int64 token ids, got {ids.dtype}")
+    if torch.compiler.is_exporting():  # values unknown while tracing: checked when the program runs
+        torch._assert_async(((ids >= 0) & (ids < vocab_size)).all(),
+                            f"{owner}: {name} ids must lie in [0, {vocab_size})")  # fmt: skip
+        return
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(
             f"{owner}: {name} ids must lie in [0, {vocab_size}) (vocab_size={vocab_size}), got min "
@@ -130,6 +133,22 @@ class SequenceEncoder(nn.Module):
             inputs = x
         outputs, state = self.rnn(inputs, lengths=lengths)
         return self.dropout(outputs), state
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for :meth:`step`, shaped as the recurrent layer's ``h_n`` (or ``(h_n, c_n)``)."""
+        ref = next(self.rnn.parameters())
+        return self.rnn.init_state(batch_size, device=ref.device, dtype=ref.dtype)
+
+    def step(self, x_t: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """One time step (streaming): ``x_t`` ``(B,)`` ids or ``(B, input_size)`` -> ``(output (B, H), state)``,
+        the same as :meth:`forward` over the steps fed so far. Unidirectional encoders only."""
+        if self.bidirectional:
+            raise ValueError(f"{self.owner}: step() streams one direction; this model is bidirectional "
+                             "(bidirectional=True reads the future): train it with bidirectional=false")
+        self.check_input(x_t.unsqueeze(1), None)
+        inputs = self.dropout(self.embedding(x_t)) if self.embedding is not None else x_t
+        out, state = self.rnn.step(inputs, state)
+        return self.dropout(out), state
 
     def summary(self, state: State) -> Tensor:
         """``(B, D*H)``: the top layer's final hidden state (both directions) from the ``state`` it returned."""

@@ -136,7 +136,9 @@ class Forecaster(nn.Module):
         """``(B, horizon)``: for step ``k`` the target series' value ``season`` steps before it."""
         assert self.season is not None
         lengths = self._lengths(history, lengths)
-        if int(lengths.min()) < self.season:
+        if torch.compiler.is_exporting():  # values unknown while tracing: checked when the program runs
+            torch._assert_async((lengths >= self.season).all(), f"season={self.season} needs longer windows")
+        elif int(lengths.min()) < self.season:
             raise ValueError(f"{type(self).__name__}: season={self.season} needs windows of at least {self.season} "
                              f"valid steps, got a window of {int(lengths.min())}")
         k = torch.arange(self.horizon, device=history.device) % self.season  # (H,)
@@ -170,3 +172,19 @@ class Forecaster(nn.Module):
             outs.append(step)
             value = self.point(step.unsqueeze(1))  # (B, 1)
         return torch.stack(outs, dim=1)
+
+    def init_state(self, batch_size: int) -> Any:
+        """Zero state for :meth:`step`."""
+        return self.encoder.init_state(batch_size)
+
+    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Streaming: the next history value ``x_t`` ``(B, input_size)`` -> ``(forecast (B, horizon, P), state)``
+        from the history fed so far, as :meth:`forward`. Needs ``strategy="direct"``, ``window_norm="none"`` and no
+        ``season`` (those read the whole window) and a unidirectional encoder."""
+        for option, value, streamable in (("strategy", self.strategy, "direct"), ("window_norm", self.window_norm,
+                                          "none"), ("season", self.season, None)):  # fmt: skip
+            if value != streamable:
+                raise ValueError(f"{type(self).__name__}: step() needs {option}={streamable!r}, got {value!r}")
+        _, state = self.encoder.step(x_t, state)
+        summary = self.encoder.summary(state)
+        return self._params(self.head(summary).view(x_t.shape[0], self.horizon, self.num_params)), state

@@ -75,6 +75,18 @@ class LanguageModel(nn.Module):
         logits, state = self._run(tokens.unsqueeze(1), state)
         return logits.squeeze(1), state
 
+    def init_state(self, batch_size: int) -> Any:
+        """Zero state for :meth:`step`."""
+        ref = self.embedding.weight
+        return self.rnn.init_state(batch_size, device=ref.device, dtype=ref.dtype)
+
+    def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Streaming: token ids ``x_t`` ``(B,)`` -> ``(next-token logits (B, V), state)``, as :meth:`forward`."""
+        if x_t.dim() != 1:
+            raise ValueError(f"{type(self).__name__}: x_t must be (B,) token ids, got shape {tuple(x_t.shape)}")
+        check_token_ids(type(self).__name__, "x_t", x_t, self.vocab_size)
+        return self._step(x_t, state)
+
     @staticmethod
     def _reorder(state: Any, index: Tensor) -> Any:
         return select_rows(state, index, dim=1)

@@ -7,6 +7,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
+from seqforge.cells.base import State
 from seqforge.layers.attention import AdditiveAttention, length_mask
 from seqforge.layers.recurrent import CellSpec
 from seqforge.models.common import SequenceEncoder, exactly_one
@@ -102,3 +103,15 @@ class SequenceClassifier(nn.Module):
             x, lengths = self.frontend(x, lengths)
         outputs, state = self.encoder(x, lengths)
         return self.head(self.pool(outputs, state, lengths))
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for :meth:`step`."""
+        return self.encoder.init_state(batch_size)
+
+    def step(self, x_t: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """Streaming: ``x_t`` ``(B,)`` ids or ``(B, input_size)`` -> ``(prediction (B, C), state)``, the prediction
+        of :meth:`forward` on the steps fed so far. Unidirectional encoders with ``pooling="last"`` only."""
+        if self.pooling != "last":
+            raise ValueError(f"{type(self).__name__}: step() needs pooling='last', got pooling={self.pooling!r}")
+        _, state = self.encoder.step(x_t, state)
+        return self.head(self.encoder.summary(state)), state

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from seqforge.cells.base import State
 from seqforge.layers.crf import CRF
 from seqforge.layers.recurrent import CellSpec
 from seqforge.models.common import SequenceEncoder
@@ -60,3 +61,13 @@ class SequenceTagger(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         outputs, _ = self.encoder(x, lengths)  # (B, T, D*H)
         return self.head(outputs)
+
+    def init_state(self, batch_size: int) -> State:
+        """Zero state for :meth:`step`."""
+        return self.encoder.init_state(batch_size)
+
+    def step(self, x_t: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """Streaming: ``x_t`` ``(B,)`` ids or ``(B, input_size)`` -> ``(logits (B, num_classes), state)`` of this
+        step, as :meth:`forward`. Unidirectional encoders only."""
+        out, state = self.encoder.step(x_t, state)
+        return self.head(out), state

@@ -83,9 +83,13 @@ class PredictSchema:
     input: Optional[str]  # noqa: UP045
     input_file: Optional[str]  # noqa: UP045
     output_file: Optional[str]  # noqa: UP045
-    max_len: int
+    input_column: Optional[str]  # noqa: UP045
+    max_len: Optional[int]  # noqa: UP045
     temperature: float
     num_samples: int
+    batch_size: int
+    device: str
+    progress: bool
     seed: Optional[int] = dataclasses.field(metadata=SEED)  # noqa: UP045
 
 
