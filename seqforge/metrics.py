@@ -86,6 +86,11 @@ def gaussian_interval(mean: Tensor, std: Tensor, level: float) -> tuple[Tensor, 
     return mean - half, mean + half
 
 
+def level_name(level: float) -> str:
+    """Metric- and column-name suffix of an interval level: ``0.8 -> "80"``, ``0.975 -> "97_5"``."""
+    return f"{level * 100:g}".replace(".", "_")
+
+
 def interval_coverage(lower: Tensor, upper: Tensor, target: Tensor) -> Tensor:
     """Element-wise 1.0 where ``lower <= target <= upper``, else 0.0."""
     return ((target >= lower) & (target <= upper)).to(target.dtype)

@@ -3,6 +3,7 @@ and the task's metrics, PNG plots and metrics.json."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import math
@@ -13,6 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from seqforge.data.forecast_io import write_forecast_csv
 from seqforge.data.synthetic import SineForecastDataModule
 from seqforge.metrics import (
     gaussian_crps,
@@ -159,3 +161,35 @@ def test_probabilistic_scores_reach_metrics_json(tmp_path):
             key = f"{stage}/{name}"
             assert math.isfinite(written[key]) and written[key] == metrics[key]
     assert (tmp_path / "plots" / "test_forecast_0.png").is_file()
+
+
+def test_forecast_csv_holds_the_forecast_and_its_intervals_in_original_units(tmp_path):
+    dm = SineForecastDataModule(window=12, horizon=3, length=300)
+    dm.setup()
+    torch.manual_seed(0)
+    task = ForecastingTask(Forecaster(**dm.net_kwargs, hidden_size=8, head="gaussian")).eval()
+    task.datamodule = dm  # what load_from_checkpoint attaches
+    history = torch.stack([h for h, _ in dm.splits["test"][:2]])
+    forecast = task.forecast(history)
+    path = tmp_path / "forecast.csv"
+    write_forecast_csv(path, **forecast, series=["a", "b"])
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["series", "step", "prediction", "lower_80", "upper_80", "lower_95", "upper_95"]
+    assert [(r["series"], r["step"]) for r in rows] == [(s, str(k)) for s in "ab" for k in (1, 2, 3)]
+    with torch.no_grad():
+        out = task.net(history)
+    mean = dm.scaler.inverse_transform(out[..., 0]).flatten()
+    half95 = 1.959964 * out[..., 1].sqrt().flatten() * dm.scaler.scale
+    for row, m, h in zip(rows, mean.tolist(), half95.tolist()):
+        assert float(row["prediction"]) == pytest.approx(m, rel=1e-5)
+        assert float(row["lower_95"]) == pytest.approx(m - h, rel=1e-5)
+        assert float(row["lower_95"]) < float(row["lower_80"]) < float(row["prediction"]) < float(row["upper_80"])
+    write_forecast_csv(path, [1.0, 2.0], times=["1960-01", "1960-02"])
+    assert path.read_text().splitlines() == ["series,step,time,prediction", "0,1,1960-01,1", "0,2,1960-02,2"]
+    with pytest.raises(ValueError, match=r"times must have prediction's shape \(1, 2\)"):
+        write_forecast_csv(path, [1.0, 2.0], times=["1960-01"])
+    with pytest.raises(ValueError, match=r"series has 1 names for 2 forecasts"):
+        write_forecast_csv(path, [[1.0], [2.0]], series=["a"])
+    with pytest.raises(ValueError, match=r"80% interval bounds must have prediction's shape"):
+        write_forecast_csv(path, [1.0, 2.0], intervals={0.8: ([0.0], [3.0])})

@@ -16,6 +16,7 @@ from seqforge.metrics import (
     gaussian_interval,
     interval_coverage,
     interval_levels,
+    level_name,
     lognormal_crps,
     pinball_loss,
     quantile_crps,
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 def quantile_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
     """Pinball loss averaged over all entries: ``pred`` ``(B, H, Q)``, ``target`` ``(B, H)``, ``quantiles`` ``(Q,)``."""
     return pinball_loss(pred, target, quantiles).mean()
-
-
-def level_name(level: float) -> str:
-    """Metric-name suffix of an interval level: ``0.8 -> "80"``, ``0.975 -> "97_5"``."""
-    return f"{level * 100:g}".replace(".", "_")
 
 
 class ForecastingTask(SequenceTask):
@@ -132,9 +128,26 @@ class ForecastingTask(SequenceTask):
             "history": history, "lengths": lengths, "out": out.detach(),
         }  # fmt: skip
 
-    def to_original(self, x: Tensor) -> Tensor:
+    def scaler(self) -> Any:
+        """The fitted scaler of the trainer's datamodule, else of the one ``load_from_checkpoint`` attached."""
         scaler = datamodule_attr(self, "scaler")
+        return scaler if scaler is not None else getattr(getattr(self, "datamodule", None), "scaler", None)
+
+    def to_original(self, x: Tensor) -> Tensor:
+        scaler = self.scaler()
         return scaler.inverse_transform(x) if scaler is not None else x
+
+    @torch.no_grad()
+    def forecast(self, history: Tensor, lengths: Tensor | None = None) -> dict[str, Any]:
+        """Forecast in original units from scaled ``history`` ``(B, W, input_size)``.
+
+        Returns ``{"prediction": (B, H), "intervals": {level: (lower, upper)}}`` as numpy arrays (no
+        intervals for a point head): the keywords of :func:`seqforge.data.forecast_io.write_forecast_csv`.
+        """
+        out = self.net(history, lengths)  # (B, H, P)
+        bounds = {level: (self.to_original(lo).cpu().numpy(), self.to_original(hi).cpu().numpy())
+                  for level, (lo, hi) in self.intervals(out).items()}  # fmt: skip
+        return {"prediction": self.to_original(self.net.point(out)).cpu().numpy(), "intervals": bounds}
 
     def intervals(self, out: Tensor) -> dict[float, tuple[Tensor, Tensor]]:
         """``{level: (lower, upper)}``, each ``(B, H)``, in the space of ``out`` ``(B, H, P)`` (scaled)."""
@@ -148,7 +161,7 @@ class ForecastingTask(SequenceTask):
         if self.net.head_kind == "quantile":  # quantiles map through the (increasing) inverse scaling
             return quantile_crps(self.to_original(out), target, self.quantiles)
         mean, std = out[..., 0], out[..., 1].sqrt()
-        scaler = datamodule_attr(self, "scaler")
+        scaler = self.scaler()
         if scaler is None:
             return gaussian_crps(mean, std, target)
         mean, std = mean * scaler.scale + scaler.shift, std * scaler.scale  # of the log under log_standard
