@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +42,8 @@ class ForecastingTask(SequenceTask):
     a Gaussian head, pinball loss for a quantile head. Metrics use the point forecast (mean or median) in
     the original units, inverting the datamodule's ``scaler`` when it has one: ``mae``, ``rmse``,
     ``smape`` (fraction in [0, 2]) and ``mase`` (scaled by the datamodule's ``mase_scale``, the training
-    series' mean absolute naive-forecast error, or else by each window's own naive error).
+    series' mean absolute naive-forecast error, or else by each window's own naive error; NaN when
+    ``mase_scale`` is 0, where MASE is undefined).
 
     Gaussian and quantile heads add probabilistic scores, also in original units (see
     :mod:`seqforge.metrics`): ``crps`` (closed form for the Gaussian, log-normal under a ``log_standard``
@@ -98,7 +100,7 @@ class ForecastingTask(SequenceTask):
         def make() -> dict[str, Any]:
             metrics: dict[str, Any] = {
                 "mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
-                "smape": SymmetricMeanAbsolutePercentageError(), "mase": MeanMetric(),
+                "smape": SymmetricMeanAbsolutePercentageError(), "mase": MeanMetric(nan_strategy="disable"),
             }  # fmt: skip
             if head != "point":
                 metrics["crps"] = MeanMetric()
@@ -179,6 +181,8 @@ class ForecastingTask(SequenceTask):
             valid = torch.arange(steps.shape[1], device=steps.device) < (out["lengths"].to(steps.device) - 1)[:, None]
             scale = (steps * valid).sum(1) / valid.sum(1).clamp(min=1)
             scale = scale.clamp(min=1e-8)
+        elif scale == 0:  # the data module warned: MASE is undefined for this series
+            scale = math.nan
         metrics["mase"].update((pred - target).abs().mean(dim=1) / scale)
         if self.net.head_kind == "point":
             return
