@@ -34,6 +34,21 @@ def _lynx() -> np.ndarray:
     return np.asarray(load_lynx(), dtype=np.float64)  # yearly, 1821-1934
 
 
+def labelled_series(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled anomaly series shipped in the sktime wheel: ``(values (T,) float64, labels (T,) bool)``.
+
+    ``"yahoo"``: 1000 points with 7 point anomalies (a Yahoo Webscope S5 series); ``"mitdb"``: 7500 ECG
+    samples with one labelled anomalous stretch (MIT-BIH). Offline: read from the installed package.
+    """
+    import sktime  # heavy import, kept local
+
+    if name not in ("yahoo", "mitdb"):
+        raise ValueError(f"labelled_series: name must be 'yahoo' or 'mitdb', got {name!r}")
+    path = os.path.join(os.path.dirname(sktime.__file__), "datasets", "data", name, f"{name}.csv")
+    values = read_csv_column(path, "data")
+    return values, read_csv_column(path, "label") > 0
+
+
 SERIES_SOURCES: dict[str, Callable[[], np.ndarray]] = {
     "sunspots": _sunspots,
     "air_passengers": _air_passengers,
