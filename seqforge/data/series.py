@@ -37,8 +37,10 @@ def _lynx() -> np.ndarray:
 def labelled_series(name: str) -> tuple[np.ndarray, np.ndarray]:
     """A labelled anomaly series shipped in the sktime wheel: ``(values (T,) float64, labels (T,) bool)``.
 
-    ``"yahoo"``: 1000 points with 7 point anomalies (a Yahoo Webscope S5 series); ``"mitdb"``: 7500 ECG
-    samples with one labelled anomalous stretch (MIT-BIH). Offline: read from the installed package.
+    ``"yahoo"``: 1000 points with 7 single-point anomalies; ``"mitdb"``: 7500 points with one labelled
+    anomalous stretch (indices 6936-7287). The files are ``sktime/datasets/data/<name>/<name>.csv`` (columns
+    ``data``, ``label``); the wheel names no loader or source for them, so their provenance (presumably
+    Yahoo Webscope S5 and MIT-BIH) is not checked here. Offline: read from the installed package.
     """
     import sktime  # heavy import, kept local
 
