@@ -13,6 +13,7 @@ the task's ``monitor`` for ``ReduceLROnPlateau``), or a dict ``{"scheduler": par
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
@@ -179,7 +180,7 @@ class SequenceTask(L.LightningModule):
             return
         self.best.update(self.monitored_metric().compute())
         self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
-        writer = PictureLogger(self.trainer.loggers)
+        writer = PictureLogger(self.trainer.loggers, folder=self.picture_folder())
         if writer and getattr(self, "examples", None) is not None:
             self.log_pictures(writer, self.examples)
 
@@ -187,6 +188,10 @@ class SequenceTask(L.LightningModule):
     def keep_examples(self, batch: Any, out: dict[str, Any]) -> None:
         """Keep what :meth:`log_pictures` needs from the first validation batch (default: nothing)."""
         self.examples = None
+
+    def picture_folder(self) -> Path | None:
+        """A folder where the figures are also saved as PNG files (default: none, the loggers only)."""
+        return None
 
     def log_pictures(self, writer: Any, examples: Any) -> None:
         """Log figures/text of the kept examples through ``writer.add_figure``/``add_text`` (default: nothing).

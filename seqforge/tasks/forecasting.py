@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -10,8 +12,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, SymmetricMeanAbsolutePercentageError
 
+from seqforge.metrics import (
+    gaussian_crps,
+    gaussian_interval,
+    interval_coverage,
+    interval_levels,
+    level_name,
+    lognormal_crps,
+    pinball_loss,
+    quantile_crps,
+    symmetric_levels,
+)
 from seqforge.tasks.base import SequenceTask, datamodule_attr, unpack_batch
-from seqforge.tasks.plots import forecast_figure
+from seqforge.tasks.plots import PictureLogger, forecast_figure
 
 if TYPE_CHECKING:
     from seqforge.models.forecaster import Forecaster
@@ -19,8 +32,7 @@ if TYPE_CHECKING:
 
 def quantile_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
     """Pinball loss averaged over all entries: ``pred`` ``(B, H, Q)``, ``target`` ``(B, H)``, ``quantiles`` ``(Q,)``."""
-    diff = target.unsqueeze(-1) - pred
-    return torch.maximum(quantiles * diff, (quantiles - 1) * diff).mean()
+    return pinball_loss(pred, target, quantiles).mean()
 
 
 class ForecastingTask(SequenceTask):
@@ -30,8 +42,21 @@ class ForecastingTask(SequenceTask):
     a Gaussian head, pinball loss for a quantile head. Metrics use the point forecast (mean or median) in
     the original units, inverting the datamodule's ``scaler`` when it has one: ``mae``, ``rmse``,
     ``smape`` (fraction in [0, 2]) and ``mase`` (scaled by the datamodule's ``mase_scale``, the training
-    series' mean absolute naive-forecast error, or else by each window's own naive error).
-    Monitors ``val/mae`` (min). ``num_plots`` validation forecasts go to the loggers each epoch.
+    series' mean absolute naive-forecast error, or else by each window's own naive error; NaN when
+    ``mase_scale`` is 0, where MASE is undefined).
+
+    Gaussian and quantile heads add probabilistic scores, also in original units (see
+    :mod:`seqforge.metrics`): ``crps`` (closed form for the Gaussian, log-normal under a ``log_standard``
+    scaler; the quantile-score approximation for quantiles), and for each central interval level in
+    ``intervals`` ``coverage_<pct>`` (share of targets inside) and ``width_<pct>`` (mean upper - lower),
+    e.g. ``val/coverage_80``. ``intervals=None``: ``(0.8, 0.95)`` for a Gaussian head, the symmetric pairs
+    of the quantile levels for a quantile head (``(0.1, 0.5, 0.9)`` gives 80% only); a level whose two
+    quantiles the net lacks is an error.
+
+    Monitors ``val/mae`` (min). ``num_plots`` forecasts of the first validation batch (each epoch) and of
+    the first test batch (history, truth, forecast and the widest interval) go to the loggers and, when
+    the trainer has a logger, also to ``<trainer.default_root_dir>/plots/{val,test}_forecast_<i>.png``
+    (``train.py``: the run folder), the latest epoch's overwriting the previous.
     """
 
     monitor = "val/mae"
@@ -46,18 +71,45 @@ class ForecastingTask(SequenceTask):
         scheduler: Callable[..., Any] | Mapping[str, Any] | None = None,
         loss: str = "mse",
         num_plots: int = 3,
+        intervals: Sequence[float] | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
+        owner = type(self).__name__
         if loss not in ("mse", "mae"):
-            raise ValueError(f"ForecastingTask: loss must be 'mse' or 'mae', got {loss!r}")
+            raise ValueError(f"{owner}: loss must be 'mse' or 'mae', got {loss!r}")
         for name in ("head_kind", "quantiles", "point"):
             if not hasattr(net, name):
-                raise TypeError(f"ForecastingTask: net must have {name!r} (a seqforge.models.Forecaster)")
+                raise TypeError(f"{owner}: net must have {name!r} (a seqforge.models.Forecaster)")
         self.register_buffer("quantiles", torch.tensor(net.quantiles, dtype=torch.float32), persistent=False)
-        self.setup_metrics(lambda: {
-            "mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
-            "smape": SymmetricMeanAbsolutePercentageError(), "mase": MeanMetric(),
-        })  # fmt: skip
+        head, levels = net.head_kind, None if intervals is None else tuple(float(v) for v in intervals)
+        net_quantiles: tuple[float, ...] = tuple(net.quantiles)  # type: ignore[arg-type]  # checked above
+        if head == "point" and levels:
+            raise ValueError(f"{owner}: intervals={list(levels)} need a probabilistic head (gaussian or quantile), "
+                             "the net's head is 'point'")
+        if head == "gaussian":
+            levels = (0.8, 0.95) if levels is None else levels
+            for level in levels:
+                if not 0 < level < 1:
+                    raise ValueError(f"{owner}: interval levels must be in (0, 1), got {level}")
+        elif head == "quantile":
+            levels = symmetric_levels(net_quantiles) if levels is None else levels
+        self.levels: tuple[float, ...] = tuple(levels or ())
+        # for a quantile head: each level's (lower, upper) channel in the net's output
+        self.interval_ends = interval_levels(owner, net_quantiles, self.levels) if head == "quantile" else {}
+
+        def make() -> dict[str, Any]:
+            metrics: dict[str, Any] = {
+                "mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
+                "smape": SymmetricMeanAbsolutePercentageError(), "mase": MeanMetric(nan_strategy="disable"),
+            }  # fmt: skip
+            if head != "point":
+                metrics["crps"] = MeanMetric()
+                for level in self.levels:
+                    metrics[f"coverage_{level_name(level)}"] = MeanMetric()
+                    metrics[f"width_{level_name(level)}"] = MeanMetric()
+            return metrics
+
+        self.setup_metrics(make)
 
     def model_step(self, batch: Any) -> dict[str, Any]:
         name = type(self).__name__
@@ -78,9 +130,44 @@ class ForecastingTask(SequenceTask):
             "history": history, "lengths": lengths, "out": out.detach(),
         }  # fmt: skip
 
-    def to_original(self, x: Tensor) -> Tensor:
+    def scaler(self) -> Any:
+        """The fitted scaler of the trainer's datamodule, else of the one ``load_from_checkpoint`` attached."""
         scaler = datamodule_attr(self, "scaler")
+        return scaler if scaler is not None else getattr(getattr(self, "datamodule", None), "scaler", None)
+
+    def to_original(self, x: Tensor) -> Tensor:
+        scaler = self.scaler()
         return scaler.inverse_transform(x) if scaler is not None else x
+
+    @torch.no_grad()
+    def forecast(self, history: Tensor, lengths: Tensor | None = None) -> dict[str, Any]:
+        """Forecast in original units from scaled ``history`` ``(B, W, input_size)``.
+
+        Returns ``{"prediction": (B, H), "intervals": {level: (lower, upper)}}`` as numpy arrays (no
+        intervals for a point head): the keywords of :func:`seqforge.data.forecast_io.write_forecast_csv`.
+        """
+        out = self.net(history, lengths)  # (B, H, P)
+        bounds = {level: (self.to_original(lo).cpu().numpy(), self.to_original(hi).cpu().numpy())
+                  for level, (lo, hi) in self.intervals(out).items()}  # fmt: skip
+        return {"prediction": self.to_original(self.net.point(out)).cpu().numpy(), "intervals": bounds}
+
+    def intervals(self, out: Tensor) -> dict[float, tuple[Tensor, Tensor]]:
+        """``{level: (lower, upper)}``, each ``(B, H)``, in the space of ``out`` ``(B, H, P)`` (scaled)."""
+        if self.net.head_kind == "gaussian":
+            return {level: gaussian_interval(out[..., 0], out[..., 1].sqrt(), level) for level in self.levels}
+        return {level: (out[..., lo], out[..., hi]) for level, (lo, hi) in self.interval_ends.items()}
+
+    def crps(self, out: Tensor, target: Tensor) -> Tensor:
+        """CRPS ``(B, H)`` in original units of the forecast ``out`` ``(B, H, P)`` (scaled) at ``target``
+        ``(B, H)`` (original units)."""
+        if self.net.head_kind == "quantile":  # quantiles map through the (increasing) inverse scaling
+            return quantile_crps(self.to_original(out), target, self.quantiles)
+        mean, std = out[..., 0], out[..., 1].sqrt()
+        scaler = self.scaler()
+        if scaler is None:
+            return gaussian_crps(mean, std, target)
+        mean, std = mean * scaler.scale + scaler.shift, std * scaler.scale  # of the log under log_standard
+        return (lognormal_crps if scaler.kind == "log_standard" else gaussian_crps)(mean, std, target)
 
     def update_metrics(self, stage: str, out: dict[str, Any]) -> None:
         metrics = self.metrics(stage)
@@ -94,32 +181,52 @@ class ForecastingTask(SequenceTask):
             valid = torch.arange(steps.shape[1], device=steps.device) < (out["lengths"].to(steps.device) - 1)[:, None]
             scale = (steps * valid).sum(1) / valid.sum(1).clamp(min=1)
             scale = scale.clamp(min=1e-8)
+        elif scale == 0:  # the data module warned: MASE is undefined for this series
+            scale = math.nan
         metrics["mase"].update((pred - target).abs().mean(dim=1) / scale)
+        if self.net.head_kind == "point":
+            return
+        metrics["crps"].update(self.crps(out["out"], target))
+        for level, (lower, upper) in self.intervals(out["out"]).items():
+            lower, upper = self.to_original(lower), self.to_original(upper)
+            metrics[f"coverage_{level_name(level)}"].update(interval_coverage(lower, upper, target))
+            metrics[f"width_{level_name(level)}"].update(upper - lower)
 
     def keep_examples(self, batch: Any, out: dict[str, Any]) -> None:
         k = self.hparams.num_plots
         self.examples = None
         if k > 0:
             self.examples = {key: out[key][:k].detach().cpu() for key in ("history", "lengths", "target", "out")}
+            self.examples["stage"] = "test" if self.trainer.testing else "val"
 
-    def log_pictures(self, writer: Any, examples: dict[str, Tensor]) -> None:
-        out, head = examples["out"], self.net.head_kind
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        out = self._step(batch, "test")
+        if batch_idx == 0:
+            self.keep_examples(batch, out)
+
+    def on_test_epoch_end(self) -> None:
+        writer = PictureLogger(self.trainer.loggers, folder=self.picture_folder())
+        if writer and getattr(self, "examples", None) is not None:
+            self.log_pictures(writer, self.examples)
+
+    def picture_folder(self) -> Path | None:
+        return Path(self.trainer.default_root_dir) / "plots" if self.trainer.loggers else None
+
+    def log_pictures(self, writer: Any, examples: dict[str, Any]) -> None:
+        out = examples["out"]
         point = self.net.point(out)
-        lower = upper = None
-        if head == "gaussian":
-            half = 1.96 * out[..., 1].sqrt()
-            lower, upper = point - half, point + half
-        elif head == "quantile":
-            levels = self.net.quantiles
-            lower, upper = out[..., levels.index(min(levels))], out[..., levels.index(max(levels))]
+        widest = max(self.levels, default=None)
+        lower, upper = self.intervals(out)[widest] if widest is not None else (None, None)
+        stage = examples.get("stage", "val")
         for i in range(out.shape[0]):
             n = int(examples["lengths"][i])
 
             def orig(x: Tensor | None, i: int = i) -> Any:
                 return None if x is None else self.to_original(x[i]).numpy()
 
+            band = "" if widest is None else f", {widest:.0%} interval"
             fig = forecast_figure(
                 self.to_original(examples["history"][i, :n, 0]).numpy(), orig(examples["target"]), orig(point),
-                orig(lower), orig(upper), title=f"example {i}",
+                orig(lower), orig(upper), title=f"{stage} example {i}{band}",
             )  # fmt: skip
-            writer.add_figure(f"val/forecast_{i}", fig, global_step=self.global_step)
+            writer.add_figure(f"{stage}/forecast_{i}", fig, global_step=self.global_step)

@@ -7,6 +7,7 @@ user's pyplot backend and figure list alone, and are freed when dropped; the log
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
@@ -21,15 +22,22 @@ class PictureLogger:
     TensorBoard gets ``add_figure``/``add_text``; MLflow a PNG/text artifact ``<tag>/step_<step>.png|txt``;
     W&B a ``wandb.Image``/one-column table under ``tag``. It has the two methods of TensorBoard's
     ``SummaryWriter`` that the tasks' ``log_pictures`` call, so a ``SummaryWriter`` works there too.
+
+    With ``folder``, every figure is also saved as ``<folder>/<tag with "/" as "_">.png``, each step
+    overwriting the previous one (the folder holds the latest figure of each tag).
     """
 
-    def __init__(self, loggers: Iterable[Logger]) -> None:
+    def __init__(self, loggers: Iterable[Logger], folder: str | Path | None = None) -> None:
         self.loggers = [logger for logger in loggers if isinstance(logger, PICTURE_LOGGERS)]
+        self.folder = None if folder is None else Path(folder)
 
     def __bool__(self) -> bool:
-        return bool(self.loggers)
+        return bool(self.loggers) or self.folder is not None
 
     def add_figure(self, tag: str, figure: Figure, global_step: int) -> None:
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            figure.savefig(self.folder / f"{tag.replace('/', '_')}.png", dpi=100)
         for logger in self.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_figure(tag, figure, global_step=global_step, close=False)
