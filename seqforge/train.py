@@ -177,16 +177,19 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def resume_changes(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def resume_changes(stored: dict[str, Any], current: dict[str, Any], *, skip_unset: bool = False
+                   ) -> dict[str, tuple[Any, Any]]:
     """Settings that differ between the checkpoint's run and this one, ``{key: (old, new)}``, per
-    :data:`RESUME_POLICY`.
+    :data:`RESUME_POLICY`. With ``skip_unset``, keys that are ``null`` in ``current`` are not compared (the
+    data's recipe fills them later; the full comparison runs again once it has).
 
     Raises:
         ConfigError: a change the policy refuses (the message names the key and both values).
     """
     old, new = _flat(stored), _flat(current)
     changes = {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys())
-               if old.get(key) != new.get(key) and not key.startswith(("paths.", "ckpt_path", "hydra."))}
+               if old.get(key) != new.get(key) and not (skip_unset and new.get(key) is None)
+               and not key.startswith(("paths.", "ckpt_path", "hydra."))}
     for key, (before, after) in changes.items():
         rule = next((action for prefix, action in RESUME_POLICY if key == prefix or key.startswith(prefix)), "apply")
         if rule == "refuse":
@@ -273,7 +276,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             stored = read_checkpoint(ckpt_path)[CHECKPOINT_KEY]["config"]
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"ckpt_path={ckpt_path}: {err}") from err
-        resume_changes(stored, resolved(cfg))  # refuses before anything is built
+        resume_changes(stored, resolved(cfg), skip_unset=True)  # refuses before anything is built
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
 
