@@ -255,9 +255,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         ``{"val/...": float, "test/...": float, "best_ckpt_path": str, "backend": str, "monitor": str,
-        "status": "completed"}``
-        (plus ``"recipe"``: the config keys filled from the data, when any); the same dict is written to ``<paths.output_dir>/metrics.json`` by the
-        rank-0 process. A test stage that fails after a finished fit still writes it, with the fit's
+        "status": "completed"}`` (plus ``"recipe"``: the config keys filled from the data, when any); the
+        same dict is written to ``<paths.output_dir>/metrics.json`` by the rank-0 process. A test stage
+        that fails after a finished fit still writes it, with the fit's
         metrics and ``status`` naming the failure, then re-raises.
 
     Raises:
