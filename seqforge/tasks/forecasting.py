@@ -197,7 +197,8 @@ class ForecastingTask(SequenceTask):
         self.examples = None
         if k > 0:
             self.examples = {key: out[key][:k].detach().cpu() for key in ("history", "lengths", "target", "out")}
-            self.examples["stage"] = "test" if self.trainer.testing else "val"
+            testing = self._trainer is not None and self.trainer.testing  # no trainer: called directly
+            self.examples["stage"] = "test" if testing else "val"
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         out = self._step(batch, "test")
