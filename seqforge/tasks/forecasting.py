@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, SymmetricMeanAbsolutePercentageError
 
+from seqforge.layers.masks import length_mask
 from seqforge.metrics import (
     gaussian_crps,
     gaussian_interval,
@@ -178,7 +179,7 @@ class ForecastingTask(SequenceTask):
         if scale is None:  # each window's own in-sample naive (one-step) error
             history = self.to_original(out["history"][..., 0])  # (B, W)
             steps = history.diff(dim=1).abs()
-            valid = torch.arange(steps.shape[1], device=steps.device) < (out["lengths"].to(steps.device) - 1)[:, None]
+            valid = length_mask(out["lengths"].to(steps.device) - 1, steps.shape[1])  # (B, W - 1): valid diffs
             scale = (steps * valid).sum(1) / valid.sum(1).clamp(min=1)
             scale = scale.clamp(min=1e-8)
         elif scale == 0:  # the data module warned: MASE is undefined for this series
