@@ -9,6 +9,7 @@ a config ``model.net.cell={_target_:pkg.MyCell,_partial_:true}``), ``hidden_size
 ``model.net.rnn_options={recurrent_dropout:0.2}``).
 """
 
+from seqforge.models.autoencoder import RecurrentAutoencoder
 from seqforge.models.forecaster import Forecaster
 from seqforge.models.lm import LanguageModel
 from seqforge.models.many_to_one import SequenceClassifier
@@ -20,6 +21,7 @@ __all__ = [
     "ConditionalGenerator",
     "Forecaster",
     "LanguageModel",
+    "RecurrentAutoencoder",
     "Seq2Seq",
     "SequenceClassifier",
     "SequenceTagger",
