@@ -3,16 +3,16 @@
 Shipped series (read offline from the installed ``sktime`` wheel, ``sktime/datasets/data/<name>/<name>.csv``,
 columns ``data``, ``label``; loaded by :func:`seqforge.data.series.labelled_series`):
 
-- ``"yahoo"``: 1000 points of a Yahoo! Webscope S5 labelled traffic series with synthetic anomalies
-  (7 single-point anomalies, all after index 430). Source: Yahoo! Labs, "S5 - A Labeled Anomaly Detection
-  Dataset" (ydata-labeled-time-series-anomalies-v1_0), distributed by Yahoo Webscope under its data-sharing
-  agreement (non-commercial research use); the copy in sktime came through TSB-UAD (TheDatumOrg).
-- ``"mitdb"``: 7500 points of an ECG of the MIT-BIH Arrhythmia Database (Moody and Mark 2001, PhysioNet,
-  Open Data Commons Attribution licence 1.0) with one labelled anomalous stretch, indices 6936-7287; also
-  via TSB-UAD.
+- ``"yahoo"``: 1000 points of a series from Yahoo! Labs' "S5 - A Labeled Anomaly Detection Dataset"
+  (ydata-labeled-time-series-anomalies-v1_0, Yahoo Webscope), 7 single-point anomalies, all after index 430;
+  sktime's notebook calls its anomalies synthetic (S5's A2-A4 parts are synthetic), the file is not named.
+  Licence: Yahoo Webscope distributes S5 under its own data agreement (research use), not an open licence.
+- ``"mitdb"``: 7500 points of an ECG of the MIT-BIH Arrhythmia Database (Moody and Mark 2001, PhysioNet;
+  Open Data Commons Attribution licence 1.0) with one labelled anomalous stretch, indices 6936-7287.
 
 Both were added to sktime (BSD 3-Clause) with its example notebook ``examples/07_detection_anomaly_
-changepoints.ipynb`` (sktime PR #7284, 2024), which names TSB-UAD as the data source. Nothing is downloaded;
+changepoints.ipynb`` (sktime PR #7284, 2024), which names TSB-UAD (TheDatumOrg) as the data source; the wheel itself is BSD
+3-Clause, the data keep their own terms. Nothing is downloaded;
 the split actually used is written to ``<data_dir>/anomaly/<name>_split.csv`` (never into the package) so
 other tools can score the same points.
 """
@@ -52,7 +52,7 @@ class AnomalyDataModule(SplitDataModule):
         window: points per window W (a forecaster sees the first ``W - 1`` and forecasts the last).
         train_stride: step between training windows.
         scaler: ``"standard"``, ``"minmax"`` or ``"none"`` (fitted on the training part).
-        data_dir: where the split is written (``<data_dir>/anomaly/<name>_split.csv``); ``None``: not written.
+        data_dir: where the split is written (``<data_dir>/anomaly/<series_name>_split.csv``); ``None``: not written.
         batch_size, num_workers: DataLoader settings.
 
     Batches: ``(window, lengths, index)``: float32 ``(B, W, 1)`` scaled, int64 ``(B,)`` (all ``W``), int64
@@ -111,7 +111,7 @@ class AnomalyDataModule(SplitDataModule):
         self.parts: dict[str, slice] = {}
 
     @property
-    def name(self) -> str:
+    def series_name(self) -> str:
         """The series' name: the source, the CSV file's stem, or ``"series"`` for arrays."""
         return self.source or (Path(self.path).stem if self.path is not None else "series")
 
@@ -176,7 +176,7 @@ class AnomalyDataModule(SplitDataModule):
         part = np.where(np.arange(len(self.series)) < self.val_start, "train",
                         np.where(np.arange(len(self.series)) < self.test_start, "val", "test"))  # fmt: skip
         rows = [f"{i},{v!r},{int(y)},{p}" for i, (v, y, p) in enumerate(zip(self.series.tolist(), self.labels, part))]
-        path = self.data_dir / "anomaly" / f"{self.name}_split.csv"
+        path = self.data_dir / "anomaly" / f"{self.series_name}_split.csv"
         write_atomic(path, "\n".join(["index,value,label,part", *rows]) + "\n")
         return path
 

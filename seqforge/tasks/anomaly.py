@@ -7,6 +7,11 @@ error of a forecaster's one-step-ahead forecast, e.g. from ``ForecastingTask.for
 deviations). :func:`detect` picks the threshold that maximizes point-wise F1 on the validation part and
 only then applies it to the test part, whose labels are used for scoring alone.
 
+:class:`AnomalyTask` trains a net on normal windows and turns its reconstruction errors or forecast residuals
+into per-point scores (:func:`window_scores`), thresholds them on validation (:func:`choose_threshold`, or
+:func:`quantile_threshold` when validation holds no anomaly) and reports :func:`evaluate` on the test part;
+:func:`anomaly_figure` draws the series, its labels, the scores and the threshold.
+
 Events are maximal runs of consecutive positive labels. Event-wise recall is the share of true events with
 at least one flagged point; event-wise precision the share of flagged runs that touch a true event.
 """
