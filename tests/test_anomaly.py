@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from seqforge.checkpoint import load_from_checkpoint
 from seqforge.data.anomaly import AnomalyDataModule
 from seqforge.data.series import labelled_series
 from seqforge.models import Forecaster, RecurrentAutoencoder
@@ -290,6 +291,8 @@ def test_train_script_writes_metrics_score_plots_and_the_split(tmp_path: Path):
         for name in ("precision", "recall", "f1"):
             assert 0.0 <= metrics[f"test/{kind}_{name}"] <= 1.0
     assert metrics["test/points"] == 300.0 and np.isfinite(metrics["test/threshold"])
+    task = load_from_checkpoint(metrics["best_ckpt_path"])  # the checkpoint keeps the validation threshold
+    assert isinstance(task, AnomalyTask) and float(task.threshold) == pytest.approx(metrics["test/threshold"])
     for stage in ("val", "test"):
         assert (run / "plots" / f"{stage}_anomaly_scores.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((tmp_path / "data" / "anomaly" / "yahoo_split.csv").read_text().splitlines()) == 1001

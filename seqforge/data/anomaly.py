@@ -10,10 +10,10 @@ columns ``data``, ``label``; loaded by :func:`seqforge.data.series.labelled_seri
 - ``"mitdb"``: 7500 points of an ECG of the MIT-BIH Arrhythmia Database (Moody and Mark 2001, PhysioNet;
   Open Data Commons Attribution licence 1.0) with one labelled anomalous stretch, indices 6936-7287.
 
-Both were added to sktime (BSD 3-Clause) with its example notebook ``examples/07_detection_anomaly_
-changepoints.ipynb`` (sktime PR #7284, 2024), which names TSB-UAD (TheDatumOrg) as the data source; the wheel itself is BSD
-3-Clause, the data keep their own terms. Nothing is downloaded;
-the split actually used is written to ``<data_dir>/anomaly/<name>_split.csv`` (never into the package) so
+Both came into sktime (BSD 3-Clause) with its example notebook
+``examples/07_detection_anomaly_changepoints.ipynb`` (sktime PR #7284, 2024), which names TSB-UAD
+(TheDatumOrg) as the data source; the data keep their own terms. Nothing is downloaded; the split used is
+written to ``<data_dir>/anomaly/<series_name>_split.csv`` (never into the package), so that
 other tools can score the same points.
 """
 
