@@ -261,6 +261,11 @@ class AnomalyTask(SequenceTask):
         if stage in self.collected:
             self.collected[stage].append((out["errors"].cpu().numpy(), out["positions"].cpu().numpy()))
 
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:  # each process would score only its share of the points
+            raise ValueError(f"{type(self).__name__}: scores the whole series in one process; got "
+                             f"{self.trainer.world_size} processes (use trainer.devices=1)")
+
     def on_validation_epoch_start(self) -> None:
         self.collected["val"] = []
 
