@@ -214,7 +214,7 @@ def test_bad_data_is_an_error_naming_the_parameter(tmp_path: Path):
 # --- the autoencoder ---------------------------------------------------------------------------------------------
 def test_autoencoder_reconstructs_the_window_shape_zero_past_lengths_and_follows_the_level():
     torch.manual_seed(0)
-    net = RecurrentAutoencoder(input_size=2, hidden_size=8, cell="gru", window_norm="mean").eval()
+    net = RecurrentAutoencoder(input_size=2, rnn={"hidden_size": 8, "cell": "gru"}, window_norm="mean").eval()
     x = torch.randn(3, 10, 2)
     lengths = torch.tensor([10, 6, 3])
     out = net(x, lengths)
@@ -234,9 +234,9 @@ def fit_on(labels: np.ndarray, tmp_path: Path, score: str = "reconstruction") ->
     L.seed_everything(0)
     dm = AnomalyDataModule(values=values, labels=labels, val_start=120, test_start=180, window=12, batch_size=16)
     if score == "residual":
-        net: torch.nn.Module = Forecaster(horizon=1, hidden_size=8)
+        net: torch.nn.Module = Forecaster(horizon=1, rnn={"hidden_size": 8})
     else:
-        net = RecurrentAutoencoder(hidden_size=8)
+        net = RecurrentAutoencoder(rnn={"hidden_size": 8})
     task = AnomalyTask(net, optimizer=partial(torch.optim.Adam, lr=1e-2), score=score)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
@@ -269,11 +269,11 @@ def test_threshold_of_a_real_fit_does_not_change_with_the_test_labels(score: str
 def test_task_refuses_a_net_that_does_not_fit_its_score():
     with pytest.raises(ValueError, match=r"score='residual' needs a one-step point forecaster .* got Forecaster "
                                          r"with horizon=3, head='point'"):  # fmt: skip
-        AnomalyTask(Forecaster(horizon=3, hidden_size=4), score="residual")
+        AnomalyTask(Forecaster(horizon=3, rnn={"hidden_size": 4}), score="residual")
     with pytest.raises(ValueError, match="score must be one of"):
-        AnomalyTask(RecurrentAutoencoder(hidden_size=4), score="forecast")
+        AnomalyTask(RecurrentAutoencoder(rnn={"hidden_size": 4}), score="forecast")
     with pytest.raises(ValueError, match=r"quantile must be in \(0, 1\], got 1.5"):
-        AnomalyTask(RecurrentAutoencoder(hidden_size=4), quantile=1.5)
+        AnomalyTask(RecurrentAutoencoder(rnn={"hidden_size": 4}), quantile=1.5)
 
 
 @pytest.mark.slow

@@ -12,12 +12,10 @@ adds it back to the reconstruction, so a series whose level drifts (a trend) is 
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from seqforge.layers.masks import length_mask
-from seqforge.layers.recurrent import CellSpec, make_recurrent
+from seqforge.layers.spec import RecurrentSpec, SpecLike
 from seqforge.models.common import SequenceEncoder
 
 WINDOW_NORMS = ("none", "mean")
@@ -27,44 +25,28 @@ class RecurrentAutoencoder(nn.Module):
     """``forward(x, lengths=None)``: ``x`` ``(B, T, input_size)`` -> reconstruction ``(B, T, input_size)``,
     zero past each sequence's length.
 
+    ``rnn``: one :class:`~seqforge.layers.spec.RecurrentSpec` (or a mapping of its keys) for the encoder and
+    the decoder; ``bidirectional`` is the encoder's (the decoder runs forward).
+
     Example::
 
         >>> import torch
         >>> from seqforge.models import RecurrentAutoencoder
-        >>> net = RecurrentAutoencoder(input_size=2, hidden_size=8)
+        >>> net = RecurrentAutoencoder(input_size=2, rnn={"hidden_size": 8})
         >>> net(torch.randn(3, 10, 2)).shape
         torch.Size([3, 10, 2])
     """
 
-    def __init__(
-        self,
-        input_size: int = 1,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
-        backend: str = "eager",
-        layer_norm: bool = False,
-        rnn_options: dict[str, Any] | None = None,
-        window_norm: str = "none",
-    ) -> None:
+    def __init__(self, input_size: int = 1, rnn: SpecLike = None, window_norm: str = "none") -> None:
         super().__init__()
         name = type(self).__name__
         if window_norm not in WINDOW_NORMS:
             raise ValueError(f"{name}: window_norm must be one of {WINDOW_NORMS}, got {window_norm!r}")
         self.window_norm = window_norm
-        self.encoder = SequenceEncoder(
-            input_size=input_size, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, backend=backend, layer_norm=layer_norm,
-            rnn_options=rnn_options, owner=name,
-        )  # fmt: skip
-        self.decoder = make_recurrent(
-            cell, self.encoder.output_size, hidden_size, num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend,
-            layer_norm=layer_norm, **(rnn_options or {}),
-        )  # fmt: skip
-        self.head = nn.Linear(hidden_size, input_size)
+        spec = RecurrentSpec.of(name, rnn, hidden_size=64)
+        self.encoder = SequenceEncoder(input_size=input_size, rnn=spec, owner=name)
+        self.decoder = spec.build(self.encoder.output_size, bidirectional=False, owner=name)
+        self.head = nn.Linear(spec.hidden_size, input_size)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         valid = None if lengths is None else length_mask(lengths.to(x.device), x.shape[1]).unsqueeze(-1)  # (B, T, 1)
