@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from seqforge.checkpoint import load_from_checkpoint
 from seqforge.data.anomaly import AnomalyDataModule
 from seqforge.data.series import labelled_series
 from seqforge.models import Forecaster, RecurrentAutoencoder
+from seqforge.models import autoencoder as autoencoder_module
 from seqforge.tasks import AnomalyTask
 from seqforge.tasks.anomaly import (
     choose_threshold,
@@ -225,6 +227,10 @@ def test_autoencoder_reconstructs_the_window_shape_zero_past_lengths_and_follows
     np.testing.assert_allclose((shifted - out)[0].detach().numpy(), np.full((10, 2), 5.0), atol=1e-5)
     with pytest.raises(ValueError, match="window_norm must be one of"):
         RecurrentAutoencoder(window_norm="last")
+    with pytest.raises(TypeError, match="RecurrentAutoencoder: rnn has no key 'hiden_size'; did you mean"):
+        RecurrentAutoencoder(rnn={"hiden_size": 8})
+    result = doctest.testmod(autoencoder_module)
+    assert result.attempted > 0 and result.failed == 0
 
 
 # --- the task ----------------------------------------------------------------------------------------------------
