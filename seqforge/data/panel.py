@@ -442,6 +442,7 @@ class PanelDataModule(SplitDataModule):
         self._require_fitted(self.scaler)
         histories, futures, statics, index, labels, raw = [], [], [], [], [], []
         for s in self.read_table(path):
+            i, target, covariates, static = self.encode(s)
             if len(s.target) < w:
                 raise ValueError(f"{owner}: series {s.name!r} has {len(s.target)} targets, fewer than window={w}")
             if len(s.future_times) < h:
@@ -456,7 +457,6 @@ class PanelDataModule(SplitDataModule):
                     times = [s.times.iloc[-1] + step * (k + 1) for k in range(h)]
             else:
                 times = list(s.future_times)
-            i, target, covariates, static = self.encode(s)
             n = len(target)
             covariates = torch.cat([covariates, covariates.new_zeros(n + h - len(covariates), covariates.shape[1])])
             history, _, future, static, _ = self.sample((i, torch.cat([target, target.new_zeros(h)]),

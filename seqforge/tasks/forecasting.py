@@ -7,11 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, SymmetricMeanAbsolutePercentageError
 
+from seqforge.data.forecast_io import write_forecast_csv
 from seqforge.layers.masks import length_mask
 from seqforge.metrics import (
     gaussian_crps,
@@ -255,3 +257,46 @@ class ForecastingTask(SequenceTask):
                 orig(lower), orig(upper), title=f"{stage} example {i}{band}",
             )  # fmt: skip
             writer.add_figure(f"{stage}/forecast_{i}", fig, global_step=self.global_step)
+
+
+def write_panel_forecasts(
+    task: ForecastingTask,
+    output_file: str | Path,
+    path: str | Path | None = None,
+    plot_folder: str | Path | None = None,
+    num_plots: int = 3,
+) -> dict[str, Any]:
+    """Forecast every series of a long table past its last target and write the forecasts as CSV.
+
+    ``task`` holds a :class:`seqforge.data.panel.PanelDataModule` with fitted state (``load_from_checkpoint``
+    attaches it); ``path``: the table (default: the training one), read and checked like the training data,
+    each series forecast from its last ``window`` rows over its future rows (see
+    :meth:`~seqforge.data.panel.PanelDataModule.forecast_inputs`). The CSV (:func:`write_forecast_csv`) has
+    ``series, step, time, prediction`` (the mean, or the median of a quantile head) and the interval bounds
+    ``lower_<pct>, upper_<pct>`` of each level in ``task.levels``. With ``plot_folder``, the first
+    ``num_plots`` series get ``<series>.png`` there (history, forecast, widest interval). Returns
+    :meth:`ForecastingTask.forecast`'s dictionary plus ``series_ids`` and ``times``.
+    """
+    dm = task.datamodule
+    if not hasattr(dm, "forecast_inputs"):
+        raise TypeError(f"write_panel_forecasts: the task's datamodule is a {type(dm).__name__}, not a "
+                        "PanelDataModule (a table of many series)")
+    inputs = dm.forecast_inputs(path)
+    history, lengths, future, static, series = (x.to(task.device) for x in inputs["batch"])
+    task.eval()
+    result = task.forecast(history, lengths, future=future, static=static, series=series)
+    write_forecast_csv(output_file, result["prediction"], result["intervals"], series=inputs["series_ids"],
+                       times=inputs["times"])  # fmt: skip
+    if plot_folder is not None:
+        folder = Path(plot_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        widest = max(task.levels, default=None)
+        for i, name in enumerate(inputs["series_ids"][:num_plots]):
+            lower, upper = result["intervals"][widest] if widest is not None else (None, None)
+            fig = forecast_figure(
+                inputs["history"][i], np.full(dm.horizon, np.nan), result["prediction"][i],
+                None if lower is None else lower[i], None if upper is None else upper[i],
+                title=f"{name}: forecast {inputs['times'][i][0]} to {inputs['times'][i][-1]} (no truth yet)",
+            )  # fmt: skip
+            fig.savefig(folder / f"{name}.png", dpi=100)
+    return {**result, "series_ids": inputs["series_ids"], "times": inputs["times"]}
