@@ -285,6 +285,7 @@ def write_panel_forecasts(
     history, lengths, future, static, series = (x.to(task.device) for x in inputs["batch"])
     task.eval()
     result = task.forecast(history, lengths, future=future, static=static, series=series)
+    Path(output_file).parent.mkdir(parents=True, exist_ok=True)
     write_forecast_csv(output_file, result["prediction"], result["intervals"], series=inputs["series_ids"],
                        times=inputs["times"])  # fmt: skip
     if plot_folder is not None:
