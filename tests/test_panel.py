@@ -49,7 +49,7 @@ def module(path: Path, **kwargs: object) -> PanelDataModule:
 def test_windows_stay_in_their_series_and_never_see_the_future(tmp_path):
     df = frame()
     dm = module(write(df.sample(frac=1.0, random_state=0), tmp_path / "p.csv"), scaler="none")  # rows shuffled
-    assert dm.series_ids == ["a", "b", "c"] or sorted(dm.series_ids) == ["a", "b", "c"]
+    assert sorted(dm.series_ids) == ["a", "b", "c"]  # in order of first appearance
     mean, std = np.asarray(dm.covariate_shift), np.asarray(dm.covariate_scale)
     counts = {"train": 0, "val": 0, "test": 0}
     for split, samples in dm.splits.items():
@@ -166,7 +166,8 @@ def bad(df: pd.DataFrame, **set_: object) -> pd.DataFrame:
         (lambda: frame({"a": 30, "short": 13}), r"series 'short' has 13 targets; window=4 \+ horizon=2 \+ val_size=4 "
                                                 r"\+ test_size=4 need at least 14"),
         (lambda: bad(frame(), b__7__target=np.nan), r"series 'b': column 'target' is NaN at time 7"),
-        (lambda: bad(frame(), a__20__known=np.nan), r"series 'a': known-future covariate 'known' is missing at time 20"),
+        (lambda: bad(frame(), a__20__known=np.nan),
+         r"series 'a': known-future covariate 'known' is missing at time 20"),
         (lambda: bad(frame(), c__3__past=np.nan), r"series 'c': past covariate 'past' is missing at time 3"),
         (lambda: bad(frame(), c__3__past="high"), r"series 'c', column 'past', time 3: 'high' is not a number"),
         (lambda: bad(frame(), a__2__group="odd"), r"series 'a': static column 'group' must hold one value per "
@@ -194,7 +195,7 @@ def test_dates_need_a_regular_grid(tmp_path):
 def future_rows(df: pd.DataFrame, n: int, known: bool = True) -> pd.DataFrame:
     """``n`` rows after each series' end with an empty target and past covariate."""
     extra = []
-    for name, rows in df.groupby("series_id", sort=False):
+    for _, rows in df.groupby("series_id", sort=False):
         last = rows.iloc[-1]
         for k in range(1, n + 1):
             extra.append({**last.to_dict(), "time": last.time + k, "target": np.nan, "past": np.nan,
@@ -209,28 +210,29 @@ def test_predict_writes_a_forecast_csv_and_plots_from_a_checkpoint(tmp_path):
     dm = module(path)
     L.seed_everything(0)
     task = small_task(dm, head="gaussian")
+    net = {"_target_": "seqforge.models.Forecaster", "hidden_size": 8, "head": "gaussian"}
     config = {"data": {"_target_": "seqforge.data.panel.PanelDataModule", "path": str(path), **KW},
-              "model": {"_target_": "seqforge.tasks.ForecastingTask", "num_plots": 0,
-                        "net": {"_target_": "seqforge.models.Forecaster", "hidden_size": 8, "head": "gaussian"}}}  # fmt: skip
-    fit = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
-                    callbacks=[ConfigInCheckpoint(config, dm.net_kwargs)], enable_model_summary=False)  # fmt: skip
+              "model": {"_target_": "seqforge.tasks.ForecastingTask", "num_plots": 0, "net": net}}  # fmt: skip
+    fit = trainer(tmp_path, max_epochs=1, callbacks=[ConfigInCheckpoint(config, dm.net_kwargs)])
     fit.fit(task, datamodule=dm)
     fit.save_checkpoint(tmp_path / "m.ckpt")
     loaded = load_from_checkpoint(tmp_path / "m.ckpt")
     table = write(future_rows(frame(), H), tmp_path / "future.csv")
     result = write_panel_forecasts(loaded, tmp_path / "f.csv", table, plot_folder=tmp_path / "plots", num_plots=2)
     rows = list(csv.DictReader((tmp_path / "f.csv").open()))
-    assert [(r["series"], r["step"], r["time"]) for r in rows[:3]] == [("a", "1", "30"), ("a", "2", "31"), ("b", "1", "24")]
+    first = [(r["series"], r["step"], r["time"]) for r in rows[:3]]
+    assert first == [("a", "1", "30"), ("a", "2", "31"), ("b", "1", "24")]  # the rows after each series' end
     assert len(rows) == 3 * H and {"lower_80", "upper_95"} <= set(rows[0])
     assert all(float(r["lower_95"]) <= float(r["prediction"]) <= float(r["upper_95"]) for r in rows)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["a.png", "b.png"]
     assert 45 < result["prediction"][1].mean() < 175  # series b (targets about 100 + t) in original units
     with pytest.raises(ValueError, match=r"series 'a' has 0 future rows .* known-future covariates \['known'\]"):
         write_panel_forecasts(loaded, tmp_path / "g.csv", path)
-    with pytest.raises(ValueError, match=r"series 'a': known-future covariate 'known' is missing at time 30 \(a future row"):
-        write_panel_forecasts(loaded, tmp_path / "g.csv", write(future_rows(frame(), H, known=False), tmp_path / "x.csv"))
+    unknown = write(future_rows(frame(), H, known=False), tmp_path / "x.csv")
+    with pytest.raises(ValueError, match=r"'a': known-future covariate 'known' is missing at time 30 \(a future row"):
+        write_panel_forecasts(loaded, tmp_path / "g.csv", unknown)
     with pytest.raises(ValueError, match=r"series 'z' was not among the training series"):
-        write_panel_forecasts(loaded, tmp_path / "g.csv", write(frame({"z": 30}), tmp_path / "z.csv"))
+        write_panel_forecasts(loaded, tmp_path / "g.csv", write(future_rows(frame({"z": 30}), H), tmp_path / "z.csv"))
 
 
 def test_us_macro_source_is_eight_quarterly_growth_rates():

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -260,7 +261,7 @@ class ForecastingTask(SequenceTask):
 
 
 def write_panel_forecasts(
-    task: ForecastingTask,
+    task: L.LightningModule,
     output_file: str | Path,
     path: str | Path | None = None,
     plot_folder: str | Path | None = None,
@@ -277,10 +278,10 @@ def write_panel_forecasts(
     ``num_plots`` series get ``<series>.png`` there (history, forecast, widest interval). Returns
     :meth:`ForecastingTask.forecast`'s dictionary plus ``series_ids`` and ``times``.
     """
-    dm = task.datamodule
-    if not hasattr(dm, "forecast_inputs"):
-        raise TypeError(f"write_panel_forecasts: the task's datamodule is a {type(dm).__name__}, not a "
-                        "PanelDataModule (a table of many series)")
+    dm: Any = getattr(task, "datamodule", None)
+    if not isinstance(task, ForecastingTask) or not hasattr(dm, "forecast_inputs"):
+        raise TypeError(f"write_panel_forecasts: needs a ForecastingTask with a PanelDataModule (a table of many "
+                        f"series), got a {type(task).__name__} with a {type(dm).__name__}")
     inputs = dm.forecast_inputs(path)
     history, lengths, future, static, series = (x.to(task.device) for x in inputs["batch"])
     task.eval()
