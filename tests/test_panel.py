@@ -175,6 +175,8 @@ def bad(df: pd.DataFrame, **set_: object) -> pd.DataFrame:
         (lambda: frame().assign(target=lambda d: d.target.where(d.series_id != "b", 7.0)),
          r"series 'b' is constant \(7\) over its training part \(times 0 to 15\)"),
         (lambda: frame().drop(columns=["known"]), r"has no column\(s\) \['known'\]"),
+        (lambda: frame().assign(series_id=lambda d: d.series_id.where(d.index != 3)),
+         r"column 'series_id' is empty in 1 row\(s\), the first at time 3"),
     ],
 )
 def test_bad_input_is_an_error_naming_series_column_and_time(tmp_path, make, message):

@@ -256,6 +256,10 @@ class PanelDataModule(SplitDataModule):
             raise ValueError(f"{owner}: {where} has no column(s) {missing}; columns: {list(frame.columns)}")
         if frame.empty:
             raise ValueError(f"{owner}: {where} has no rows")
+        unnamed = np.flatnonzero(frame[self.series_column].isna().to_numpy())
+        if unnamed.size:
+            raise ValueError(f"{owner}: {where}: column {self.series_column!r} is empty in {unnamed.size} row(s), the "
+                             f"first at time {frame[self.time_column].iloc[unnamed[0]]}; every row needs its series")
         for column in (self.target, *covariates):
             values = pd.to_numeric(frame[column], errors="coerce")
             bad = values.isna() & frame[column].notna()

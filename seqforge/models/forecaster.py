@@ -16,7 +16,7 @@ ratios to the window's level, so a trending series does not leave the range the 
 season-wise when ``horizon > S``), so for a seasonal series it only has to learn the change from one
 season to the next. Every window needs at least ``S`` valid steps.
 
-Context beyond the history window (a global model over many series, e.g. :class:`seqforge.data.PanelDataModule`):
+Context beyond the history window (a global model over many series, e.g. :class:`seqforge.data.panel.PanelDataModule`):
 ``future_size`` known-future covariates per horizon step, ``future`` ``(B, horizon, future_size)``, and
 static categorical features, ``static`` ``(B, len(static_cardinalities))`` int64 ids, each embedded in
 ``static_embedding_dim`` dimensions. The direct head reads the encoder summary, the static embeddings and
