@@ -43,7 +43,10 @@ def quantile_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
 
 
 class ForecastingTask(SequenceTask):
-    """Forecasting with a :class:`seqforge.models.Forecaster` on ``(history, lengths, target)`` batches.
+    """Forecasting with a :class:`seqforge.models.Forecaster` on ``(history, lengths, target)`` batches, or on
+    ``(history, lengths, target, future, static, series)`` batches of many series
+    (:class:`seqforge.data.panel.PanelDataModule`): the net also reads ``future`` and ``static``, and the
+    metrics invert each row's own series scaler and divide by its series' MASE scale.
 
     The loss follows the net's head: ``loss`` (``"mse"`` or ``"mae"``) for a point head, Gaussian NLL for
     a Gaussian head, pinball loss for a quantile head. Metrics use the point forecast (mean or median) in
@@ -199,10 +202,10 @@ class ForecastingTask(SequenceTask):
         for name in ("mae", "rmse", "smape"):
             metrics[name].update(pred, target)
         scale = datamodule_attr(self, "mase_scale")
-        if series is not None:  # one MASE scale per series (none is 0: the panel refuses constant series)
+        if series is not None and scale is not None:  # one MASE scale per series (the panel refuses constant ones)
             scale = torch.tensor(scale, dtype=pred.dtype, device=pred.device)[series]
         elif scale is None:  # each window's own in-sample naive (one-step) error
-            history = self.to_original(out["history"][..., 0])  # (B, W)
+            history = self.to_original(out["history"][..., 0], series)  # (B, W)
             steps = history.diff(dim=1).abs()
             valid = length_mask(out["lengths"].to(steps.device) - 1, steps.shape[1])  # (B, W - 1): valid diffs
             scale = (steps * valid).sum(1) / valid.sum(1).clamp(min=1)
