@@ -100,7 +100,7 @@ def test_scalers_fit_on_training_rows_only(tmp_path):
 
 
 def small_task(dm: PanelDataModule, **net: object) -> ForecastingTask:
-    model = Forecaster(**dm.net_kwargs, hidden_size=8, **net)  # type: ignore[arg-type]
+    model = Forecaster(**dm.net_kwargs, rnn={"hidden_size": 8}, **net)  # type: ignore[arg-type]
     return ForecastingTask(model, optimizer=partial(torch.optim.Adam, lr=0.01), num_plots=0)
 
 
@@ -212,7 +212,7 @@ def test_predict_writes_a_forecast_csv_and_plots_from_a_checkpoint(tmp_path):
     dm = module(path)
     L.seed_everything(0)
     task = small_task(dm, head="gaussian")
-    net = {"_target_": "seqforge.models.Forecaster", "hidden_size": 8, "head": "gaussian"}
+    net = {"_target_": "seqforge.models.Forecaster", "rnn": {"hidden_size": 8}, "head": "gaussian"}
     config = {"data": {"_target_": "seqforge.data.panel.PanelDataModule", "path": str(path), **KW},
               "model": {"_target_": "seqforge.tasks.ForecastingTask", "num_plots": 0, "net": net}}  # fmt: skip
     fit = trainer(tmp_path, max_epochs=1, callbacks=[ConfigInCheckpoint(config, dm.net_kwargs)])
