@@ -15,8 +15,10 @@ import torch
 from seqforge.checkpoint import load_from_checkpoint
 from seqforge.data.panel import PanelDataModule, us_macro
 from seqforge.models import Forecaster
+from seqforge.predict import predict_from_config
 from seqforge.tasks import ForecastingTask
 from seqforge.tasks.forecasting import write_panel_forecasts
+from seqforge.utils.config import ConfigError, compose_config
 
 W, H, TEST, VAL = 4, 2, 4, 4
 KW = {"past_covariates": ["past"], "future_covariates": ["known"], "static_categoricals": ["group"],
@@ -228,6 +230,13 @@ def test_predict_writes_a_forecast_csv_and_plots_from_a_checkpoint(tmp_path):
     assert all(float(r["lower_95"]) <= float(r["prediction"]) <= float(r["upper_95"]) for r in rows)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["a.png", "b.png"]
     assert 45 < result["prediction"][1].mean() < 175  # series b (targets about 100 + t) in original units
+    cfg = compose_config("predict", [f"ckpt_path={tmp_path / 'm.ckpt'}", f"input_file={table}",
+                                     f"output_file={tmp_path / 'out' / 'f.csv'}", "progress=false"])  # fmt: skip
+    predict_from_config(cfg)  # scripts/predict.py: the same CSV, plots beside it
+    assert (tmp_path / "out" / "f.csv").read_text() == (tmp_path / "f.csv").read_text()
+    assert {"a.png", "b.png", "c.png"} == {p.name for p in (tmp_path / "out" / "f_plots").iterdir()}
+    with pytest.raises(ConfigError, match=r"a forecaster over many series forecasts a table"):
+        predict_from_config(compose_config("predict", [f"ckpt_path={tmp_path / 'm.ckpt'}", f"input_file={table}"]))
     with pytest.raises(ValueError, match=r"series 'a' has 0 future rows .* known-future covariates \['known'\]"):
         write_panel_forecasts(loaded, tmp_path / "g.csv", path)
     unknown = write(future_rows(frame(), H, known=False), tmp_path / "x.csv")
