@@ -172,7 +172,8 @@ def test_export_survives_jit_save_load(cell: str, layer_norm: bool):
     x, lengths, hx = parity_inputs(layer)
     ref = outputs_and_grads(layer, x, lengths, hx)
     xg = x.clone().requires_grad_()
-    out, states = loaded(xg, list(hx), lengths)
+    out, finals = loaded(xg, hx if len(hx) == 2 else hx[0], lengths)  # torch's signature: (h, c) or h
+    states = list(finals) if isinstance(finals, tuple) else [finals]
     assert_close([out, *states], ref[: 1 + len(hx)])
     weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
     loss = (out * weight).sum() + sum((s * (k + 2)).sum() for k, s in enumerate(states))
@@ -185,11 +186,11 @@ def test_export_in_training_mode_draws_the_same_masks_and_rejects_zoneout():
     scripted_layer = export_torchscript(layer)
     x, lengths, hx = parity_inputs(layer)
     torch.manual_seed(11)
-    out, _ = scripted_layer(x, list(hx), lengths)
+    out, _ = scripted_layer(x, hx[0], lengths)
     torch.manual_seed(11)
     ref, _ = layer(x, hx[0], lengths=lengths)
     assert_close([out], [ref])
-    with pytest.raises(ValueError, match="LSTM with zoneout=0.1 cannot be exported"):
+    with pytest.raises(ValueError, match="LSTM: zoneout=0.1 has no TorchScript loop; .* export_torchscript need"):
         export_torchscript(seqforge.LSTM(3, 5, zoneout=0.1))
 
 
@@ -224,11 +225,12 @@ def test_auto_records_and_logs_its_choice_once(caplog: pytest.LogCaptureFixture)
         for layer in (plain, normed, zoned, plain):
             out, _ = layer.eval()(x)  # eval: zoneout is deterministic
             assert torch.equal(out, get_backend(layer.backend_used).forward(layer, x, _zeros(layer, 2), None)[0])
-    assert (plain.backend_used, normed.backend_used, zoned.backend_used) == ("cudnn", "script", "eager")
+    # torch's kernels are called "native" on CPU (issue 18: "cudnn" only where cuDNN runs them)
+    assert (plain.backend_used, normed.backend_used, zoned.backend_used) == ("native", "script", "eager")
     assert dropped.backend_used == "script"
     assert choose_backend(zoned) == "eager"
     assert [r.getMessage() for r in caplog.records] == [
-        "LSTM(backend='auto') runs backend 'cudnn'",
+        "LSTM(backend='auto') runs backend 'native'",
         "GRU(backend='auto') runs backend 'script'",
         "LSTM(backend='auto') runs backend 'eager'",
         "GRU(backend='auto') runs backend 'script'",

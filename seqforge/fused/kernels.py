@@ -25,6 +25,8 @@ normalized cell (for the cell layer-norm gains). Parameter gradients are reduced
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -49,16 +51,22 @@ def direction_inputs(x: Tensor, weights: list[Tensor | None], mode: str) -> tupl
     return gi, b_hh, ln_hh_b
 
 
+def cell_weights(cell: Any) -> list[Tensor | None]:
+    """A built-in cell's ten weights in torch's order (``cell.weights()``) plus ``weight_hr`` (the LSTM
+    projection, ``None`` without ``proj_size``): the eleven entries every direction runner reads."""
+    return [*cell.weights(), getattr(cell, "weight_hr", None)]
+
+
 def kernel_direction(
     mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor, b_hh: Tensor | None,
     ln_hh_w: Tensor | None, ln_hh_b: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
-    mask: Tensor | None,
+    w_hr: Tensor | None, mask: Tensor | None,
 ) -> list[Tensor]:  # fmt: skip
     """One direction through the forward loop of ``mode``, differentiable by autograd or TorchScript:
-    ``[h_all]`` or ``[h_all, c_all]``, each ``(T, B, H)``."""
+    ``[h_all]`` or ``[h_all, c_all]``, ``h_all (T, B, P or H)``, ``c_all (T, B, H)``."""
     if mode == "LSTM":
         assert c0 is not None
-        out = lstm_forward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, False)
+        out = lstm_forward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask, False)
         return [out[0], out[1]]
     if mode == "GRU":
         return [gru_forward(gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, False)[0]]
@@ -144,11 +152,14 @@ def lstm_forward(
     ln_hh_b: Tensor | None,
     ln_c_w: Tensor | None,
     ln_c_b: Tensor | None,
+    w_hr: Tensor | None,
     mask: Tensor | None,
     save: bool,
 ) -> list[Tensor]:
-    """LSTM recurrence. ``gi (T, B, 4H)``, ``h0, c0 (B, H)``, ``w_hh (4H, H)``; returns the list above."""
+    """LSTM recurrence. ``gi (T, B, 4H)``, ``h0 (B, P)``, ``c0 (B, H)``, ``w_hh (4H, P)``; returns the list
+    above. With the projection ``w_hr (P, H)``: ``h' = (o * tanh(c')) W_hr^T``; ``P = H`` without it."""
     w_hh_t = w_hh.t()
+    w_hr_t = w_hr.t() if w_hr is not None else None
     h, c = h0, c0
     hs: list[Tensor] = []
     cs: list[Tensor] = []
@@ -161,6 +172,8 @@ def lstm_forward(
         activated = SF.lstm_gates(g)
         out = SF.lstm_state(activated, c, ln_c_w, ln_c_b)
         h, c = out[0], out[1]
+        if w_hr_t is not None:
+            h = torch.mm(h, w_hr_t)
         hs.append(h)
         cs.append(c)
         if save:
@@ -284,17 +297,24 @@ def lstm_backward(
     ln_c_w: Tensor | None,
     mean_c: Tensor,
     rstd_c: Tensor,
+    w_hr: Tensor | None,
 ) -> list[Tensor]:
-    """Backward of :func:`lstm_forward` through time (one fused pointwise gradient per step)."""
+    """Backward of :func:`lstm_forward` through time (one fused pointwise gradient per step). Returns the
+    list above plus ``dh_all`` after the recurrent contributions, ``(T, B, P)`` (for ``dW_hr``; empty
+    without the projection ``w_hr``)."""
     ln_hh = [raw_hh, mean_hh, rstd_hh]
-    steps, batch, hidden = dh_all.shape
+    steps, batch, width = dh_all.shape  # width: P with the projection, else H
     dgates = torch.empty_like(gates)
     dgh_raw = torch.empty_like(gates) if ln_hh_w is not None else dgates  # same tensor without layer norm
-    dcn_all = torch.empty_like(dh_all) if ln_c_w is not None else _empty(dh_all)
-    dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
-    dc_next = torch.zeros_like(dh_next)
+    dcn_all = torch.empty_like(c_all) if ln_c_w is not None else _empty(dh_all)
+    dhp_all = torch.empty_like(dh_all) if w_hr is not None else _empty(dh_all)
+    dh_next = torch.zeros([batch, width], dtype=dh_all.dtype, device=dh_all.device)
+    dc_next = torch.zeros_like(c0)
     for t in range(steps - 1, -1, -1):
         dh = dh_all[t] + dh_next
+        if w_hr is not None:
+            dhp_all[t] = dh
+            dh = torch.mm(dh, w_hr)  # through h = (o * tanh(c)) W_hr^T
         i, f, g, o = gates[t].chunk(4, 1)
         tc = tanh_c[t]
         dcn = dh * o * (1.0 - tc * tc)
@@ -318,7 +338,7 @@ def lstm_backward(
         if ln_hh_w is not None:
             dgh_raw[t] = draw
         dh_next = _through_w_hh(draw, w_hh, mask)
-    return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next]
+    return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next, dhp_all]
 
 
 def gru_backward(
