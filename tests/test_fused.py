@@ -243,6 +243,28 @@ def test_auto_records_and_logs_its_choice_once(caplog: pytest.LogCaptureFixture)
     assert [r.getMessage() for r in caplog.records] == ["LSTM(backend='auto') runs backend 'eager'"]
 
 
+def test_torch_kernels_are_called_native_on_cpu(caplog: pytest.LogCaptureFixture):
+    """Issue 18: on CPU torch's kernels are "native" (not "cudnn") in backend_used, the reason, the log and
+    what train() writes to metrics.json; "native" is also accepted as the backend's name."""
+    from seqforge.train import backend_used
+
+    chosen = seqforge.LSTM(3, 5, backend="cudnn")
+    assert chosen.backend == "cudnn" and chosen.backend_used == "native"
+    with caplog.at_level(logging.INFO, logger="seqforge.fused.backends"):
+        auto = seqforge.GRU(3, 5, num_layers=2, backend="auto")
+    assert auto.backend_used == "native" and auto.backend_reason == "built-in cell; native supports these options"
+    assert [r.getMessage() for r in caplog.records] == ["GRU(backend='auto') runs backend 'native'"]
+    assert backend_used(nn.Sequential(chosen, nn.Linear(5, 1))) == "native"
+    named = seqforge.GRU(3, 5, num_layers=2, backend="native")
+    named.load_state_dict(auto.state_dict())
+    x = torch.randn(4, 2, 3)
+    assert named.backend_used == "native" and torch.equal(named(x)[0], auto(x)[0])
+    with pytest.raises(ValueError, match=r"GRU\(backend='native'\): layer_norm=True is not supported"):
+        seqforge.GRU(3, 5, backend="native", layer_norm=True)
+    with pytest.raises(ValueError, match=r"LSTM\(backend='cudnn'\): layer_norm=True is not supported"):
+        seqforge.LSTM(3, 5, backend="cudnn", layer_norm=True)
+
+
 def _zeros(layer, batch: int) -> tuple[torch.Tensor, ...]:
     shape = (layer.num_layers * layer.num_directions, batch, layer.hidden_size)
     return tuple(torch.zeros(shape) for _ in range(2 if layer.mode == "LSTM" else 1))

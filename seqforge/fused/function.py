@@ -53,6 +53,20 @@ def _sum_bt(x: Tensor) -> Tensor:
     return x.sum((0, 1))
 
 
+def _ln_parameter_grads(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None,
+                        bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
+    """Gradients of a layer norm's gain and shift over all steps, ``sum_{t,b} dy * xhat`` and ``sum dy``, as
+    one native kernel over the ``(T*B, N)`` rows (``None`` for a parameter that is absent)."""
+    if weight is None:
+        return None, None
+    rows = x.flatten(0, 1)
+    _, dweight, dbias = torch.ops.aten.native_layer_norm_backward(
+        dy.flatten(0, 1), rows, [rows.size(-1)], mean.flatten(0, 1), rstd.flatten(0, 1), weight,
+        weight if bias is None else bias, [False, True, bias is not None],  # the kernel reads bias's device only
+    )
+    return dweight, dbias
+
+
 class FusedRecurrence(torch.autograd.Function):
     """``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask) -> (h_all, c_all)`` (LSTM) or
     ``h_all``.
@@ -81,26 +95,26 @@ class FusedRecurrence(torch.autograd.Function):
         args = (gi.contiguous(), h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask)
         out = _forward_loop(mode, args, True, graphs)
         ctx.mode, ctx.graphs = mode, graphs
-        ctx.has = (b_hh is not None, ln_hh_w is not None, ln_c_w is not None)
+        ctx.has_bias = b_hh is not None
+        ctx.set_materialize_grads(False)  # an unused c_all (the usual case) costs no zeros and no adds
         ctx.save_for_backward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask, *out)
         h_all, c_all = out[0], out[1]
         return (h_all, c_all) if mode == "LSTM" else h_all
 
     @staticmethod
-    def backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient is asked for
-            return _differentiable_backward(ctx, dh_all, dc_all)
+    def backward(ctx: Any, dh_all: Tensor | None, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
         gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask, *out = ctx.saved_tensors
         h_all, c_all, saved, tanh_c, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c = out
+        dh_all = torch.zeros_like(h_all) if dh_all is None else dh_all.contiguous()  # None: h_all unused
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient is asked for
+            return _differentiable_backward(ctx, dh_all, dc_all)
         mode, graphs = ctx.mode, ctx.graphs
-        dh_all = dh_all.contiguous()
         ln_hh = (ln_hh_w, raw_hh, mean_hh, rstd_hh)
         args: tuple[Any, ...]
         dw_hr = None
         if mode == "LSTM":
-            assert dc_all is not None  # autograd materializes the gradient of c_all (zeros when unused)
-            args = (dh_all, dc_all.contiguous(), c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c,
-                    w_hr)  # fmt: skip
+            dc = None if dc_all is None else dc_all.contiguous()  # None: c_all was not used
+            args = (dh_all, dc, c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c, w_hr)
             dgi, dgh_raw, dgh, dcn, dh0, dc0, dh_proj = _call("lstm_backward", args, graphs)
             if w_hr is not None and ctx.needs_input_grad[11]:
                 hidden = c_all.size(2)
@@ -112,7 +126,7 @@ class FusedRecurrence(torch.autograd.Function):
         else:
             args = (dh_all, h_all, w_hh, mask, *ln_hh, mode == "RNN_RELU")
             dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("rnn_backward", args, graphs)
-        has_bias, has_ln_hh, has_ln_c = ctx.has
+        has_bias = ctx.has_bias
         dw_hh = None
         if ctx.needs_input_grad[5]:
             h_prev = torch.cat([h0.unsqueeze(0), h_all[:-1]])  # (T, B, H)
@@ -121,10 +135,8 @@ class FusedRecurrence(torch.autograd.Function):
             # One (G*H, T*B) x (T*B, H) matmul for the recurrent weight gradient of all steps.
             dw_hh = dgh_raw.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
         db_hh = _sum_bt(dgh) if has_bias else None
-        dln_hh_w = _sum_bt(dgh * (raw_hh - mean_hh) * rstd_hh) if has_ln_hh else None  # dgh * xhat
-        dln_hh_b = _sum_bt(dgh) if has_ln_hh else None
-        dln_c_w = _sum_bt(dcn * (c_all - mean_c) * rstd_c) if has_ln_c else None
-        dln_c_b = _sum_bt(dcn) if has_ln_c else None
+        dln_hh_w, dln_hh_b = _ln_parameter_grads(dgh, raw_hh, mean_hh, rstd_hh, ln_hh_w, ln_hh_b)
+        dln_c_w, dln_c_b = _ln_parameter_grads(dcn, c_all, mean_c, rstd_c, ln_c_w, ln_c_b)
         return (None, None, dgi, dh0, dc0 if mode == "LSTM" else None, dw_hh, db_hh, dln_hh_w, dln_hh_b,
                 dln_c_w, dln_c_b, dw_hr, None)  # fmt: skip
 

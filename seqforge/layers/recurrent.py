@@ -552,8 +552,7 @@ class LSTM(RecurrentBase):
         proj_size: if ``> 0``, an LSTM with projections exactly as ``torch.nn.LSTM``: ``h_t = W_{hr}(o_t \odot
             \tanh(c_t))`` with ``weight_hr_l{k}[_reverse] (proj_size, hidden_size)``; ``h`` (outputs and
             ``h_0/h_n``, ``(L*D, B, proj_size)``) is ``proj_size`` wide, ``c`` stays ``hidden_size``; the
-            output is ``D * proj_size`` wide. Runs on ``eager``, ``compile`` and ``cudnn``; ``script`` refuses it
-            and ``auto`` picks ``cudnn``.
+            output is ``D * proj_size`` wide. Runs on every backend.
         layer_norm: normalize the gate pre-activations and the cell state (see :class:`LayerNormLSTMCell`);
             adds ``ln_{ih,hh,cell}_{weight,bias}_l{k}[_reverse]`` parameters.
         recurrent_dropout: variational dropout on ``h_{t-1}`` before ``W_hh`` (Gal & Ghahramani, 2016): one
