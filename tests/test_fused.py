@@ -313,7 +313,7 @@ def test_benchmark_script_writes_results(tmp_path: Path):
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "scripts" / "benchmark.py"), "--device", "cpu", "--cells", "lstm", "ln_lstm",
            "--backends", "eager", "script", "torch.nn", "--sizes", "4,2,8", "4,1,8,inference", "--runs", "2",
-           "--warmup", "1", "--out-dir", str(tmp_path)]  # fmt: skip
+           "--warmup", "1", "--clock", "cpu", "--out-dir", str(tmp_path)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, cwd=root, timeout=120)
     (json_file,) = tmp_path.glob("cpu-*.json")
     report = json.loads(json_file.read_text())
@@ -324,6 +324,7 @@ def test_benchmark_script_writes_results(tmp_path: Path):
     assert all(set(r) & {"backward", "both"} == set() for r in report["timings"] if r["B"] == 1)
     assert report["parity"] and all(c["pass"] for c in report["parity"])
     assert set(report["fusion"]) == {"lstm", "gru", "ln_lstm"}
+    assert report["meta"]["clock"] == "cpu" and report["meta"]["cpu_model"]  # the machine is named
     assert "| ln_lstm | 4 | 2 | 8 | fp32 | script |" in json_file.with_suffix(".md").read_text()
 
 
