@@ -138,10 +138,10 @@ def main() -> None:
             want = float_net(x, lengths)
             got = int8_net(x, lengths)
             medians = interleaved({
-                "float32": lambda: float_net(x, lengths),
-                "float32 eager loop": lambda: eager_net(x, lengths),
-                "int8": lambda: int8_net(x, lengths),
-                "int8 per-step matmuls (not taken)": lambda: route_b(x, full),
+                "float32": lambda x=x, lengths=lengths: float_net(x, lengths),
+                "float32 eager loop": lambda x=x, lengths=lengths: eager_net(x, lengths),
+                "int8": lambda x=x, lengths=lengths: int8_net(x, lengths),
+                "int8 per-step matmuls (not taken)": lambda x=x, full=full: route_b(x, full),
             }, args.repeats)  # fmt: skip
             speed[batch] = {"time": x.shape[1], "median_ms": {k: v * 1e3 for k, v in medians.items()},
                             "int8/float32": medians["int8"] / medians["float32"],

@@ -40,7 +40,7 @@ from seqforge.cells.base import State, as_state, state_tensors
 from seqforge.layers.masks import check_length_range
 from seqforge.layers.recurrent import Recurrent, RecurrentBase
 
-_INT8_LAYERS: dict[str, tuple[type[nn.RNNBase], Any]] = {  # mode -> (torch's float layer, its int8 twin)
+_INT8_LAYERS: dict[str, tuple[Any, Any]] = {  # mode -> (torch's float layer, its int8 twin)
     "LSTM": (nn.LSTM, nnqd.LSTM), "GRU": (nn.GRU, nnqd.GRU),
 }  # fmt: skip
 
@@ -56,8 +56,10 @@ def _torch_ao_quiet() -> Iterator[None]:
 
 def why_float(layer: Recurrent) -> str | None:
     """Why ``layer`` cannot run on the int8 kernels, or ``None`` when it can."""
-    if not isinstance(layer, RecurrentBase) or layer.mode not in _INT8_LAYERS:
+    if not isinstance(layer, RecurrentBase):
         return f"cell {layer.cell_name!r} is not the built-in LSTM or GRU cell (int8 kernels exist for those only)"
+    if layer.mode not in _INT8_LAYERS:
+        return f"mode {layer.mode} has no int8 layer kernel in torch (LSTM and GRU have)"
     options = {"layer_norm": layer.layer_norm, "proj_size": layer.proj_size, "zoneout": layer.zoneout}
     for option, value in options.items():
         if value:
@@ -93,8 +95,8 @@ class QuantizedRecurrent(nn.Module):
         if reason is not None:
             raise ValueError(f"QuantizedRecurrent: {type(layer).__name__} cannot be quantized: {reason}")
         float_cls, int8_cls = _INT8_LAYERS[layer.mode]
-        twin = float_cls(layer.input_size, layer.hidden_size, layer.num_layers, bias=True, batch_first=layer.batch_first,
-                         bidirectional=layer.bidirectional)  # fmt: skip
+        twin = float_cls(layer.input_size, layer.hidden_size, layer.num_layers, bias=True,
+                         batch_first=layer.batch_first, bidirectional=layer.bidirectional)  # fmt: skip
         # bias=False layers get zero biases: torch's int8 kernels always add one, the function is the same
         missing = twin.load_state_dict(layer.state_dict(), strict=False).missing_keys
         with torch.no_grad():
@@ -210,7 +212,7 @@ def quantize(model: nn.Module, strict: bool = False, inplace: bool = False) -> n
         else:
             report.left_float[name] = f"{type(layer).__name__}: {reason}"
     if report.left_float:
-        lines = "; ".join(f"{name} ({why})" for name, why in report.left_float.items())
+        lines = "; ".join(f"{name!r} ({why})" for name, why in report.left_float.items())
         if strict:
             raise ValueError(f"quantize(strict=True): these recurrent layers cannot run in int8: {lines}")
         warnings.warn(f"quantize: left in float32: {lines}", stacklevel=2)
@@ -222,7 +224,7 @@ def quantize(model: nn.Module, strict: bool = False, inplace: bool = False) -> n
                 model = _replace(model, name, nnqd.Linear.from_float(module))
             report.int8.append(name)
     report.int8.sort()
-    model.quantization = report
+    model.quantization = report  # type: ignore[assignment]  # (nn.Module types attributes as tensors/modules)
     return model
 
 
