@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 import seqforge
 from seqforge.checkpoint import load_from_checkpoint
-from seqforge.exporting import EXAMPLE_STEPS, ExportGraph, example_inputs, export_from_config
-from seqforge.models import Seq2Seq, SequenceClassifier
+from seqforge.exporting import EXAMPLE_STEPS, ExportGraph, example_inputs, export_from_config, step_graphs
+from seqforge.models import ConditionalGenerator, Seq2Seq, SequenceClassifier
 from seqforge.train import train
 from seqforge.utils.config import ConfigError, compose_config
 
@@ -205,9 +205,8 @@ def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
         seqforge.export(task, tmp_path / "missing" / "m.onnx")
     with pytest.raises(ValueError, match=r"ends in \.json"):
         seqforge.export(task, tmp_path / "m.json")
-    seq2seq = Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, hidden_size=4)
-    with pytest.raises(ValueError, match=r"task_or_net is a Seq2Seq; exported as one graph are SequenceClassifier"):
-        seqforge.export(seq2seq, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"task_or_net is a Linear; exported are SequenceClassifier, .*Seq2Seq"):
+        seqforge.export(nn.Linear(2, 3), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
 
 
@@ -238,3 +237,125 @@ def test_torchscript_format_loads_with_the_same_numbers_or_says_what_to_use(tmp_
         return
     x, lengths = example_inputs(net, batch=4, steps=9, seed=5)
     torch.testing.assert_close(torch.jit.load(str(path))(x, lengths), net(x, lengths), atol=TOL, rtol=0)
+
+
+# ------------------------------------------------------------------ seq2seq and conditional generation
+GREEDY_ORT = r'''
+import importlib.util, json, sys
+sys.path[:] = [p for p in sys.argv[3].split("|")] + [p for p in sys.path if "site-packages" not in p]
+assert importlib.util.find_spec("seqforge") is None, "seqforge is importable in the consumer"
+import numpy as np, onnxruntime
+meta, data = json.load(open(sys.argv[2])), np.load(sys.argv[1])
+folder = sys.argv[2].rsplit("/", 1)[0]
+sessions = {k: onnxruntime.InferenceSession(f"{folder}/{g['file']}", providers=["CPUExecutionProvider"])
+            for k, g in meta["graphs"].items()}
+encoder, step, decode = sessions["encoder"], sessions["decoder_step"], meta["decode"]
+feeds = {i["name"]: data[i["name"]] for i in meta["graphs"]["encoder"]["inputs"]}
+state = dict(zip([o["name"] for o in meta["graphs"]["encoder"]["outputs"]], encoder.run(None, feeds)))
+outputs = [o["name"] for o in meta["graphs"]["decoder_step"]["outputs"]]
+batch, max_len = len(next(iter(feeds.values()))), int(data["max_len"])
+token = decode["eos_id"] is not None
+previous = np.full(batch, decode["start"], dtype=np.int64) if token else np.zeros_like(data["zeros"])
+finished, lengths, out = np.zeros(batch, dtype=bool), np.zeros(batch, dtype=np.int64), []
+for _ in range(max_len):
+    names = [i["name"] for i in meta["graphs"]["decoder_step"]["inputs"]][1:]
+    result = dict(zip(outputs, step.run(None, {"previous": previous, **{n: state[n] for n in names}})))
+    for produced, carried in decode["carry"].items():
+        state[carried] = result[produced]
+    if not token:
+        previous = result["mean"]
+        out.append(previous)
+        continue
+    previous = np.where(finished, decode["pad_id"], result["logits"].argmax(-1)).astype(np.int64)
+    lengths += ~finished
+    out.append(previous)
+    finished |= previous == decode["eos_id"]
+    if finished.all():
+        break
+np.save(sys.argv[1].replace(".npz", ".out.npy"), np.stack(out, 1))
+np.save(sys.argv[1].replace(".npz", ".lengths.npy"), lengths)
+'''
+
+
+def greedy_without_seqforge(meta_path: Path, max_len: int, **inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy loop over the exported ONNX graphs in ``python -I -S`` (numpy and onnxruntime only)."""
+    data = meta_path.with_suffix(".npz")
+    np.savez(data, max_len=max_len, **inputs)
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", GREEDY_ORT, str(data), str(meta_path),
+                             _site_packages("onnxruntime", "numpy")], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return np.load(meta_path.with_suffix(".out.npy")), np.load(meta_path.with_suffix(".lengths.npy"))
+
+
+def scrambled(net: nn.Module, seed: int = 0) -> nn.Module:
+    """``net`` with weights ``N(0, 0.6^2)``: outputs that depend on the input, ends at mixed steps."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.6)
+    return net.eval()
+
+
+def _decoders() -> list:
+    return [
+        pytest.param(lambda: Seq2Seq(10, 11, hidden_size=16, embedding_dim=8, num_layers=2),
+                     id="seq2seq-lstm-additive"),  # fmt: skip
+        pytest.param(lambda: ConditionalGenerator(vocab_size=10, num_conditions=4, hidden_size=16),
+                     id="generator-tokens"),  # fmt: skip
+        pytest.param(lambda: Seq2Seq(10, 11, hidden_size=16, embedding_dim=8, cell="gru", attention="none"),
+                     id="seq2seq-gru-no-attention", marks=pytest.mark.slow),  # fmt: skip
+        pytest.param(lambda: ConditionalGenerator(output_size=2, cond_size=3, hidden_size=8, cell="gru",
+                                                  output_head="gaussian"), id="generator-values",
+                     marks=pytest.mark.slow),  # fmt: skip
+    ]
+
+
+@pytest.mark.parametrize("build", _decoders())
+def test_decoder_graphs_greedy_loop_equals_the_models_own_greedy(build, tmp_path: Path) -> None:
+    net = scrambled(build())
+    max_len = 12
+    if isinstance(net, Seq2Seq):
+        gen = torch.Generator().manual_seed(5)  # not the export example's batch
+        inputs = {"src": torch.randint(3, 10, (6, 9), generator=gen), "src_lengths": torch.tensor([9, 1, 4, 7, 2, 5])}
+        want, want_lengths = net.greedy(inputs["src"], inputs["src_lengths"], max_len=max_len)
+    else:
+        cond = torch.tensor([0, 1, 2, 3, 1, 0]) if net.is_token else torch.randn(6, 3)
+        inputs = {"cond": cond}
+        want, want_lengths = net.generate(cond, max_len=max_len)
+    if want.dtype == torch.long:
+        assert len(set(want_lengths.tolist())) > 1 and int(want_lengths.max()) == max_len  # ends early and not
+
+    graph = seqforge.export(net, tmp_path / "model.onnx", format="onnx")
+    assert graph == tmp_path / "model.encoder.onnx" and (tmp_path / "model.decoder_step.onnx").exists()
+    meta_path = tmp_path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["net"] == type(net).__name__ and set(meta["graphs"]) == {"encoder", "decoder_step"}
+    extra = {} if want.dtype == torch.long else {"zeros": np.zeros((6, net.output_size), dtype=np.float32)}
+    got, got_lengths = greedy_without_seqforge(meta_path, max_len, **{k: v.numpy() for k, v in inputs.items()},
+                                               **extra)  # fmt: skip
+    if want.dtype == torch.long:
+        assert np.array_equal(got, want.numpy()) and np.array_equal(got_lengths, want_lengths.numpy())
+    else:
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=TOL, rtol=0)
+
+    seqforge.export(net, tmp_path / "model.pt2", format="pt2")
+    encoder = torch.export.load(str(tmp_path / "model.encoder.pt2")).module()
+    step = torch.export.load(str(tmp_path / "model.decoder_step.pt2")).module()
+    graphs = step_graphs(net)
+    state = list(encoder(*inputs.values()))
+    names, carried = graphs.state, graphs.carried
+    previous = graphs.previous[:1].expand(6, *graphs.previous.shape[1:]).clone()
+    outs = []
+    for _ in range(max_len):
+        result = step(previous, tuple(state))
+        for k, name in enumerate(carried):
+            state[names.index(name)] = result[len(graphs.outputs) + k]
+        previous = result[0].argmax(-1) if previous.dtype == torch.long else result[0]
+        outs.append(previous)
+    pt2 = torch.stack(outs, 1)
+    if want.dtype == torch.long:  # no masking after the end: compare up to each row's end
+        for row, n in enumerate(want_lengths.tolist()):
+            assert torch.equal(pt2[row, :n], want[row, :n])
+    else:
+        torch.testing.assert_close(pt2, want, atol=TOL, rtol=0)
