@@ -1,4 +1,4 @@
-"""``seqforge.export``: a trained model as one graph that runs without seqforge (ONNX, pt2 or TorchScript).
+"""``seqforge.export``: a trained model as graphs that run without seqforge (ONNX, pt2 or TorchScript).
 
 The classifier, regressor, tagger, forecaster and language model export as one graph
 ``(x, lengths) -> output`` with a dynamic batch and time axis:
@@ -10,13 +10,21 @@ The classifier, regressor, tagger, forecaster and language model export as one g
   std for ``gaussian``, one per quantile), in scaled units; language model ``(B, T, vocab_size)``
   next-token logits, zero on padded steps.
 
-Beside the file, ``<output>.json`` (the output path with its suffix replaced) holds what a consumer needs to
-pre- and post-process: the task, the input and output names and shapes, the vocabularies (``itos``, ids
-included), the tokenizer mode, class names, normalization statistics and scalers.
+``Seq2Seq`` and ``ConditionalGenerator`` export as an encoder graph (source or condition -> the decoder's
+initial state, a tuple of named tensors) and a one-step decoder graph ``(previous, state) -> (logits or
+values, next state[, attention])`` (:class:`Seq2SeqStepGraph`, :class:`GeneratorStepGraph`); the consumer
+runs the decoding loop, feeding each ``<name>_next`` output back as the ``<name>`` input.
 
-Every recurrent layer exports through its eager loop (whatever its ``backend``), as a ``scan`` over time;
-the length checks become checks inside the pt2 graph (ONNX has no assertion operator: lengths outside
-``[1, T]`` are not detected there).
+Beside the graphs, ``<output>.json`` (the output path with its suffix replaced) holds what a consumer needs
+to pre- and post-process: the task, every graph's input and output names, dtypes and shapes, the
+vocabularies (``itos``, ids included), the tokenizer mode, class names, normalization statistics, scalers,
+and for the decoders the start/end/pad ids, what to carry between steps and the default ``max_len``.
+
+Every recurrent layer exports through its eager loop (whatever its ``backend``), as a ``scan`` over time.
+A length outside ``[1, T]``: pt2 keeps the layers' check as an assertion in the graph (the program raises);
+ONNX has no assertion operator, so the ONNX graph runs on lengths clamped to ``[1, T]`` and sets that row of
+every output to NaN (:class:`ExportGraph`, :class:`Seq2SeqEncoderGraph`); the JSON says so under
+``out_of_range``.
 """
 
 from __future__ import annotations
@@ -49,21 +57,51 @@ from seqforge.utils.config import ConfigError, check_top_level
 FORMATS = ("onnx", "pt2", "torchscript")
 SINGLE_GRAPH = (SequenceClassifier, SequenceTagger, Forecaster, LanguageModel)
 TWO_GRAPHS = (Seq2Seq, ConditionalGenerator)  # an encoder graph and a one-step decoder graph
+BAD_LENGTHS = {  # what a graph does with a length outside [1, T] (in the metadata beside it)
+    "onnx": "that row of every output is NaN, the other rows are unaffected (ONNX has no assertion operator)",
+    "pt2": "the program raises RuntimeError 'lengths must lie in [1, T]' (an assertion in the graph)",
+    "torchscript": "the module raises ValueError 'lengths must lie in [1, T]'",
+}
 EXAMPLE_BATCH, EXAMPLE_STEPS = 3, 7  # the tracing example; the graphs take any batch and time
 
 
-class ExportGraph(nn.Module):
-    """``(x (B, T[, C]), lengths (B,)) -> output`` of a single-graph model (see the module docstring)."""
+def clamp_lengths(lengths: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """``(lengths clamped to [1, steps], valid (B,) bool)``: what an ONNX graph runs on, and the rows it then
+    sets to NaN with :func:`mark_bad_rows` (ONNX has no assertion operator)."""
+    valid = (lengths >= 1) & (lengths <= steps)
+    return lengths.clamp(min=1, max=steps), valid
 
-    def __init__(self, net: nn.Module) -> None:
+
+def mark_bad_rows(value: Tensor, valid: Tensor, batch_dim: int = 0) -> Tensor:
+    """``value`` with the rows (along ``batch_dim``) where ``valid`` is False set to NaN."""
+    shape = [1] * value.dim()
+    shape[batch_dim] = -1
+    return torch.where(valid.view(shape), value, torch.full_like(value, float("nan")))
+
+
+class ExportGraph(nn.Module):
+    """``(x (B, T[, C]), lengths (B,)) -> output`` of a single-graph model (see the module docstring).
+
+    ``nan_for_bad_lengths``: instead of the model's length check (which pt2 keeps as an assertion in the
+    graph), a row whose length lies outside ``[1, T]`` comes out all NaN and the other rows are unaffected:
+    how the ONNX graph (no assertion operator) reports it.
+    """
+
+    def __init__(self, net: nn.Module, nan_for_bad_lengths: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.nan_for_bad_lengths = nan_for_bad_lengths
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        valid: Tensor | None = None
+        if self.nan_for_bad_lengths:
+            lengths, valid = clamp_lengths(lengths, x.shape[1])
         if isinstance(self.net, LanguageModel):  # causal: a step's logits never see the padding after it
             logits, _ = self.net(x)
-            return logits * length_mask(lengths, x.shape[1]).unsqueeze(-1).to(logits.dtype)
-        return self.net(x, lengths)
+            out = logits * length_mask(lengths, x.shape[1]).unsqueeze(-1).to(logits.dtype)
+        else:
+            out = self.net(x, lengths)
+        return out if valid is None else mark_bad_rows(out, valid)
 
 
 # ------------------------------------------------------------------ seq2seq and conditional generation
@@ -79,15 +117,27 @@ def hidden_names(decoder: Recurrent) -> list[str]:
 class Seq2SeqEncoderGraph(nn.Module):
     """``(src (B, S) int64, src_lengths (B,)) -> state``: :meth:`Seq2Seq.encode` as a tuple, the decoder's
     ``h`` [``c``] ``(L, B, H)``, then with attention ``keys (B, S, H')``, ``values (B, S, H)``, ``mask (B, S)``
-    bool (``True`` on source tokens) and ``feed (B, H)`` (the input-feeding vector, zeros)."""
+    bool (``True`` on source tokens) and ``feed (B, H)`` (the input-feeding vector, zeros).
 
-    def __init__(self, net: Seq2Seq) -> None:
+    ``nan_for_bad_lengths`` as :class:`ExportGraph`: a row whose length lies outside ``[1, S]`` gets NaN in
+    every float state tensor (so its logits are NaN at every step)."""
+
+    def __init__(self, net: Seq2Seq, nan_for_bad_lengths: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.nan_for_bad_lengths = nan_for_bad_lengths
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
+        valid: Tensor | None = None
+        if self.nan_for_bad_lengths:
+            src_lengths, valid = clamp_lengths(src_lengths, src.shape[1])
         state = self.net.encode(src, src_lengths)
-        return (*state_tensors(state["hidden"]), *(state[k] for k in ATTENTION_STATE if k in state))
+        hidden = state_tensors(state["hidden"])
+        attention = [state[k] for k in ATTENTION_STATE if k in state]
+        if valid is not None:
+            hidden = tuple(mark_bad_rows(h, valid, batch_dim=1) for h in hidden)
+            attention = [a if a.dtype == torch.bool else mark_bad_rows(a, valid) for a in attention]
+        return (*hidden, *attention)
 
 
 class Seq2SeqStepGraph(nn.Module):
@@ -157,8 +207,9 @@ class StepGraphs:
 
 
 def step_graphs(net: Seq2Seq | ConditionalGenerator, batch: int = EXAMPLE_BATCH, steps: int = EXAMPLE_STEPS,
-                seed: int = 0) -> StepGraphs:  # fmt: skip
-    """The encoder and one-step decoder graphs of ``net`` with their example inputs (mixed source lengths)."""
+                seed: int = 0, nan_for_bad_lengths: bool = False) -> StepGraphs:  # fmt: skip
+    """The encoder and one-step decoder graphs of ``net`` with their example inputs (mixed source lengths);
+    ``nan_for_bad_lengths`` as :class:`Seq2SeqEncoderGraph`."""
     if isinstance(net, Seq2Seq):
         hidden = hidden_names(net.decoder)
         attention = net.attention_kind != "none"
@@ -167,7 +218,8 @@ def step_graphs(net: Seq2Seq | ConditionalGenerator, batch: int = EXAMPLE_BATCH,
             axes.update(keys={0: "batch", 1: "src_time"}, values={0: "batch", 1: "src_time"},
                         mask={0: "batch", 1: "src_time"}, feed={0: "batch"})  # fmt: skip
         return StepGraphs(
-            Seq2SeqEncoderGraph(net).eval(), Seq2SeqStepGraph(net).eval(), example_inputs(net, batch, steps, seed),
+            Seq2SeqEncoderGraph(net, nan_for_bad_lengths).eval(), Seq2SeqStepGraph(net).eval(),
+            example_inputs(net, batch, steps, seed),
             {"src": {0: "batch", 1: "src_time"}, "src_lengths": {0: "batch"}}, axes,
             torch.full((batch,), net.bos_id, dtype=torch.long), {0: "batch"}, ["logits"], hidden + ["feed"] * attention,
             ["attn"] * attention,
@@ -239,7 +291,8 @@ def _metadata(net: nn.Module, datamodule: Any, task: nn.Module, fmt: str, path: 
     meta: dict[str, Any] = {
         "file": path.name, "format": fmt, "task": type(task).__name__, "net": type(net).__name__,
         "inputs": [{"name": "x", "dtype": dtype, "shape": x_shape},
-                   {"name": "lengths", "dtype": "int64", "shape": ["batch"], "range": [1, "time"]}],
+                   {"name": "lengths", "dtype": "int64", "shape": ["batch"], "range": [1, "time"],
+                    "out_of_range": BAD_LENGTHS[fmt]}],
         "outputs": [{"name": "output", "dtype": "float32", "shape": out_shape}],
     }  # fmt: skip
     if isinstance(net, Forecaster):
@@ -320,7 +373,8 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
         if isinstance(net, SINGLE_GRAPH):
             x, lengths = example_inputs(net)
             batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
-            _write(ExportGraph(net), (x, lengths), {"x": {0: batch, 1: time}, "lengths": {0: batch}},
+            graph = ExportGraph(net, nan_for_bad_lengths=format == "onnx")
+            _write(graph, (x, lengths), {"x": {0: batch, 1: time}, "lengths": {0: batch}},
                    ["x", "lengths"], ["output"], out, format)  # fmt: skip
             meta = _metadata(net, datamodule, task_or_net, format, out)
         else:
@@ -364,7 +418,7 @@ def _describe(name: str, value: Tensor, axes: dict[int, str]) -> dict[str, Any]:
 
 def _export_step_graphs(net: Seq2Seq | ConditionalGenerator, out: Path, fmt: str) -> dict[str, Any]:
     """Write the encoder and one-step decoder graphs beside ``out``; their part of the metadata."""
-    graphs = step_graphs(net)
+    graphs = step_graphs(net, nan_for_bad_lengths=fmt == "onnx")
     dims: dict[str, torch.export.Dim] = {}
 
     def dynamic(axes: dict[int, str]) -> dict[int, Any]:
@@ -386,6 +440,9 @@ def _export_step_graphs(net: Seq2Seq | ConditionalGenerator, out: Path, fmt: str
         out_axes[name] = {0: "batch"}
     for name in graphs.carried:
         out_axes[f"{name}_next"] = graphs.state_axes[name]
+    encoder_inputs = [_describe(k, v, axes) for (k, axes), v in zip(graphs.encoder_axes.items(), graphs.encoder_inputs)]
+    if isinstance(net, Seq2Seq):
+        encoder_inputs[1].update(range=[1, "src_time"], out_of_range=BAD_LENGTHS[fmt])
     token = isinstance(net, Seq2Seq) or net.is_token
     decode = {
         "carry": {f"{name}_next": name for name in graphs.carried},
@@ -402,9 +459,7 @@ def _export_step_graphs(net: Seq2Seq | ConditionalGenerator, out: Path, fmt: str
     }  # fmt: skip
     return {
         "graphs": {
-            "encoder": {"file": encoder_file.name,
-                        "inputs": [_describe(k, v, graphs.encoder_axes[k])
-                                   for k, v in zip(graphs.encoder_axes, graphs.encoder_inputs)],
+            "encoder": {"file": encoder_file.name, "inputs": encoder_inputs,
                         "outputs": [_describe(k, v, graphs.state_axes[k]) for k, v in zip(graphs.state, state)]},
             "decoder_step": {"file": step_file.name,
                              "inputs": [_describe("previous", graphs.previous, graphs.previous_axes),

@@ -190,9 +190,19 @@ def test_exported_model_matches_eager_and_runs_without_seqforge(experiment: str,
     if "vocab" in dm_state:
         assert meta["vocab"]["itos"] == task.datamodule.vocab.itos
 
+    # a length outside [1, T]: that row comes out NaN in ONNX (no assertion operator), the others are unchanged
+    bad = lengths.clone()
+    bad[1], bad[2] = 0, x.shape[1] + 1
+    got_bad = run_without_seqforge(onnx_path, x, bad)
+    assert np.isnan(got_bad[1:3]).all() and not np.isnan(got_bad[[0, 3, 4]]).any()
+    torch.testing.assert_close(torch.from_numpy(got_bad[[0, 3, 4]]), want[[0, 3, 4]], atol=TOL, rtol=0)
+    assert "NaN" in meta["inputs"][1]["out_of_range"]
+
     pt2_path = seqforge.export(task, tmp_path / "model.pt2", format="pt2")
     program = torch.export.load(str(pt2_path)).module()
     torch.testing.assert_close(program(x, lengths), want, atol=TOL, rtol=0)
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T\]"):  # pt2 keeps the check
+        program(x, bad)
     x1, lengths1 = example_inputs(task.net, batch=1, steps=EXAMPLE_STEPS + 2, seed=8)  # batch of one, longer
     torch.testing.assert_close(program(x1, lengths1), eager(x1, lengths1).detach(), atol=TOL, rtol=0)
 
@@ -288,6 +298,10 @@ def greedy_without_seqforge(meta_path: Path, max_len: int, **inputs: np.ndarray)
     return np.load(meta_path.with_suffix(".out.npy")), np.load(meta_path.with_suffix(".lengths.npy"))
 
 
+def graph_names(meta: dict, graph: str) -> list[str]:
+    return [o["name"] for o in meta["graphs"][graph]["outputs"]]
+
+
 def scrambled(net: nn.Module, seed: int = 0) -> nn.Module:
     """``net`` with weights ``N(0, 0.6^2)``: outputs that depend on the input, ends at mixed steps."""
     gen = torch.Generator().manual_seed(seed)
@@ -338,6 +352,16 @@ def test_decoder_graphs_greedy_loop_equals_the_models_own_greedy(build, tmp_path
         assert np.array_equal(got, want.numpy()) and np.array_equal(got_lengths, want_lengths.numpy())
     else:
         torch.testing.assert_close(torch.from_numpy(got), want, atol=TOL, rtol=0)
+
+    if isinstance(net, Seq2Seq):  # a source length outside [1, S]: NaN in that row's state, the others unchanged
+        session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        good = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+        bad = session.run(None, {"src": inputs["src"].numpy(), "src_lengths": np.array([9, 0, 10, 7, 2, 5])})
+        for name, g, b in zip(graph_names(meta, "encoder"), good, bad):
+            rows = (slice(None), [1, 2]) if name in ("h", "c") else [1, 2]
+            keep = (slice(None), [0, 3, 4, 5]) if name in ("h", "c") else [0, 3, 4, 5]
+            assert name == "mask" or np.isnan(b[rows]).all()
+            np.testing.assert_allclose(b[keep], g[keep], atol=TOL, rtol=0)
 
     seqforge.export(net, tmp_path / "model.pt2", format="pt2")
     encoder = torch.export.load(str(tmp_path / "model.encoder.pt2")).module()

@@ -29,6 +29,7 @@ from seqforge.models import (
     SequenceClassifier,
     SequenceTagger,
 )
+from seqforge.predict import predict
 from seqforge.quantizing import QuantizedRecurrent
 from seqforge.train import train
 from seqforge.utils.config import compose_config
@@ -198,3 +199,5 @@ def test_main_job_checkpoint_quantized_runs_the_real_test_loop(tmp_path) -> None
     with torch.no_grad():
         agree = (task.net(x, lengths).argmax(-1) == float_net(x, lengths).argmax(-1)).float().mean()
     assert agree >= 0.9  # the int8 net predicts the float net's classes
+    series = [row[:n].numpy() for row, n in zip(x[:4], lengths[:4].tolist())]
+    assert len(predict(task, series)) == 4  # the README's way: task.net = seqforge.quantize(task.net)
