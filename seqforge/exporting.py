@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from seqforge.cells.base import as_state, state_tensors
 from seqforge.checkpoint import load_from_checkpoint
 from seqforge.data.vocab import Vocabulary
-from seqforge.layers.masks import length_mask
+from seqforge.layers.masks import check_length_range, length_mask
 from seqforge.layers.recurrent import Recurrent
 from seqforge.models import (
     ConditionalGenerator,
@@ -97,6 +97,7 @@ class ExportGraph(nn.Module):
         if self.nan_for_bad_lengths:
             lengths, valid = clamp_lengths(lengths, x.shape[1])
         if isinstance(self.net, LanguageModel):  # causal: a step's logits never see the padding after it
+            check_length_range(type(self.net).__name__, lengths, x.shape[1])  # the net itself takes no lengths
             logits, _ = self.net(x)
             out = logits * length_mask(lengths, x.shape[1]).unsqueeze(-1).to(logits.dtype)
         else:

@@ -383,3 +383,18 @@ def test_decoder_graphs_greedy_loop_equals_the_models_own_greedy(build, tmp_path
             assert torch.equal(pt2[row, :n], want[row, :n])
     else:
         torch.testing.assert_close(pt2, want, atol=TOL, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["reverse_attention", "pattern_generator"])
+def test_decoder_checkpoint_exports_its_vocabularies_and_max_len(experiment: str, trained, tmp_path: Path) -> None:
+    task = trained[experiment]
+    graph = seqforge.export(task, tmp_path / "model.onnx", format="onnx")
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert graph.name == meta["graphs"]["encoder"]["file"] == "model.encoder.onnx"
+    for name in ("vocab", "src_vocab", "tgt_vocab"):
+        vocab = getattr(task.datamodule, name, None)
+        if vocab is not None:
+            assert meta[name]["itos"] == vocab.itos and meta[name]["eos_id"] == vocab.eos_id
+    assert any(name in meta for name in ("vocab", "src_vocab", "tgt_vocab"))
+    assert meta["decode"]["eos_id"] == task.net.eos_id and meta["decode"]["max_len"] > 0
