@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import QUIET, REPO, run_script
+from test_train import QUIET, REPO, run_script, shrink
 from torch import Tensor, nn
 
 import seqforge
@@ -143,7 +143,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     class Trained(dict):
         def __missing__(self, experiment: str) -> str:
             out = tmp_path_factory.mktemp(experiment)
-            metrics = train(compose_config("train", [f"+experiment={experiment}", "debug=fdr", *QUIET], out))
+            overrides = [f"+experiment={experiment}", "debug=fdr", *QUIET, *shrink(experiment, out / "data")]
+            metrics = train(compose_config("train", overrides, out))
             self[experiment] = metrics["best_ckpt_path"]
             return self[experiment]
 
@@ -386,15 +387,18 @@ def test_decoder_graphs_greedy_loop_equals_the_models_own_greedy(build, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["reverse_attention", "pattern_generator"])
+@pytest.mark.parametrize("experiment", ["g2p_cmudict", "ucr_generator"])
 def test_decoder_checkpoint_exports_its_vocabularies_and_max_len(experiment: str, trained, tmp_path: Path) -> None:
     task = trained[experiment]
     graph = seqforge.export(task, tmp_path / "model.onnx", format="onnx")
     meta = json.loads((tmp_path / "model.json").read_text())
     assert graph.name == meta["graphs"]["encoder"]["file"] == "model.encoder.onnx"
-    for name in ("vocab", "src_vocab", "tgt_vocab"):
-        vocab = getattr(task.datamodule, name, None)
-        if vocab is not None:
-            assert meta[name]["itos"] == vocab.itos and meta[name]["eos_id"] == vocab.eos_id
-    assert any(name in meta for name in ("vocab", "src_vocab", "tgt_vocab"))
-    assert meta["decode"]["eos_id"] == task.net.eos_id and meta["decode"]["max_len"] > 0
+    dm_state = task.datamodule.state_dict()
+    for key in ("classes", "mean", "std", "scaler"):
+        assert meta.get(key) == dm_state.get(key)
+    vocabs = [name for name in ("vocab", "src_vocab", "tgt_vocab") if getattr(task.datamodule, name, None)]
+    for name in vocabs:
+        vocab = getattr(task.datamodule, name)
+        assert meta[name]["itos"] == vocab.itos and meta[name]["eos_id"] == vocab.eos_id
+    assert vocabs or "classes" in meta
+    assert meta["decode"]["max_len"] > 0
