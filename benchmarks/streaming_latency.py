@@ -4,9 +4,9 @@
 
 Every model is a 2-layer unidirectional LSTM with hidden size 128 (``--hidden``, ``--layers``), float features
 of 12 channels or token ids of a 64-symbol vocabulary (embedding 64). Per model and per reference, one call
-feeds one time step and returns the state for the next: the models' ``step(x_t, state)`` (the generator's
-``decode_step``), seqforge's ``LSTM.step``, and ``torch.nn.LSTM`` called on a ``(1, 1, I)`` input with
-``(h, c)`` (torch's native kernel). The same models after :func:`seqforge.quantize` (int8) are timed too.
+feeds one time step and returns the state for the next: the models' ``step(x_t, state)``, seqforge's
+``LSTM.step``, and ``torch.nn.LSTM`` called on a ``(1, 1, I)`` input with ``(h, c)`` (torch's native kernel).
+The same models after :func:`seqforge.quantize` (int8) are timed too.
 All contenders take turns (A, B, C, ..., A, B, C, ...) in one process on one thread; each figure is the
 median of ``--repeats`` rounds of ``--steps`` steps, per step.
 """
@@ -33,11 +33,11 @@ CHANNELS, VOCAB, EMBED = 12, 64, 64
 
 
 def models(hidden: int, layers: int) -> dict[str, nn.Module]:
-    common: dict[str, Any] = {"hidden_size": hidden, "num_layers": layers, "cell": "lstm"}
+    common: dict[str, Any] = {"rnn": {"hidden_size": hidden, "num_layers": layers, "cell": "lstm"}}
     return {
         "SequenceClassifier (pooling=last)": SequenceClassifier(num_classes=9, input_size=CHANNELS, **common),
         "SequenceTagger (token ids)": SequenceTagger(num_classes=9, vocab_size=VOCAB, embedding_dim=EMBED,
-                                                     bidirectional=False, **common),  # fmt: skip
+                                                     rnn={**common["rnn"], "bidirectional": False}),  # fmt: skip
         "LanguageModel": LanguageModel(vocab_size=VOCAB, embedding_dim=EMBED, **common),
         "Forecaster (direct, horizon 12)": Forecaster(input_size=CHANNELS, horizon=12, **common),
         "ConditionalGenerator (tokens)": ConditionalGenerator(vocab_size=VOCAB, num_conditions=9,
@@ -45,20 +45,15 @@ def models(hidden: int, layers: int) -> dict[str, nn.Module]:
     }
 
 
-def stepper(name: str, net: nn.Module) -> Callable[[], Any]:
+def stepper(net: nn.Module) -> Callable[[], Any]:
     """A closure that feeds the next step of a batch-1 stream and keeps the state."""
-    token = isinstance(net, LanguageModel) or getattr(getattr(net, "encoder", None), "embedding", None) is not None
+    encoder = getattr(net, "encoder", None)
+    token = isinstance(net, LanguageModel) or getattr(net, "is_token", False) or getattr(encoder, "embedding", None)
     x_t = torch.full((1,), 5, dtype=torch.long) if token else torch.randn(1, CHANNELS)
-    if isinstance(net, ConditionalGenerator):
-        c = net.encode_condition(torch.tensor([3]))
-        box: dict[str, Any] = {"state": {"cond": c, "hidden": net.initial_state(c)}}
-
-        def generate() -> Any:
-            y, box["state"] = net.decode_step(torch.full((1,), 5, dtype=torch.long), box["state"])
-            return y
-
-        return generate
-    box = {"state": net.init_state(1)}
+    if isinstance(net, ConditionalGenerator):  # streams from the state of a condition
+        box: dict[str, Any] = {"state": net.init_state(1, torch.tensor([3]))}
+    else:
+        box = {"state": net.init_state(1)}
 
     def step() -> Any:
         y, box["state"] = net.step(x_t, box["state"])
@@ -98,8 +93,8 @@ def main() -> None:
     calls = references(args.hidden, args.layers)
     for name, net in models(args.hidden, args.layers).items():
         net.eval()
-        calls[name] = stepper(name, net)
-        calls[f"{name}, int8"] = stepper(name, seqforge.quantize(net))
+        calls[name] = stepper(net)
+        calls[f"{name}, int8"] = stepper(seqforge.quantize(net))
     times: dict[str, list[float]] = {name: [] for name in calls}
     with torch.inference_mode():
         for call in calls.values():  # warm-up

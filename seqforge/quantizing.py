@@ -189,7 +189,7 @@ def quantize(model: nn.Module, strict: bool = False, inplace: bool = False) -> n
     Example:
         >>> import torch, seqforge
         >>> from seqforge.models import SequenceClassifier
-        >>> net = SequenceClassifier(num_classes=3, input_size=2, hidden_size=8, cell="gru")
+        >>> net = SequenceClassifier(num_classes=3, input_size=2, rnn={"hidden_size": 8, "cell": "gru"})
         >>> int8 = seqforge.quantize(net)
         >>> int8.quantization.int8
         ['encoder.rnn', 'head']

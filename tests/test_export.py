@@ -238,7 +238,7 @@ def test_export_script_writes_the_graph_and_names_bad_keys(checkpoints, tmp_path
 
 def test_torchscript_format_loads_with_the_same_numbers_or_says_what_to_use(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = SequenceClassifier(num_classes=3, input_size=2, hidden_size=4).eval()
+    net = SequenceClassifier(num_classes=3, input_size=2, rnn={"hidden_size": 4}).eval()
     try:
         path = seqforge.export(net, tmp_path / "net.ts", format="torchscript")
     except ValueError as err:  # whole models do not script yet (issue 12.2)
@@ -314,14 +314,14 @@ def scrambled(net: nn.Module, seed: int = 0) -> nn.Module:
 
 def _decoders() -> list:
     return [
-        pytest.param(lambda: Seq2Seq(10, 11, hidden_size=16, embedding_dim=8, num_layers=2),
+        pytest.param(lambda: Seq2Seq(10, 11, embedding_dim=8, rnn={"hidden_size": 16, "num_layers": 2}),
                      id="seq2seq-lstm-additive"),  # fmt: skip
-        pytest.param(lambda: ConditionalGenerator(vocab_size=10, num_conditions=4, hidden_size=16),
+        pytest.param(lambda: ConditionalGenerator(vocab_size=10, num_conditions=4, rnn={"hidden_size": 16}),
                      id="generator-tokens"),  # fmt: skip
-        pytest.param(lambda: Seq2Seq(10, 11, hidden_size=16, embedding_dim=8, cell="gru", attention="none"),
+        pytest.param(lambda: Seq2Seq(10, 11, embedding_dim=8, attention="none", rnn={"hidden_size": 16, "cell": "gru"}),
                      id="seq2seq-gru-no-attention", marks=pytest.mark.slow),  # fmt: skip
-        pytest.param(lambda: ConditionalGenerator(output_size=2, cond_size=3, hidden_size=8, cell="gru",
-                                                  output_head="gaussian"), id="generator-values",
+        pytest.param(lambda: ConditionalGenerator(output_size=2, cond_size=3, output_head="gaussian",
+                                                  rnn={"hidden_size": 8, "cell": "gru"}), id="generator-values",
                      marks=pytest.mark.slow),  # fmt: skip
     ]
 

@@ -105,13 +105,14 @@ def test_step_fed_one_step_at_a_time_matches_the_float_forward() -> None:
 
 def _nets() -> list:
     torch.manual_seed(0)
+    small = {"hidden_size": 16}
     return [
-        pytest.param(SequenceClassifier(num_classes=3, input_size=4, hidden_size=16, cell="gru"), id="classifier"),
-        pytest.param(SequenceClassifier(num_classes=3, input_size=4, hidden_size=16, num_layers=2,
-                                        bidirectional=True, pooling="mean"), id="bilstm-mean"),
-        pytest.param(SequenceTagger(num_classes=5, vocab_size=12, hidden_size=16, cell="gru"), id="tagger"),
-        pytest.param(LanguageModel(vocab_size=12, hidden_size=16, embedding_dim=16), id="lm"),
-        pytest.param(Forecaster(input_size=2, horizon=3, hidden_size=16, strategy="autoregressive"), id="forecaster"),
+        pytest.param(SequenceClassifier(num_classes=3, input_size=4, rnn={**small, "cell": "gru"}), id="classifier"),
+        pytest.param(SequenceClassifier(num_classes=3, input_size=4, pooling="mean",
+                                        rnn={**small, "num_layers": 2, "bidirectional": True}), id="bilstm-mean"),
+        pytest.param(SequenceTagger(num_classes=5, vocab_size=12, rnn={**small, "cell": "gru"}), id="tagger"),
+        pytest.param(LanguageModel(vocab_size=12, embedding_dim=16, rnn=small), id="lm"),
+        pytest.param(Forecaster(input_size=2, horizon=3, strategy="autoregressive", rnn=small), id="forecaster"),
     ]
 
 
@@ -134,7 +135,7 @@ def test_every_model_quantizes_close_to_float(net: nn.Module) -> None:
 
 def test_decoders_quantize_and_decode() -> None:
     torch.manual_seed(0)
-    s2s = Seq2Seq(10, 11, hidden_size=16, embedding_dim=8).eval()
+    s2s = Seq2Seq(10, 11, embedding_dim=8, rnn={"hidden_size": 16}).eval()
     src, src_lengths = torch.randint(3, 10, (4, 6)), torch.tensor([6, 1, 4, 2])
     tgt_in = torch.randint(3, 11, (4, 5))
     q = seqforge.quantize(s2s)
@@ -145,7 +146,7 @@ def test_decoders_quantize_and_decode() -> None:
     tokens, lengths = q.greedy(src, src_lengths, max_len=7)
     assert tokens.shape[0] == 4 and int(lengths.max()) <= 7
 
-    gen = ConditionalGenerator(vocab_size=10, num_conditions=3, hidden_size=16).eval()
+    gen = ConditionalGenerator(vocab_size=10, num_conditions=3, rnn={"hidden_size": 16}).eval()
     qg = seqforge.quantize(gen)
     assert isinstance(qg.rnn, QuantizedRecurrent)
     cond, y_in = torch.tensor([0, 1, 2]), torch.randint(3, 10, (3, 6))
@@ -158,13 +159,13 @@ def test_what_cannot_be_quantized_is_named_or_refused() -> None:
     torch.manual_seed(0)
     nets = {  # the reason each one gives
         "cell 'seqforge.cells.mingru.MinGRUCell' is not the built-in LSTM or GRU cell":
-            SequenceClassifier(num_classes=3, input_size=4, hidden_size=8, cell="mingru"),
+            SequenceClassifier(num_classes=3, input_size=4, rnn={"hidden_size": 8, "cell": "mingru"}),
         "layer_norm=True is not in torch's int8 LSTM kernel":
-            SequenceClassifier(num_classes=3, input_size=4, hidden_size=8, layer_norm=True),
+            SequenceClassifier(num_classes=3, input_size=4, rnn={"hidden_size": 8, "layer_norm": True}),
         "zoneout=0.1 is not in torch's int8 GRU kernel":
-            SequenceClassifier(num_classes=3, input_size=4, hidden_size=8, cell="gru", rnn_options={"zoneout": 0.1}),
+            SequenceClassifier(num_classes=3, input_size=4, rnn={"hidden_size": 8, "cell": "gru", "zoneout": 0.1}),
         "mode RNN_TANH has no int8 layer kernel in torch":
-            SequenceClassifier(num_classes=3, input_size=4, hidden_size=8, cell="rnn"),
+            SequenceClassifier(num_classes=3, input_size=4, rnn={"hidden_size": 8, "cell": "rnn"}),
     }  # fmt: skip
     x, lengths = mixed(3, 5, 4, seed=4)
     for what, net in nets.items():
@@ -181,7 +182,7 @@ def test_what_cannot_be_quantized_is_named_or_refused() -> None:
     with pytest.warns(UserWarning, match=r"left in float32: '' \(LSTM: proj_size=3 is not in torch's int8 LSTM"):
         assert seqforge.quantize(projected).quantization.left_float.keys() == {""}
     with pytest.raises(ValueError, match=r"float32 on the CPU.*'encoder\.rnn\.weight_ih_l0' is torch\.float64"):
-        seqforge.quantize(SequenceClassifier(num_classes=3, input_size=4, hidden_size=8).double())
+        seqforge.quantize(SequenceClassifier(num_classes=3, input_size=4, rnn={"hidden_size": 8}).double())
 
 
 def test_main_job_checkpoint_quantized_runs_the_real_test_loop(tmp_path) -> None:
