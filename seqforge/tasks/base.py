@@ -12,6 +12,7 @@ the task's ``monitor`` for ``ReduceLROnPlateau``), or a dict ``{"scheduler": par
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -123,6 +124,36 @@ class SequenceTask(L.LightningModule):
         """The metric object named by ``monitor`` (``val/loss`` or ``val/<name>``)."""
         name = self.monitor.split("/", 1)[1]
         return self.val_loss if name == "loss" else self.val_metrics[name]
+
+    def set_monitor(self, monitor: str, mode: str) -> None:
+        """Watch ``monitor`` (``val/loss`` or ``val/<one of val_metrics>``) with ``mode`` (``min``/``max``)
+        instead of the class's own: ``<monitor>_best`` and a plateau scheduler follow it (``train()`` calls this
+        with the run's one monitor).
+
+        Raises:
+            ValueError: a monitor that is not one of the task's validation metrics, or another mode.
+        """
+        names = ["val/loss", *(f"val/{name}" for name in self.val_metrics)]
+        if monitor not in names:
+            raise ValueError(f"{type(self).__name__}: monitor must be one of {names}, got {monitor!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"{type(self).__name__}: monitor mode must be min or max, got {mode!r}")
+        if (monitor, mode) != (self.monitor, self.monitor_mode):
+            self.monitor, self.monitor_mode = monitor, mode
+            self.best = MaxMetric() if mode == "max" else MinMetric()
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate in the optimizer partial (``None`` without one): what Lightning's learning-rate
+        finder (``Tuner.lr_find(task, attr_name="lr")``) reads and sets."""
+        factory = self.optimizer_factory
+        return factory.keywords.get("lr") if isinstance(factory, functools.partial) else None
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if not isinstance(self.optimizer_factory, functools.partial):
+            raise TypeError(f"{type(self).__name__}: lr is set on an optimizer partial, got {self.optimizer_factory!r}")
+        self.optimizer_factory = functools.partial(self.optimizer_factory, lr=value)  # keywords merge
 
     def model_step(self, batch: Any) -> dict[str, Any]:
         """``{"loss": scalar, "preds": ..., "target": ..., "batch_size": int}`` for one batch."""
