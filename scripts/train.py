@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except ConfigError:
         if HydraConfig.get().mode == RunMode.RUN:  # a sweep's job folders are the sweeper's record
-            remove_unused_run_folder(HydraConfig.get().runtime.output_dir, cfg.task_name)
+            remove_unused_run_folder(HydraConfig.get().runtime.output_dir, cfg.task_name, cfg.paths.log_dir)
         raise
     if not cfg.train and cfg.get("optimized_metric") is None:
         return None  # a test-only run has no validation metric to report to a sweeper

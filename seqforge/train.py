@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -261,45 +262,56 @@ def tune(trainer: L.Trainer, model: SequenceTask, datamodule: SplitDataModule, c
         ``{"batch_size": {"before": 32, "found": 256}, "lr": {"before": 0.003, "found": 0.0012}}`` (the
         finders that ran).
     """
-    from lightning.pytorch.tuner import Tuner
-    from matplotlib import pyplot
-    from matplotlib.figure import Figure
-
-    tuner, output_dir = Tuner(trainer), Path(cfg.paths.output_dir)
+    output_dir = Path(cfg.paths.output_dir)
     found: dict[str, dict[str, Any]] = {}
-    for name in tune_steps(cfg.tune):
-        if name == "batch_size":
-            batch_size_before = datamodule.batch_size
-            size = tuner.scale_batch_size(model, datamodule=datamodule, mode="power", batch_arg_name="batch_size")
-            if size is None:
-                raise RuntimeError("tune=batch_size: Lightning's batch-size finder returned no batch size")
-            with open_dict(cfg):
-                cfg.data.batch_size = datamodule.batch_size = int(size)
-            found["batch_size"] = {"before": batch_size_before, "found": int(size)}
-        else:
-            if model.lr is None:
-                raise ConfigError("tune=lr: model.optimizer has no lr to tune (the learning-rate finder sets the "
-                                  "optimizer partial's lr)")
-            lr_before = model.lr
-            finder = tuner.lr_find(model, datamodule=datamodule, attr_name="lr", update_attr=False)
-            suggestion = finder.suggestion() if finder is not None else None
-            if finder is None or suggestion is None:
-                raise RuntimeError("tune=lr: Lightning's learning-rate finder gave no suggestion (too few steps, or "
-                                   "a loss that never fell); set model.optimizer.lr yourself")
-            model.lr = float(suggestion)
-            with open_dict(cfg):
-                cfg.model.optimizer.lr = float(suggestion)
-            found["lr"] = {"before": lr_before, "found": float(suggestion), "lrs": list(map(float, finder.results["lr"])),
-                           "losses": list(map(float, finder.results["loss"]))}
-            figure = finder.plot(suggest=True)
-            if trainer.is_global_zero and isinstance(figure, Figure):
-                figure.savefig(output_dir / "lr_find.png")
-                pyplot.close(figure)
-        log.info(f"Tuned {name}: {found[name]['before']} -> {found[name]['found']}")
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = -1  # the finders count steps (100 for the lr): a short max_epochs would cut them
+    try:
+        for name in tune_steps(cfg.tune):
+            found[name] = _find(name, trainer, model, datamodule, cfg)
+            log.info(f"Tuned {name}: {found[name]['before']} -> {found[name]['found']}")
+    finally:
+        trainer.fit_loop.max_epochs = max_epochs
     if trainer.is_global_zero:
         (output_dir / "tune.json").write_text(json.dumps(found, indent=2), encoding="utf-8")
         OmegaConf.save(OmegaConf.create(resolved(cfg)), output_dir / "config.yaml")
     return {name: {"before": value["before"], "found": value["found"]} for name, value in found.items()}
+
+
+def _find(name: str, trainer: L.Trainer, model: SequenceTask, datamodule: SplitDataModule, cfg: DictConfig
+          ) -> dict[str, Any]:
+    """Run one of Lightning's finders (``name`` in :data:`TUNE_CHOICES`), set what it found, return the record."""
+    from lightning.pytorch.tuner import Tuner
+    from matplotlib import pyplot
+    from matplotlib.figure import Figure
+
+    tuner = Tuner(trainer)
+    if name == "batch_size":
+        before = datamodule.batch_size
+        size = tuner.scale_batch_size(model, datamodule=datamodule, mode="power", batch_arg_name="batch_size")
+        if size is None:
+            raise RuntimeError("tune=batch_size: Lightning's batch-size finder returned no batch size")
+        with open_dict(cfg):
+            cfg.data.batch_size = datamodule.batch_size = int(size)
+        return {"before": before, "found": int(size)}
+    if model.lr is None:
+        raise ConfigError("tune=lr: model.optimizer has no lr to tune (the learning-rate finder sets the optimizer "
+                          "partial's lr)")
+    lr_before = model.lr
+    finder = tuner.lr_find(model, datamodule=datamodule, attr_name="lr", update_attr=False)
+    suggestion = finder.suggestion() if finder is not None else None
+    if finder is None or suggestion is None:
+        raise RuntimeError("tune=lr: Lightning's learning-rate finder gave no suggestion (a loss that diverged at "
+                           "once, or too few training batches); set model.optimizer.lr yourself")
+    model.lr = float(suggestion)
+    with open_dict(cfg):
+        cfg.model.optimizer.lr = float(suggestion)
+    figure = finder.plot(suggest=True)
+    if trainer.is_global_zero and isinstance(figure, Figure):
+        figure.savefig(Path(cfg.paths.output_dir) / "lr_find.png")
+        pyplot.close(figure)
+    return {"before": lr_before, "found": float(suggestion), "lrs": list(map(float, finder.results["lr"])),
+            "losses": list(map(float, finder.results["loss"]))}
 
 
 def stop_reason(trainer: L.Trainer) -> dict[str, Any]:
@@ -310,12 +322,12 @@ def stop_reason(trainer: L.Trainer) -> dict[str, Any]:
     """
     done: dict[str, Any] = {"epochs": trainer.current_epoch, "steps": trainer.global_step}
     for callback in trainer.early_stopping_callbacks:
-        if callback.stopping_reason.value != "not_stopped":
+        if callback.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
             best = float(callback.best_score)
             return {"reason": "early_stopping", **done, "monitor": callback.monitor, "patience": callback.patience,
                     "best": best, "message": f"early stopping: {callback.monitor} did not improve on {best:.6g} for "
                     f"{callback.wait_count} validations (patience {callback.patience}), after epoch "
-                    f"{callback.stopped_epoch}" if callback.stopping_reason.value == "patience_exhausted"
+                    f"{callback.stopped_epoch}" if callback.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
                     else f"early stopping: {callback.stopping_reason_message}"}
     timers = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]  # type: ignore[attr-defined]
     if any((left := callback.time_remaining("train")) is not None and left <= 0 for callback in timers):
@@ -329,16 +341,21 @@ def stop_reason(trainer: L.Trainer) -> dict[str, Any]:
     return {"reason": "stopped", **done, "message": "a callback asked the Trainer to stop"}
 
 
-def remove_unused_run_folder(folder: str | Path, task_name: str) -> bool:
+def remove_unused_run_folder(folder: str | Path, task_name: str, log_dir: str | Path) -> bool:
     """Delete ``folder`` if it holds only what starting a run writes (Hydra's ``.hydra/`` and
     ``<task_name>.log``, ``config.yaml``, ``config_tree.log``): what a command that failed before training
-    leaves. A folder with anything else (checkpoints, logs of an earlier run) is kept. Returns whether it went.
+    leaves. A folder with anything else (checkpoints, logs of an earlier run) is kept. Folders above it that
+    are left empty go too, up to ``log_dir`` (kept). Returns whether ``folder`` went.
     """
-    folder = Path(folder)
+    folder, log_dir = Path(folder).resolve(), Path(log_dir).resolve()
     setup_files = {".hydra", f"{task_name}.log", "config.yaml", "config_tree.log"}
     if not folder.is_dir() or any(path.name not in setup_files for path in folder.iterdir()):
         return False
     shutil.rmtree(folder)
+    for parent in folder.parents:  # logs/<task_name>/runs, logs/<task_name>: created for this run
+        if parent == log_dir or log_dir not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
     return True
 
 
