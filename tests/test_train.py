@@ -231,7 +231,8 @@ def test_a_monitor_set_on_one_callback_is_the_run_monitor_everywhere(tmp_path: P
     overrides = [*TINY, "trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=val/loss",
                  "callbacks.model_checkpoint.mode=min", "extras.print_config=true"]  # fmt: skip  # as ucr_lstm does
     metrics = train(compose_config("train", overrides, tmp_path))
-    assert metrics["monitor"] == "val/loss" and "val/loss_best" in metrics and "val/acc_best" not in metrics
+    assert metrics["monitor"] == "val/loss" and "val/loss_best" in metrics
+    assert metrics["val/acc_best"] >= metrics["val/acc"]  # the classifier's own best stays logged (sweeps read it)
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert (saved["monitor"], saved["monitor_mode"]) == ("val/loss", "min")
     for name in ("model_checkpoint", "early_stopping"):
@@ -243,6 +244,9 @@ def test_a_monitor_set_on_one_callback_is_the_run_monitor_everywhere(tmp_path: P
     assert watching == ["EarlyStopping", "ModelCheckpoint"] and not any("val/acc" in key for key in states)
     (best,) = (state for key, state in states.items() if key.startswith("ModelCheckpoint{'monitor': 'val/loss'"))
     assert metrics["val/loss_best"] == pytest.approx(float(best["best_model_score"]))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    bests = (metrics["val/loss_best"], metrics["val/acc_best"])
+    assert (last["monitor_best"], last["own_best"]) == pytest.approx(bests)
 
 
 def test_the_top_level_monitor_wins_and_disagreeing_callbacks_or_unknown_metrics_are_refused(tmp_path: Path) -> None:
