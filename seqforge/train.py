@@ -68,7 +68,6 @@ TUNE_CHOICES = ("batch_size", "lr")  # the order they run in: the learning rate 
 # Third-party notes every run printed (see quiet_third_party): warning message patterns, info-log prefixes.
 QUIET_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-    r"`LeafSpec` is deprecated",
     r"The '\w+' does not have many workers which may be a bottleneck",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
 )
