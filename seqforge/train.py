@@ -329,8 +329,11 @@ def stop_reason(trainer: L.Trainer) -> dict[str, Any]:
                     f"{callback.stopped_epoch}" if callback.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
                     else f"early stopping: {callback.stopping_reason_message}"}
     timers = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]  # type: ignore[attr-defined]
-    if any((left := callback.time_remaining("train")) is not None and left <= 0 for callback in timers):
-        return {"reason": "max_time", **done, "message": f"max_time={trainer.max_time} reached"}  # type: ignore[attr-defined]
+    for timer in timers:
+        left = timer.time_remaining("train")
+        if left is not None and left <= 0:
+            return {"reason": "max_time", **done,
+                    "message": f"max_time reached after {timer.time_elapsed('train'):.1f} s of training"}
     if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by Lightning's Trainer setup
         return {"reason": "fast_dev_run", **done, "message": "fast_dev_run: one batch of each stage"}
     if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:

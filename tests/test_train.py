@@ -186,6 +186,7 @@ def test_max_time_stops_training_inside_the_first_epoch(tmp_path: Path) -> None:
     metrics = train(compose_config("train", overrides, tmp_path))
     steps = torch.load(metrics["best_ckpt_path"], weights_only=True)["global_step"]
     assert 1 <= steps < 625 and metrics["status"] == "completed"
+    assert metrics["stopped"]["reason"] == "max_time" and metrics["stopped"]["message"].startswith("max_time reached")
     with pytest.raises(ConfigError, match=r"trainer\.max_time=00:00:00:01 with trainer\.min_epochs=1"):
         train(compose_config("train", [*overrides, "trainer.min_epochs=1"], tmp_path / "other"))
 
@@ -297,9 +298,10 @@ NOTES = ["LeafSpec", "litlogger", "smaller than the logging interval", "does not
 
 
 def test_the_main_job_prints_no_third_party_notes_but_keeps_our_warnings(tmp_path: Path) -> None:
-    args = [str(REPO / "scripts" / "train.py"), "+experiment=ucr_gru", "trainer.max_epochs=1", "model.net.num_layers=1",
-            "model.net.hidden_size=8", "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1",
-            f"hydra.run.dir={tmp_path / 'run'}", "+callbacks.warn._target_=helpers.warn_at.SeqforgeWarningAtFitStart"]
+    args = [str(REPO / "scripts" / "train.py"), "+experiment=ucr_gru", "trainer.max_epochs=1",
+            "model.net.rnn.num_layers=1", "model.net.rnn.hidden_size=8", "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path / 'run'}",
+            "+callbacks.warn._target_=helpers.warn_at.SeqforgeWarningAtFitStart"]
     result = run_script(args, tmp_path, extra_path=(str(REPO / "tests"),))
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout + result.stderr + (tmp_path / "run" / "ucr_gru.log").read_text()
@@ -324,7 +326,7 @@ def test_quiet_third_party_drops_only_the_listed_notes() -> None:
 
 def test_a_refused_command_leaves_no_run_folder_and_a_refused_resume_leaves_the_run_as_it_was(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    for bad in ("model.net.hidden_size=-1", "seed=-1", "monitor=val/nope"):  # refused at build, check, resolution
+    for bad in ("model.net.rnn.hidden_size=-1", "seed=-1", "monitor=val/nope"):  # refused at build, check, resolution
         result = run_script([str(REPO / "scripts" / "train.py"), *TINY, bad], tmp_path)
         assert result.returncode == 1 and "ConfigError" in result.stderr, (bad, result.stderr[-2000:])
         assert not logs.exists() or list(logs.rglob("*")) == [], (bad, list(logs.rglob("*")))
@@ -332,7 +334,7 @@ def test_a_refused_command_leaves_no_run_folder_and_a_refused_resume_leaves_the_
     assert run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}"], tmp_path).returncode == 0
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
     refused = run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}", "ckpt_path=last",
-                          "model.net.hidden_size=16"], tmp_path)  # fmt: skip
+                          "model.net.rnn.hidden_size=16"], tmp_path)  # fmt: skip
     assert refused.returncode == 1 and "cannot change it" in refused.stderr, refused.stderr[-2000:]
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
     assert after.keys() == before.keys()
