@@ -324,3 +324,16 @@ def test_a_checkpoint_of_another_training_state_is_written_not_linked(tmp_path):
     io.save_checkpoint({**state, "global_step": 5}, tmp_path / "e.ckpt")
     assert torch.load(tmp_path / "e.ckpt", weights_only=True)["global_step"] == 5
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_reseeding_on_cpu_gives_the_cpu_generator_the_state_torch_manual_seed_gives():
+    task = TinyTask()
+
+    class Trainer:
+        current_epoch = 2
+
+    ReseedEveryBatch(7).on_train_batch_start(Trainer, task, None, 3)
+    ours = torch.get_rng_state()
+    derived = ((7 * 1_000_003 + 2) * 1_000_003 + 3) % 2**32
+    torch.manual_seed(derived)
+    assert torch.equal(ours, torch.get_rng_state())
