@@ -9,7 +9,8 @@ or a full disk, and the same result whether or not a run was resumed.
 - :func:`stop_at_batch_end` makes Ctrl-C stop the way SIGTERM does (at the end of the running batch),
   and :func:`interrupt_exit_code` gives the shell status of an interrupt (143 for SIGTERM, 130 for SIGINT).
 - :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the same folder, syncs it to
-  disk and renames it into place: a failed write (full disk) leaves the previous files as they were.
+  disk and renames it into place: a failed write (full disk) leaves the previous files as they were. The
+  best and the last checkpoint of one epoch end are one file under two names (a hard link), written once.
 - :class:`ReseedEveryBatch` reseeds every RNG from ``(seed, epoch, batch)`` before each training batch, so
   a resumed run draws the same dropout masks as an uninterrupted one (data order comes from
   :class:`seqforge.data.sampling.EpochShuffleSampler`, which depends on ``(seed, epoch)`` only, and the
@@ -157,7 +158,10 @@ class ReseedEveryBatch(L.Callback):
         # not seed_everything: that also rewrites PL_GLOBAL_SEED, the run seed Lightning's samplers read
         random.seed(derived)
         np.random.seed(derived)
-        torch.manual_seed(derived)
+        if pl_module.device.type == "cpu":  # the CPU generator alone: torch.manual_seed would also seed (lazily)
+            torch.default_generator.manual_seed(derived)  # every CUDA/XPU device, ~0.5 ms a batch
+        else:
+            torch.manual_seed(derived)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -165,7 +169,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     Readers see the old file or the new one, never half of one; a failed write (``ENOSPC``, a signal)
     removes its temporary file and re-raises, leaving no truncated ``epoch_XXX.ckpt`` and no 0-byte file.
+
+    A full checkpoint of the same training state as the one just written (the best and the last checkpoint
+    at the end of one epoch: same epoch, step, loop state and unchanged weights) becomes a hard link to that
+    file instead of a second write (where the file system has no hard links, it is written). The two differ
+    only in the checkpoint callbacks' own bookkeeping, which a resume does not need to be current: it
+    resumes exactly from either.
     """
+
+    _written: tuple[tuple[Any, ...], Path, int] | None = None  # the last full save: (state, file, st_mtime_ns)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -173,16 +185,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same file system
+        fingerprint = _training_state(checkpoint)
         try:
-            with open(tmp, "xb") as handle:  # permissions from the umask, as a plain open() would give
-                self.write(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
+            if not (fingerprint is not None and self._link_same_state(fingerprint, tmp)):
+                with open(tmp, "xb") as handle:  # permissions from the umask, as a plain open() would give
+                    self.write(checkpoint, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        self._written = None if fingerprint is None else (fingerprint, target, target.stat().st_mtime_ns)
         with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every system)
             dir_fd = os.open(target.parent, os.O_RDONLY)
             try:
@@ -193,6 +208,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def write(self, checkpoint: dict[str, Any], handle: Any) -> None:
         """Serialize ``checkpoint`` into the open binary file ``handle`` (the storage step)."""
         torch.save(checkpoint, handle)
+
+    def _link_same_state(self, fingerprint: tuple[Any, ...], tmp: Path) -> bool:
+        """Hard-link ``tmp`` to the file just written if it holds the state ``fingerprint`` names, untouched."""
+        if self._written is None or self._written[0] != fingerprint:
+            return False
+        _, previous, mtime = self._written
+        try:
+            if previous.stat().st_mtime_ns != mtime:
+                return False
+            os.link(previous, tmp)
+        except OSError:  # gone, replaced, or a file system without hard links: write it
+            return False
+        return True
+
+
+def _training_state(checkpoint: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What identifies the training state a full checkpoint holds: epoch, step, loop state and the weights'
+    storage and in-place version counters (any optimizer step changes them); ``None`` for a weights-only one."""
+    weights = checkpoint.get("state_dict")
+    if not isinstance(weights, dict) or "optimizer_states" not in checkpoint:
+        return None
+    tensors = tuple((t.data_ptr(), t._version) for t in weights.values() if isinstance(t, torch.Tensor))
+    return checkpoint.get("epoch"), checkpoint.get("global_step"), repr(checkpoint.get("loops")), tensors
 
 
 class StopRequest:

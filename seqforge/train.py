@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import signal
 import warnings
 from pathlib import Path
@@ -25,12 +26,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from hydra.utils import get_class
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqforge.callbacks import AtomicCheckpointIO, StopRequest, stop_at_batch_end
+from seqforge.callbacks import AtomicCheckpointIO, StopRequest, interrupt_exit_code, stop_at_batch_end
 from seqforge.checkpoint import CHECKPOINT_KEY, ConfigInCheckpoint, read_checkpoint
 from seqforge.data.recipes import apply_recipe
 from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
@@ -56,8 +59,19 @@ RESUME_POLICY: tuple[tuple[str, str], ...] = (
     ("data.data_dir", "apply"),
     ("data", "refuse"),  # samples, order, vocabulary, scaling: a different run
     ("seed", "refuse"),  # data order and random draws follow the seed
+    ("monitor", "refuse"),  # the restored best values and early-stopping counts belong to the old metric
 )
 LAST = "last"
+# Keys a checkpoint written before they existed does not store: absent there, they are not compared.
+ADDED_KEYS = ("monitor", "monitor_mode", "tune")
+TUNE_CHOICES = ("batch_size", "lr")  # the order they run in: the learning rate depends on the batch size
+# Third-party notes every run printed (see quiet_third_party): warning message patterns, info-log prefixes.
+QUIET_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The '\w+' does not have many workers which may be a bottleneck",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+QUIET_INFO = ("💡 Tip:", "Trainer already configured with model summary callbacks")
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -70,11 +84,12 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 
 
 def prepare(cfg: DictConfig) -> None:
-    """Checks and side effects shared by every run: validate, quiet warnings, print and save the config."""
-    check_config(cfg, TrainSchema, CHECKED_GROUPS)
+    """Side effects shared by every run once its config is checked: quiet warnings, print and save the config."""
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
+    else:
+        quiet_third_party()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved(cfg)), output_dir / "config.yaml")
@@ -82,13 +97,87 @@ def prepare(cfg: DictConfig) -> None:
         print_config_tree(cfg, TREE_ORDER, save_to=output_dir / "config_tree.log")
 
 
-def fill_monitor(callbacks_cfg: DictConfig | None, monitor: str, mode: str) -> None:
-    """Set ``monitor``/``mode`` of callback nodes that say ``monitor: null`` to the task's own metric.
+def quiet_third_party() -> None:
+    """Silence the notes Lightning and torch print on every run, and only those (ours and any others stay).
+
+    Each is matched by its message: torch's pytree deprecation (raised inside Lightning), the dataloader
+    worker hint (``data.num_workers`` is a choice of the config), the note that an epoch has fewer batches
+    than ``log_every_n_steps`` (step logs still come every n steps, across epochs), the LitLogger tip and the
+    note that the configured ``RichModelSummary`` replaces Lightning's default one.
+    """
+    for message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropMessages) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropMessages(QUIET_INFO))
+
+
+class _DropMessages(logging.Filter):
+    """Drop log records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def resolve_monitor(cfg: DictConfig) -> tuple[str, str]:
+    """The run's one monitored metric and its mode, written into ``cfg`` before anything is printed or saved.
+
+    The top-level ``monitor`` (and ``monitor_mode``) win; else a ``monitor`` set on a callback node (all
+    such nodes must agree); else the task's own (its class attributes ``monitor``/``monitor_mode``, e.g.
+    ``val/acc``, ``max``). ``monitor``, ``monitor_mode`` and every callback node with a ``monitor`` key
+    then hold the resolved value: checkpointing, early stopping, the task's ``<monitor>_best`` and a
+    plateau scheduler watch the same metric, and ``metrics.json`` names it.
+
+    Raises:
+        ConfigError: callback nodes naming different monitors or modes, a mode other than ``min``/``max``,
+            or a monitor whose mode cannot be told (not the task's, not a loss) without ``monitor_mode``.
+    """
+    if not isinstance(cfg.get("model"), DictConfig) or "_target_" not in cfg.model:
+        raise ConfigError("config 'model' is empty: choose one with model=NAME or +experiment=NAME")
+    task_class: Any = get_class(str(cfg.model._target_))
+    nodes = {f"callbacks.{name}": node for name, node in (cfg.get("callbacks") or {}).items()
+             if isinstance(node, DictConfig) and "monitor" in node}
+
+    def chosen(key: str, top: str) -> Any:
+        if cfg.get(top) is not None:
+            return cfg[top]
+        values = {f"{path}.{key}": node[key] for path, node in nodes.items() if node.get(key) is not None}
+        if len(set(values.values())) > 1:
+            listed = ", ".join(f"{path}={value}" for path, value in values.items())
+            raise ConfigError(f"config: callbacks watch different metrics ({listed}); a run has one monitor: set "
+                              f"{top}=<value> (it applies to every callback)")
+        return next(iter(values.values()), None)
+
+    monitor = chosen("monitor", "monitor") or task_class.monitor
+    mode = chosen("mode", "monitor_mode")
+    if mode is None:
+        if monitor == task_class.monitor:
+            mode = task_class.monitor_mode
+        elif monitor.endswith("loss"):
+            mode = "min"
+        else:
+            raise ConfigError(f"config 'monitor_mode': monitor={monitor} is not {task_class.__name__}'s own metric "
+                              f"({task_class.monitor}); say whether lower or higher is better: monitor_mode=min|max")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"config 'monitor_mode': expected min or max, got {mode!r}")
+    with open_dict(cfg):
+        cfg.monitor, cfg.monitor_mode = monitor, mode
+    fill_monitor(cfg.get("callbacks"), monitor, mode, replace=True)
+    return monitor, mode
+
+
+def fill_monitor(callbacks_cfg: DictConfig | None, monitor: str, mode: str, replace: bool = False) -> None:
+    """Set ``monitor``/``mode`` of callback nodes that say ``monitor: null`` (with ``replace``: of every node
+    with a ``monitor`` key) to ``monitor``/``mode``.
 
     Nodes without a ``monitor`` key (e.g. the ``last_checkpoint`` callback) are left alone.
     """
     for node in (callbacks_cfg or {}).values():
-        if isinstance(node, DictConfig) and "monitor" in node and node.monitor is None:
+        if isinstance(node, DictConfig) and "monitor" in node and (replace or node.monitor is None):
             with open_dict(node):
                 node.monitor = monitor
                 if "mode" in node or node._target_.endswith(("ModelCheckpoint", "EarlyStopping")):
@@ -140,6 +229,136 @@ def check_run(cfg: DictConfig) -> None:
             if trainer.get(key):
                 raise ConfigError(f"trainer.max_time={max_time} with trainer.{key}={trainer[key]}: Lightning keeps "
                                   f"training past the time limit until {key} is met; set trainer.{key}=null")
+    tuned = tune_steps(cfg.get("tune"))
+    if tuned and (cfg.ckpt_path is not None or not cfg.train or trainer.get("fast_dev_run")):
+        why = "ckpt_path is set (a resumed run keeps its settings)" if cfg.ckpt_path is not None else (
+            "train=false" if not cfg.train else "trainer.fast_dev_run is on (Lightning skips its tuner then)")
+        raise ConfigError(f"tune={cfg.tune}: tuning runs before a new fit, but {why}; drop tune or start a new run")
+
+
+def tune_steps(value: Any) -> list[str]:
+    """``tune`` as the list of finders to run, in :data:`TUNE_CHOICES` order (``null``: none).
+
+    Raises:
+        ConfigError: anything but ``null``, ``lr``, ``batch_size`` or a list of them.
+    """
+    names = [] if value is None else [value] if isinstance(value, str) else list(value) if OmegaConf.is_list(
+        value) or isinstance(value, list) else None
+    if names is None or any(name not in TUNE_CHOICES for name in names):
+        raise ConfigError(f"config 'tune': expected null, lr, batch_size or [batch_size,lr], got {value!r}")
+    return [name for name in TUNE_CHOICES if name in names]
+
+
+def tune(trainer: L.Trainer, model: SequenceTask, datamodule: SplitDataModule, cfg: DictConfig) -> dict[str, Any]:
+    """Run Lightning's batch-size and learning-rate finders (as ``cfg.tune`` says) and use what they find.
+
+    The batch size is found on the datamodule's ``batch_size``, the learning rate on the task's ``lr``
+    (the optimizer partial's ``lr``); both are written back into ``cfg`` (``data.batch_size``,
+    ``model.optimizer.lr``), so the saved config and the checkpoints record the values trained with.
+    ``<run>/tune.json`` keeps the findings (the learning-rate curve too) and ``<run>/lr_find.png`` its plot.
+
+    Returns:
+        ``{"batch_size": {"before": 32, "found": 256}, "lr": {"before": 0.003, "found": 0.0012}}`` (the
+        finders that ran).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    found: dict[str, dict[str, Any]] = {}
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = -1  # the finders count steps (100 for the lr): a short max_epochs would cut them
+    try:
+        for name in tune_steps(cfg.tune):
+            found[name] = _find(name, trainer, model, datamodule, cfg)
+            log.info(f"Tuned {name}: {found[name]['before']} -> {found[name]['found']}")
+    finally:
+        trainer.fit_loop.max_epochs = max_epochs
+    if trainer.is_global_zero:
+        (output_dir / "tune.json").write_text(json.dumps(found, indent=2), encoding="utf-8")
+        OmegaConf.save(OmegaConf.create(resolved(cfg)), output_dir / "config.yaml")
+    return {name: {"before": value["before"], "found": value["found"]} for name, value in found.items()}
+
+
+def _find(name: str, trainer: L.Trainer, model: SequenceTask, datamodule: SplitDataModule, cfg: DictConfig
+          ) -> dict[str, Any]:
+    """Run one of Lightning's finders (``name`` in :data:`TUNE_CHOICES`), set what it found, return the record."""
+    from lightning.pytorch.tuner import Tuner
+    from matplotlib import pyplot
+    from matplotlib.figure import Figure
+
+    tuner = Tuner(trainer)
+    if name == "batch_size":
+        before = datamodule.batch_size
+        size = tuner.scale_batch_size(model, datamodule=datamodule, mode="power", batch_arg_name="batch_size")
+        if size is None:
+            raise RuntimeError("tune=batch_size: Lightning's batch-size finder returned no batch size")
+        with open_dict(cfg):
+            cfg.data.batch_size = datamodule.batch_size = int(size)
+        return {"before": before, "found": int(size)}
+    if model.lr is None:
+        raise ConfigError("tune=lr: model.optimizer has no lr to tune (the learning-rate finder sets the optimizer "
+                          "partial's lr)")
+    lr_before = model.lr
+    finder = tuner.lr_find(model, datamodule=datamodule, attr_name="lr", update_attr=False)
+    suggestion = finder.suggestion() if finder is not None else None
+    if finder is None or suggestion is None:
+        raise RuntimeError("tune=lr: Lightning's learning-rate finder gave no suggestion (a loss that diverged at "
+                           "once, or too few training batches); set model.optimizer.lr yourself")
+    model.lr = float(suggestion)
+    with open_dict(cfg):
+        cfg.model.optimizer.lr = float(suggestion)
+    figure = finder.plot(suggest=True)
+    if trainer.is_global_zero and isinstance(figure, Figure):
+        figure.savefig(Path(cfg.paths.output_dir) / "lr_find.png")
+        pyplot.close(figure)
+    return {"before": lr_before, "found": float(suggestion), "lrs": list(map(float, finder.results["lr"])),
+            "losses": list(map(float, finder.results["loss"]))}
+
+
+def stop_reason(trainer: L.Trainer) -> dict[str, Any]:
+    """Why ``fit`` ended: ``{"reason": ..., "epochs": int, "steps": int, "message": str}``.
+
+    ``reason`` is ``early_stopping`` (with ``monitor``, ``patience``, ``best``), ``max_time``,
+    ``max_steps``, ``max_epochs``, ``fast_dev_run`` or ``stopped`` (a callback asked the Trainer to stop).
+    """
+    done: dict[str, Any] = {"epochs": trainer.current_epoch, "steps": trainer.global_step}
+    for callback in trainer.early_stopping_callbacks:
+        if callback.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
+            best = float(callback.best_score)
+            return {"reason": "early_stopping", **done, "monitor": callback.monitor, "patience": callback.patience,
+                    "best": best, "message": f"early stopping: {callback.monitor} did not improve on {best:.6g} for "
+                    f"{callback.wait_count} validations (patience {callback.patience}), after epoch "
+                    f"{callback.stopped_epoch}" if callback.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
+                    else f"early stopping: {callback.stopping_reason_message}"}
+    timers = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]  # type: ignore[attr-defined]
+    for timer in timers:
+        left = timer.time_remaining("train")
+        if left is not None and left <= 0:
+            return {"reason": "max_time", **done,
+                    "message": f"max_time reached after {timer.time_elapsed('train'):.1f} s of training"}
+    if trainer.fast_dev_run:  # type: ignore[attr-defined]  # set at runtime by Lightning's Trainer setup
+        return {"reason": "fast_dev_run", **done, "message": "fast_dev_run: one batch of each stage"}
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return {"reason": "max_steps", **done, "message": f"max_steps={trainer.max_steps} reached"}
+    if trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs:
+        return {"reason": "max_epochs", **done, "message": f"max_epochs={trainer.max_epochs} reached"}
+    return {"reason": "stopped", **done, "message": "a callback asked the Trainer to stop"}
+
+
+def remove_unused_run_folder(folder: str | Path, task_name: str, log_dir: str | Path) -> bool:
+    """Delete ``folder`` if it holds only what starting a run writes (Hydra's ``.hydra/`` and
+    ``<task_name>.log``, ``config.yaml``, ``config_tree.log``): what a command that failed before training
+    leaves. A folder with anything else (checkpoints, logs of an earlier run) is kept. Folders above it that
+    are left empty go too, up to ``log_dir`` (kept). Returns whether ``folder`` went.
+    """
+    folder, log_dir = Path(folder).resolve(), Path(log_dir).resolve()
+    setup_files = {".hydra", f"{task_name}.log", "config.yaml", "config_tree.log"}
+    if not folder.is_dir() or any(path.name not in setup_files for path in folder.iterdir()):
+        return False
+    shutil.rmtree(folder)
+    for parent in folder.parents:  # logs/<task_name>/runs, logs/<task_name>: created for this run
+        if parent == log_dir or log_dir not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
+    return True
 
 
 def checkpoint_folders(cfg: DictConfig) -> list[Path]:
@@ -189,7 +408,8 @@ def resume_changes(stored: dict[str, Any], current: dict[str, Any], *, skip_unse
     old, new = _flat(stored), _flat(current)
     changes = {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys())
                if old.get(key) != new.get(key) and not (skip_unset and new.get(key) is None)
-               and not key.startswith(("paths.", "ckpt_path", "hydra."))}
+               and not key.startswith(("paths.", "ckpt_path", "hydra.", "tune"))
+               and not (key in ADDED_KEYS and key not in old)}
     for key, (before, after) in changes.items():
         rule = next((action for prefix, action in RESUME_POLICY if key == prefix or key.startswith(prefix)), "apply")
         if rule == "refuse":
@@ -255,7 +475,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Returns:
         ``{"val/...": float, "test/...": float, "best_ckpt_path": str, "backend": str, "monitor": str,
-        "status": "completed"}`` (plus ``"recipe"``: the config keys filled from the data, when any); the
+        "stopped": {"reason": ..., "epochs": ..., "steps": ..., "message": ...} (see :func:`stop_reason`),
+        "status": "completed"}`` (plus ``"recipe"``: the config keys filled from the data, and ``"tuned"``:
+        what ``tune`` found, when any); the
         same dict is written to ``<paths.output_dir>/metrics.json`` by the rank-0 process. A test stage
         that fails after a finished fit still writes it, with the fit's
         metrics and ``status`` naming the failure, then re-raises.
@@ -268,7 +490,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         KeyboardInterrupt: the same for SIGINT (Ctrl-C).
     """
     check_run(cfg)
-    prepare(cfg)
+    check_config(cfg, TrainSchema, CHECKED_GROUPS)
+    monitor, monitor_mode = resolve_monitor(cfg)
     ckpt_path = find_last_checkpoint(cfg) if cfg.ckpt_path == LAST else cfg.ckpt_path
     stored: dict[str, Any] | None = None
     if cfg.train and ckpt_path is not None:
@@ -276,7 +499,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             stored = read_checkpoint(ckpt_path)[CHECKPOINT_KEY]["config"]
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"ckpt_path={ckpt_path}: {err}") from err
-        resume_changes(stored, resolved(cfg), skip_unset=True)  # refuses before anything is built
+        resume_changes(stored, resolved(cfg), skip_unset=True)  # refuses before anything is built or written
+    prepare(cfg)
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -295,13 +519,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     log.info(f"Instantiating task <{cfg.model._target_}> with net sizes {net_kwargs}")
     model: SequenceTask = instantiate_node("model", cfg.model, net=net_kwargs)
+    try:
+        model.set_monitor(monitor, monitor_mode)
+    except ValueError as err:
+        raise ConfigError(f"config 'monitor': {err}") from err
     if cfg.compile:
         model.net.compile()  # in place: parameter names (and checkpoints) stay the same
 
-    fill_monitor(cfg.get("callbacks"), model.monitor, model.monitor_mode)
     plain = resolved(cfg)
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"), "callbacks")
-    callbacks.append(ConfigInCheckpoint(plain, net_kwargs))
+    config_in_checkpoint = ConfigInCheckpoint(plain, net_kwargs)
+    callbacks.append(config_in_checkpoint)
     if stored is not None:
         changes = resume_changes(stored, plain)
         if changes:
@@ -313,15 +541,28 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate_node("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                           plugins=[AtomicCheckpointIO()])
+    tuned = tune(trainer, model, datamodule, cfg) if tune_steps(cfg.get("tune")) else {}
+    if tuned:  # the checkpoints and the loggers record the values trained with
+        plain = resolved(cfg)
+        config_in_checkpoint.config = ConfigInCheckpoint(plain, net_kwargs).config
     for logger in loggers:  # the configured loggers, also under fast_dev_run (which swaps in a dummy)
         logger.log_hyperparams(plain)
 
+    stopped: dict[str, Any] | None = None
     with stop_at_batch_end() as request:
         if cfg.train:
             try:
                 trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             except BaseException as err:
-                _reraise(_interrupt(err, request), err)
+                error = _interrupt(err, request)
+                if trainer.is_global_zero and interrupt_exit_code(error) is not None:
+                    log.warning(f"Training stopped: interrupted by {type(error).__name__} at epoch "
+                                f"{trainer.current_epoch}, step {trainer.global_step}")
+                _reraise(error, err)
+            stopped = stop_reason(trainer)
+            if trainer.is_global_zero:
+                log.info(f"Training stopped after {stopped['epochs']} epochs ({stopped['steps']} steps): "
+                         f"{stopped['message']}")
         fit_metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
 
         callback = trainer.checkpoint_callback
@@ -334,8 +575,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                         f"{best_path}")
         metrics: dict[str, Any] = {**fit_metrics, "best_ckpt_path": best_path, "backend": backend_used(model.net),
                                    "monitor": model.monitor, "status": "completed"}
+        if stopped is not None:
+            metrics["stopped"] = stopped
         if derived:
             metrics["recipe"] = derived
+        if tuned:
+            metrics["tuned"] = tuned
         if cfg.test:
             test_ckpt = best_path if cfg.train else ckpt_path
             try:

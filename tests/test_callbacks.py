@@ -284,3 +284,56 @@ def test_stop_at_batch_end_leaves_sigint_alone_outside_the_main_thread():
     thread.start()
     thread.join()
     assert errors == [] and signal.getsignal(signal.SIGINT) is before
+
+
+def test_the_best_and_last_checkpoint_of_one_epoch_are_one_file_and_resume_exactly(tmp_path):
+    def run(max_epochs, root, ckpt_path=None):
+        L.seed_everything(0)
+        task = TinyTask()
+        best = ModelCheckpoint(dirpath=root, filename="best", monitor="val/loss", save_top_k=1)
+        last = ModelCheckpoint(dirpath=root, filename="last", save_top_k=1, enable_version_counter=False)
+        trainer = _trainer(root, [ReseedEveryBatch(7), best, last], max_epochs, plugins=[AtomicCheckpointIO()])
+        trainer.fit(task, _loader(shuffle_sampler=True, resumable=True), _loader(), ckpt_path=ckpt_path)
+        return task
+
+    straight = run(3, tmp_path / "straight")
+    run(1, tmp_path / "split")  # epoch 0 is the best so far: both names, one write
+    best, last = tmp_path / "split" / "best.ckpt", tmp_path / "split" / "last.ckpt"
+    assert best.stat().st_ino == last.stat().st_ino and last.stat().st_nlink == 2
+    resumed = run(3, tmp_path / "split", ckpt_path=last)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 2 and state["global_step"] == 12 and _finite(last)
+    assert torch.load(best, weights_only=True)["global_step"] in (4, 8, 12)  # the best epoch's own state
+
+
+def test_a_checkpoint_of_another_training_state_is_written_not_linked(tmp_path):
+    io = AtomicCheckpointIO()
+    weights = {"w": torch.zeros(3)}
+    state = {"epoch": 0, "global_step": 4, "loops": {}, "state_dict": weights, "optimizer_states": []}
+    io.save_checkpoint(state, tmp_path / "a.ckpt")
+    io.save_checkpoint(state, tmp_path / "b.ckpt")
+    assert (tmp_path / "a.ckpt").stat().st_ino == (tmp_path / "b.ckpt").stat().st_ino
+    weights["w"].add_(1.0)  # an optimizer step in place: same step counter, other weights
+    io.save_checkpoint(state, tmp_path / "c.ckpt")
+    assert (tmp_path / "c.ckpt").stat().st_ino != (tmp_path / "b.ckpt").stat().st_ino
+    assert torch.load(tmp_path / "c.ckpt", weights_only=True)["state_dict"]["w"].tolist() == [1.0, 1.0, 1.0]
+    io.save_checkpoint({**state, "global_step": 5}, tmp_path / "d.ckpt")
+    (tmp_path / "d.ckpt").write_bytes(b"changed since")  # the file just written was replaced by someone else
+    io.save_checkpoint({**state, "global_step": 5}, tmp_path / "e.ckpt")
+    assert torch.load(tmp_path / "e.ckpt", weights_only=True)["global_step"] == 5
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_reseeding_on_cpu_gives_the_cpu_generator_the_state_torch_manual_seed_gives():
+    task = TinyTask()
+
+    class Trainer:
+        current_epoch = 2
+
+    ReseedEveryBatch(7).on_train_batch_start(Trainer, task, None, 3)
+    ours = torch.get_rng_state()
+    derived = ((7 * 1_000_003 + 2) * 1_000_003 + 3) % 2**32
+    torch.manual_seed(derived)
+    assert torch.equal(ours, torch.get_rng_state())

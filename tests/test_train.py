@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import resource
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from lightning.pytorch.callbacks import Timer
 
-from seqforge.train import find_last_checkpoint, get_metric_value, train
-from seqforge.utils.config import CONFIG_DIR, ConfigError, compose_config
+from seqforge.train import find_last_checkpoint, get_metric_value, quiet_third_party, resolve_monitor, train
+from seqforge.utils.config import CONFIG_DIR, ConfigError, TrainSchema, check_config, compose_config, instantiate_node
 
 REPO = CONFIG_DIR.parent
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -182,6 +186,7 @@ def test_max_time_stops_training_inside_the_first_epoch(tmp_path: Path) -> None:
     metrics = train(compose_config("train", overrides, tmp_path))
     steps = torch.load(metrics["best_ckpt_path"], weights_only=True)["global_step"]
     assert 1 <= steps < 625 and metrics["status"] == "completed"
+    assert metrics["stopped"]["reason"] == "max_time" and metrics["stopped"]["message"].startswith("max_time reached")
     with pytest.raises(ConfigError, match=r"trainer\.max_time=00:00:00:01 with trainer\.min_epochs=1"):
         train(compose_config("train", [*overrides, "trainer.min_epochs=1"], tmp_path / "other"))
 
@@ -218,3 +223,211 @@ def test_a_checkpoint_too_large_for_the_disk_leaves_no_truncated_file(tmp_path: 
     assert result.returncode == 1 and "File too large" in result.stderr, result.stderr[-3000:]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == []  # no truncated or temporary file
     assert not (run_dir / "metrics.json").exists()
+
+
+# --- one monitor, why training stopped ---------------------------------------------------------------------
+
+
+def test_a_monitor_set_on_one_callback_is_the_run_monitor_everywhere(tmp_path: Path) -> None:
+    overrides = [*TINY, "trainer.max_epochs=2", "callbacks.model_checkpoint.monitor=val/loss",
+                 "callbacks.model_checkpoint.mode=min", "extras.print_config=true"]  # fmt: skip  # as ucr_lstm does
+    metrics = train(compose_config("train", overrides, tmp_path))
+    assert metrics["monitor"] == "val/loss" and "val/loss_best" in metrics
+    assert metrics["val/acc_best"] >= metrics["val/acc"]  # the classifier's own best stays logged (sweeps read it)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert (saved["monitor"], saved["monitor_mode"]) == ("val/loss", "min")
+    for name in ("model_checkpoint", "early_stopping"):
+        assert (saved["callbacks"][name]["monitor"], saved["callbacks"][name]["mode"]) == ("val/loss", "min"), name
+    tree = (tmp_path / "config_tree.log").read_text()
+    assert "monitor: val/loss" in tree and "monitor: null" not in tree
+    states = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    watching = sorted(key.split("{")[0] for key in states if "'monitor': 'val/loss'" in key)  # Lightning's state keys
+    assert watching == ["EarlyStopping", "ModelCheckpoint"] and not any("val/acc" in key for key in states)
+    (best,) = (state for key, state in states.items() if key.startswith("ModelCheckpoint{'monitor': 'val/loss'"))
+    assert metrics["val/loss_best"] == pytest.approx(float(best["best_model_score"]))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    bests = (metrics["val/loss_best"], metrics["val/acc_best"])
+    assert (last["monitor_best"], last["own_best"]) == pytest.approx(bests)
+
+
+def test_the_top_level_monitor_wins_and_disagreeing_callbacks_or_unknown_metrics_are_refused(tmp_path: Path) -> None:
+    cfg = compose_config("train", [*TINY, "monitor=val/f1", "monitor_mode=max"], tmp_path / "a")
+    assert resolve_monitor(cfg) == ("val/f1", "max")
+    assert cfg.callbacks.early_stopping.monitor == cfg.callbacks.model_checkpoint.monitor == "val/f1"
+    assert "monitor" not in cfg.callbacks.last_checkpoint
+    disagree = [*TINY, "callbacks.model_checkpoint.monitor=val/loss", "callbacks.early_stopping.monitor=val/acc"]
+    with pytest.raises(ConfigError, match=r"callbacks\.model_checkpoint\.monitor=val/loss.*"
+                                          r"callbacks\.early_stopping\.monitor=val/acc.*set monitor="):
+        train(compose_config("train", disagree, tmp_path / "b"))
+    with pytest.raises(ConfigError, match=r"monitor_mode.*monitor=val/f1"):
+        train(compose_config("train", [*TINY, "monitor=val/f1"], tmp_path / "c"))
+    with pytest.raises(ConfigError, match=r"monitor must be one of \['val/loss', 'val/acc', 'val/f1'\], got 'val/f2'"):
+        train(compose_config("train", [*TINY, "monitor=val/f2", "monitor_mode=max"], tmp_path / "d"))
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # refused before anything is written
+
+
+def test_metrics_say_why_training_stopped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    flat = [*TINY, "trainer.max_epochs=6", "model.optimizer.lr=0", "callbacks.early_stopping.patience=2"]  # no change
+    with caplog.at_level(logging.INFO, logger="seqforge.train"):
+        metrics = train(compose_config("train", flat, tmp_path / "early"))
+    stopped = metrics["stopped"]
+    assert {k: stopped[k] for k in ("reason", "monitor", "patience", "epochs")} == {
+        "reason": "early_stopping", "monitor": "val/acc", "patience": 2, "epochs": 3}  # best at epoch 0, then 2 more
+    assert stopped["best"] == pytest.approx(metrics["val/acc_best"])
+    assert "did not improve" in stopped["message"] and stopped["message"] in caplog.text
+    assert "Training stopped after 3 epochs" in caplog.text
+    assert json.loads((tmp_path / "early" / "metrics.json").read_text())["stopped"] == stopped
+    ended = train(compose_config("train", TINY, tmp_path / "epochs"))["stopped"]
+    assert (ended["reason"], ended["epochs"], ended["message"]) == ("max_epochs", 1, "max_epochs=1 reached")
+    steps = train(compose_config("train", [*TINY, "trainer.max_steps=2", "trainer.max_epochs=3"], tmp_path / "steps"))
+    assert (steps["stopped"]["reason"], steps["stopped"]["steps"]) == ("max_steps", 2)  # 2 batches an epoch
+
+
+def test_an_interrupt_says_where_training_stopped(tmp_path: Path) -> None:
+    args = [str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={tmp_path / 'run'}", "data.batch_size=8",
+            "+callbacks.signal._target_=helpers.signal_switch.SignalAt", "+callbacks.signal.step=3"]  # fmt: skip
+    result = run_script(args, tmp_path, extra_path=(str(REPO / "tests"),))
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Training stopped: interrupted by SIGTERMException at epoch 0, step 4" in result.stdout + result.stderr
+
+
+# --- what a run prints, what a failed command leaves ------------------------------------------------------------
+
+NOTES = ["LeafSpec", "litlogger", "smaller than the logging interval", "does not have many workers",
+         "already configured with model summary"]  # fmt: skip
+
+
+def test_the_main_job_prints_no_third_party_notes_but_keeps_our_warnings(tmp_path: Path) -> None:
+    args = [str(REPO / "scripts" / "train.py"), "+experiment=ucr_gru", "trainer.max_epochs=1",
+            "model.net.rnn.num_layers=1", "model.net.rnn.hidden_size=8", "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path / 'run'}",
+            "+callbacks.warn._target_=helpers.warn_at.SeqforgeWarningAtFitStart"]
+    result = run_script(args, tmp_path, extra_path=(str(REPO / "tests"),))
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout + result.stderr + (tmp_path / "run" / "ucr_gru.log").read_text()
+    assert [note for note in NOTES if note in printed] == []
+    assert "GRU: dropout=0.5 acts between layers, so it has no effect with num_layers=1" in result.stderr
+    assert "Trainable params" in result.stdout  # RichModelSummary
+    assert "Training stopped after 1 epochs (7 steps): max_epochs=1 reached" in printed
+
+
+def test_quiet_third_party_drops_only_the_listed_notes() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_third_party()
+        warnings.warn("The number of training batches (7) is smaller than the logging interval", stacklevel=1)
+        warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", FutureWarning, stacklevel=1)
+        warnings.warn("The number of validation batches is large", stacklevel=1)
+    assert [str(w.message) for w in caught] == ["The number of validation batches is large"]
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert not rank_zero.filters[-1].filter(logging.makeLogRecord({"msg": "💡 Tip: try installing litlogger"}))
+    assert rank_zero.filters[-1].filter(logging.makeLogRecord({"msg": "GPU available: False, used: False"}))
+
+
+def test_a_refused_command_leaves_no_run_folder_and_a_refused_resume_leaves_the_run_as_it_was(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    for bad in ("model.net.rnn.hidden_size=-1", "seed=-1", "monitor=val/nope"):  # refused at build, check, resolution
+        result = run_script([str(REPO / "scripts" / "train.py"), *TINY, bad], tmp_path)
+        assert result.returncode == 1 and "ConfigError" in result.stderr, (bad, result.stderr[-2000:])
+        assert not logs.exists() or list(logs.rglob("*")) == [], (bad, list(logs.rglob("*")))
+    run_dir = tmp_path / "run"
+    assert run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}"], tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    refused = run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}", "ckpt_path=last",
+                          "model.net.rnn.hidden_size=16"], tmp_path)  # fmt: skip
+    assert refused.returncode == 1 and "cannot change it" in refused.stderr, refused.stderr[-2000:]
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    assert after.keys() == before.keys()
+    assert [p.name for p in before if before[p] != after[p]] in ([], ["parity_gru.log"])  # only the log grew
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    folders = set()
+    for _ in range(3):
+        compose_config("train", ["+experiment=parity_gru"])
+        folders.add(OmegaConf.to_container(HydraConfig.get().run, resolve=True)["dir"])
+    assert len(folders) == 3
+
+
+# --- Lightning's tools: Trainer flags, tuner ---------------------------------------------------------------------
+
+# every key of configs/trainer/default.yaml: a value other than the default, and where the Trainer keeps it
+TRAINER_FLAGS = {
+    "default_root_dir": ("/tmp/elsewhere", lambda t: t.default_root_dir),
+    "min_epochs": (2, lambda t: t.fit_loop.min_epochs),
+    "max_epochs": (7, lambda t: t.max_epochs),
+    "max_steps": (50, lambda t: t.max_steps),
+    "max_time": ("00:00:02:00", lambda t: next(c for c in t.callbacks if isinstance(c, Timer))._duration),
+    "accelerator": ("cpu", lambda t: type(t.accelerator).__name__),
+    "devices": (1, lambda t: t.num_devices),
+    "precision": ("64-true", lambda t: t.precision),
+    "accumulate_grad_batches": (4, lambda t: t.accumulate_grad_batches),
+    "gradient_clip_val": (0.25, lambda t: t.gradient_clip_val),
+    "gradient_clip_algorithm": ("value", lambda t: str(t.gradient_clip_algorithm.value)),
+    "check_val_every_n_epoch": (3, lambda t: t.check_val_every_n_epoch),
+    "val_check_interval": (0.5, lambda t: t.val_check_interval),
+    "num_sanity_val_steps": (0, lambda t: t.num_sanity_val_steps),
+    "log_every_n_steps": (3, lambda t: t.log_every_n_steps),
+    "deterministic": (True, lambda t: torch.are_deterministic_algorithms_enabled()),  # set globally by the Trainer
+    "+limit_train_batches": (5, lambda t: t.limit_train_batches),
+    "+limit_val_batches": (0.5, lambda t: t.limit_val_batches),
+    "+limit_test_batches": (2, lambda t: t.limit_test_batches),
+}
+EXPECTED = {"max_time": 120.0, "accelerator": "CPUAccelerator", "min_epochs": 2}
+
+
+def test_every_trainer_flag_listed_in_the_config_reaches_the_trainer(tmp_path: Path) -> None:
+    listed = set(yaml.safe_load((CONFIG_DIR / "trainer" / "default.yaml").read_text())) - {"_target_"}
+    assert listed == {key for key in TRAINER_FLAGS if not key.startswith("+")}
+    overrides = [f"{'+' if key[0] == '+' else ''}trainer.{key.lstrip('+')}={value}"
+                 for key, (value, _) in TRAINER_FLAGS.items()]  # fmt: skip
+    cfg = compose_config("train", ["+experiment=parity_gru", *overrides], tmp_path)
+    check_config(cfg, TrainSchema, ("trainer",))
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        trainer = instantiate_node("trainer", cfg.trainer, logger=False)
+        for key, (value, where) in TRAINER_FLAGS.items():
+            assert where(trainer) == EXPECTED.get(key.lstrip("+"), value), key
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def test_gradient_accumulation_makes_one_optimizer_step_of_several_batches(tmp_path: Path) -> None:
+    metrics = train(compose_config("train", [*TINY, "data.batch_size=16", "trainer.accumulate_grad_batches=2",
+                                             "trainer.max_epochs=2"], tmp_path))  # fmt: skip  # 4 batches an epoch
+    assert torch.load(metrics["best_ckpt_path"], weights_only=True)["global_step"] in (2, 4)  # epoch 0 or 1
+    assert metrics["stopped"]["steps"] == 4
+
+
+def test_tune_lr_runs_the_learning_rate_finder_and_trains_with_its_suggestion(tmp_path: Path) -> None:
+    metrics = train(compose_config("train", [*TINY, "tune=lr"], tmp_path))
+    found = metrics["tuned"]["lr"]
+    assert found["before"] == 0.003 and found["found"] != found["before"] and 1e-8 <= found["found"] <= 1
+    record = json.loads((tmp_path / "tune.json").read_text())["lr"]
+    assert record["found"] == found["found"] and len(record["lrs"]) == len(record["losses"]) > 10
+    assert (tmp_path / "lr_find.png").stat().st_size > 0
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["optimizer"]["lr"] == found["found"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert [g["lr"] for g in last["optimizer_states"][0]["param_groups"]] == [found["found"]]
+    assert last["seqforge"]["config"]["model"]["optimizer"]["lr"] == found["found"]
+    assert not list(tmp_path.glob(".lr_find*.ckpt"))  # Lightning's temporary checkpoint is gone
+
+
+def test_tune_batch_size_lets_lightning_find_the_datamodule_batch_size(tmp_path: Path) -> None:
+    metrics = train(compose_config("train", [*TINY, "tune=batch_size", "data.batch_size=4"], tmp_path))
+    found = metrics["tuned"]["batch_size"]
+    assert found["before"] == 4 and found["found"] in (32, 64)  # doubled up to the 64 training samples
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["batch_size"] == found["found"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["seqforge"]["config"]["data"]["batch_size"] == found["found"]
+    assert last["global_step"] == math.ceil(64 / found["found"])  # one epoch at the found size
+
+
+def test_tune_is_refused_where_it_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tune=lr: .*ckpt_path is set"):
+        train(compose_config("train", [*TINY, "tune=lr", "ckpt_path=x.ckpt"], tmp_path))
+    with pytest.raises(ConfigError, match=r"config 'tune': expected null, lr, batch_size .* got 'learning_rate'"):
+        train(compose_config("train", [*TINY, "tune=learning_rate"], tmp_path))

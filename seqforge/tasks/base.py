@@ -12,6 +12,7 @@ the task's ``monitor`` for ``ReduceLROnPlateau``), or a dict ``{"scheduler": par
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -53,6 +54,11 @@ def check_label_smoothing(owner: str, value: float) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{owner}: label_smoothing must be in [0, 1), got {value}")
     return float(value)
+
+
+def best_tracker(mode: str) -> Metric:
+    """The running best of a metric: its maximum for ``mode="max"``, else its minimum."""
+    return MaxMetric() if mode == "max" else MinMetric()
 
 
 class SequenceTask(L.LightningModule):
@@ -102,8 +108,9 @@ class SequenceTask(L.LightningModule):
         self.net = net
         self.optimizer_factory, self.scheduler_config = optimizer, scheduler
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.best = MaxMetric() if self.monitor_mode == "max" else MinMetric()
-        self._resumed_best: float | None = None  # the checkpoint's best monitored value, set on resume
+        self.best = best_tracker(self.monitor_mode)
+        self.own_best: Metric | None = None  # the class's own metric's best, while the run watches another one
+        self._resumed_best: dict[str, float] = {}  # the checkpoint's best values, set on resume
 
     # --- metrics ------------------------------------------------------------------------------------------
     def setup_metrics(self, make: Callable[[], dict[str, Metric]]) -> None:
@@ -119,10 +126,43 @@ class SequenceTask(L.LightningModule):
         """Feed ``out["preds"]``/``out["target"]`` to the stage's metrics (override for other inputs)."""
         self.metrics(stage).update(out["preds"], out["target"])
 
-    def monitored_metric(self) -> Metric:
-        """The metric object named by ``monitor`` (``val/loss`` or ``val/<name>``)."""
-        name = self.monitor.split("/", 1)[1]
+    def monitored_metric(self, monitor: str | None = None) -> Metric:
+        """The metric object named by ``monitor`` (default: the task's; ``val/loss`` or ``val/<name>``)."""
+        name = (monitor or self.monitor).split("/", 1)[1]
         return self.val_loss if name == "loss" else self.val_metrics[name]
+
+    def set_monitor(self, monitor: str, mode: str) -> None:
+        """Watch ``monitor`` (``val/loss`` or ``val/<one of val_metrics>``) with ``mode`` (``min``/``max``)
+        instead of the class's own: checkpoint's ``monitor_best``, a plateau scheduler and ``<monitor>_best``
+        follow it (``train()`` calls this with the run's one monitor). The class's own best (e.g.
+        ``val/acc_best``) is still logged beside it.
+
+        Raises:
+            ValueError: a monitor that is not one of the task's validation metrics, or another mode.
+        """
+        names = ["val/loss", *(f"val/{name}" for name in self.val_metrics)]
+        if monitor not in names:
+            raise ValueError(f"{type(self).__name__}: monitor must be one of {names}, got {monitor!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"{type(self).__name__}: monitor mode must be min or max, got {mode!r}")
+        if (monitor, mode) != (self.monitor, self.monitor_mode):
+            cls = type(self)
+            self.own_best = best_tracker(cls.monitor_mode) if monitor != cls.monitor else None
+            self.monitor, self.monitor_mode = monitor, mode
+            self.best = best_tracker(mode)
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate in the optimizer partial (``None`` without one): what Lightning's learning-rate
+        finder (``Tuner.lr_find(task, attr_name="lr")``) reads and sets."""
+        factory = self.optimizer_factory
+        return factory.keywords.get("lr") if isinstance(factory, functools.partial) else None
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        if not isinstance(self.optimizer_factory, functools.partial):
+            raise TypeError(f"{type(self).__name__}: lr is set on an optimizer partial, got {self.optimizer_factory!r}")
+        self.optimizer_factory = functools.partial(self.optimizer_factory, lr=value)  # keywords merge
 
     def model_step(self, batch: Any) -> dict[str, Any]:
         """``{"loss": scalar, "preds": ..., "target": ..., "batch_size": int}`` for one batch."""
@@ -162,24 +202,34 @@ class SequenceTask(L.LightningModule):
                 module.reset()
 
     def on_train_start(self) -> None:
-        self.best.reset()  # forget values seen during the sanity check
-        if self._resumed_best is not None:  # a resumed run's <monitor>_best continues from the checkpoint's
-            self.best.update(torch.tensor(self._resumed_best))
-            self._resumed_best = None
+        for key, tracker in self._trackers().items():
+            tracker.reset()  # forget values seen during the sanity check
+            if key in self._resumed_best:  # a resumed run's <monitor>_best continues from the checkpoint's
+                tracker.update(torch.tensor(self._resumed_best[key]))
+        self._resumed_best = {}
+
+    def _trackers(self) -> dict[str, Metric]:
+        """The best-value trackers by checkpoint key: ``monitor_best`` (the task's monitor) and, while it
+        watches another metric than its class's, ``own_best``."""
+        return {"monitor_best": self.best} | ({"own_best": self.own_best} if self.own_best is not None else {})
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # torchmetrics states are not in the state dict: keep the best value for a resumed run (a plain float)
-        if self.best.update_count:
-            checkpoint["monitor_best"] = float(self.best.compute())
+        for key, tracker in self._trackers().items():
+            if tracker.update_count:
+                checkpoint[key] = float(tracker.compute())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resumed_best = checkpoint.get("monitor_best")
+        self._resumed_best = {key: checkpoint[key] for key in ("monitor_best", "own_best") if key in checkpoint}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         self.best.update(self.monitored_metric().compute())
         self.log(f"{self.monitor}_best", self.best.compute(), prog_bar=True)
+        if self.own_best is not None:
+            self.own_best.update(self.monitored_metric(type(self).monitor).compute())
+            self.log(f"{type(self).monitor}_best", self.own_best.compute())
         writer = PictureLogger(self.trainer.loggers, folder=self.picture_folder())
         if writer and getattr(self, "examples", None) is not None:
             self.log_pictures(writer, self.examples)

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import io
 import types
 import typing
 from collections.abc import Iterator, Sequence
@@ -334,18 +335,35 @@ def instantiate_node(path: str, node: DictConfig, **kwargs: Any) -> Any:
 
 
 def print_config_tree(cfg: DictConfig, order: Sequence[str], save_to: str | Path | None = None) -> None:
-    """Print the resolved config as a rich tree (groups in ``order`` first) and optionally save it."""
+    """Print the resolved config as a rich tree (groups in ``order`` first) and optionally save it.
+
+    In a terminal the tree fits the terminal; written to a file (``save_to``, or stdout redirected to a log)
+    no line is cut: the width is that of the longest line.
+    """
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
     keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order and k != "hydra"]
+    width = 80
     for key in keys:
         branch = tree.add(str(key), style="bold", guide_style="dim")
         value = cfg[key]
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml"))
-    Console().print(tree)
+        width = max(width, *(8 + len(line) for line in text.splitlines() or [""]))  # 8: the tree's indent
+    console = Console()
+    if console.is_terminal:
+        console.print(tree)
+    else:
+        console.print(_plain_text(tree, width), markup=False, highlight=False, soft_wrap=True)
     if save_to is not None:
-        with open(save_to, "w", encoding="utf-8") as handle:
-            Console(file=handle, width=110, color_system=None).print(tree)
+        Path(save_to).write_text(_plain_text(tree, width) + "\n", encoding="utf-8")
+
+
+def _plain_text(renderable: Any, width: int) -> str:
+    """``renderable`` as uncoloured text ``width`` columns wide, without the padding at line ends."""
+    console = Console(width=width, color_system=None, file=io.StringIO())
+    with console.capture() as captured:
+        console.print(renderable)
+    return "\n".join(line.rstrip() for line in captured.get().splitlines())
 
 
 def compose_config(

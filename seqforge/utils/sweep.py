@@ -36,6 +36,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -155,8 +156,8 @@ class SweepSummary(Callback):
         atexit.register(self.summarize_early_end)
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if job_return.status != JobStatus.FAILED:
-            return
+        if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
+            return  # a single run prints its traceback (and a refused one leaves no folder to write into)
         try:
             _ = job_return.return_value  # re-raises the job's exception
         except Exception as error:
