@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 import pytest
+import torch
 
+from seqforge import load_from_checkpoint
 from seqforge.data.conll import ConllDataModule, read_conll
+from seqforge.predict import predict
+from seqforge.tasks.entity_metrics import entity_scores
+from seqforge.train import train
+from seqforge.utils.config import compose_config
+
+QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null"]
 
 TRAIN = "-DOCSTART- O\n\nJohn B-PER\nlives\tO\nin O\nParis NNP B-LOC\n\n\nBob B-PER\nruns O\n"
 
@@ -42,3 +52,60 @@ def test_datamodule_builds_tag_ids_and_refuses_a_tag_seen_only_in_test(tmp_path:
         ConllDataModule(train, train, test).setup()
     with pytest.raises(ValueError, match="max_vocab must be a positive int, got 0"):
         ConllDataModule(train, train, test, max_vocab=0)
+
+
+def entity_corpus(path: Path, sentences: int, seed: int) -> list[list[str]]:
+    """Sentences like ``Ann Lee visited Rome .`` tagged B-PER I-PER O B-LOC O; returns the tag sequences."""
+    rng = random.Random(seed)
+    first, last, places = ["Ann", "Bob", "Cy", "Dee"], ["Lee", "Moss"], ["Rome", "Oslo", "Lima"]
+    lines, tags = [], []
+    for _ in range(sentences):
+        words = [(rng.choice(first), "B-PER")] + ([(rng.choice(last), "I-PER")] if rng.random() < 0.5 else [])
+        words += [(rng.choice(["visited", "left", "saw"]), "O"), (rng.choice(places), "B-LOC"), (".", "O")]
+        if rng.random() < 0.3:
+            words = [("Then", "O"), *words]
+        lines += [f"{w} {t}" for w, t in words] + [""]
+        tags.append([t for _, t in words])
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return tags
+
+
+def test_tagging_run_logs_entity_scores_and_predict_decodes_viterbi_paths(tmp_path: Path) -> None:
+    files = {split: tmp_path / f"{split}.txt" for split in ("train", "val", "test")}
+    truth = {split: entity_corpus(path, 48 if split == "train" else 16, seed) for seed, (split, path)
+             in enumerate(files.items())}  # fmt: skip
+    overrides = ["data=conll", "model=tagger", "model.net.crf=true", "trainer.max_epochs=6", "data.batch_size=8",
+                 *[f"data.{split}_path={path}" for split, path in files.items()], "trainer.accelerator=cpu",
+                 "model.net.hidden_size=16", "model.net.embedding_dim=8", *QUIET]  # fmt: skip
+    run = tmp_path / "run"
+    metrics = train(compose_config("train", overrides, run))
+    recorded = json.loads((run / "metrics.json").read_text())
+    for stage in ("val", "test"):
+        for score in ("precision", "recall", "f1"):
+            assert 0.0 <= recorded[f"{stage}/entity_{score}"] <= 1.0
+    assert recorded["test/entity_f1"] > 0.5  # learnable: names and places come from small fixed lists
+    task = load_from_checkpoint(metrics["best_ckpt_path"])
+    sentences = [line.split()[0] for line in files["test"].read_text().splitlines() if line]
+    texts, k = [], 0
+    for tags in truth["test"]:
+        texts.append(" ".join(sentences[k : k + len(tags)]))
+        k += len(tags)
+    predicted = [p.split() for p in predict(task, texts, batch_size=5)]  # tag names, one per word
+    assert all(len(p) == len(t) for p, t in zip(predicted, truth["test"]))
+    assert entity_scores(truth["test"], predicted)["f1"] == pytest.approx(recorded["test/entity_f1"], abs=1e-6)
+    # make Viterbi and the per-step argmax disagree: every step's argmax is I-PER, which the CRF may neither
+    # start with nor repeat
+    tags, net = task.datamodule.tags, task.net
+    with torch.no_grad():
+        net.head.bias[tags.index("I-PER")] += 50.0
+        net.crf.start[tags.index("I-PER")] = -1e4
+        net.crf.transitions[tags.index("I-PER"), tags.index("I-PER")] = -1e4
+    viterbi = [p.split() for p in predict(task, texts[:6], batch_size=4)]
+    assert all(p[0] != "I-PER" and ["I-PER", "I-PER"] not in [p[i : i + 2] for i in range(len(p))] for p in viterbi)
+    ids = [torch.tensor(task.datamodule.vocab.encode(text.split())) for text in texts[:6]]
+    x, lengths = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True), torch.tensor([len(i) for i in ids])
+    with torch.no_grad():
+        emissions = net(x, lengths)
+    assert (emissions.argmax(-1) == tags.index("I-PER")).all()
+    best = net.crf.decode(emissions, lengths).tolist()
+    assert viterbi == [[tags[i] for i in row[:n]] for row, n in zip(best, lengths.tolist())]

@@ -98,6 +98,11 @@ class ConllDataModule(SplitDataModule):
             for s, rows in self.sentences.items()
         }  # fmt: skip
 
+    def split_text(self, text: str) -> list[str]:
+        """The tokens of a new sentence: whitespace-separated, lowercased as the training tokens were (used by
+        :mod:`seqforge.predict`)."""
+        return [w.lower() if self.lowercase else w for w in text.split()]
+
     @property
     def net_kwargs(self) -> dict[str, int]:
         self._require_fitted(self.vocab, self.tags)
