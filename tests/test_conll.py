@@ -109,3 +109,57 @@ def test_tagging_run_logs_entity_scores_and_predict_decodes_viterbi_paths(tmp_pa
     assert (emissions.argmax(-1) == tags.index("I-PER")).all()
     best = net.crf.decode(emissions, lengths).tolist()
     assert viterbi == [[tags[i] for i in row[:n]] for row, n in zip(best, lengths.tolist())]
+
+
+CONLLU = """# sent_id = 1
+# text = Ali geldi.
+1\tAli\tAli\tPROPN\tNNP\t_\t2\tnsubj\t_\t_
+2-3\tgeldi.\t_\t_\t_\t_\t_\t_\t_\t_
+2\tgeldi\tgel\tVERB\tVB\t_\t0\troot\t_\t_
+3\t.\t.\tPUNCT\t.\t_\t2\tpunct\t_\t_
+3.1\tx\t_\tX\t_\t_\t_\t_\t_\t_
+
+1\tEv\tev\tNOUN\tNN\t_\t0\troot\t_\t_
+"""
+
+
+def test_conllu_reads_form_and_upos_or_xpos_skipping_comments_ranges_and_empty_nodes(tmp_path: Path) -> None:
+    path = write(tmp_path, CONLLU, "a.conllu")
+    assert read_conll(path, "T", "conllu") == [(["Ali", "geldi", "."], ["PROPN", "VERB", "PUNCT"]),
+                                               (["Ev"], ["NOUN"])]
+    assert read_conll(path, "T", "conllu", "xpos")[0][1] == ["NNP", "VB", "."]
+    bad = write(tmp_path, "1\tAli\tAli\tPROPN\n", "bad.conllu")
+    with pytest.raises(ValueError, match=r"bad.conllu, line 1: 4 TAB-separated columns, a CoNLL-U token line has 10"):
+        read_conll(bad, "T", "conllu")
+    missing = write(tmp_path, "1\tAli\tAli\t_\tNNP\t_\t0\troot\t_\t_\n", "missing.conllu")
+    with pytest.raises(ValueError, match=r"missing.conllu, line 1, column 4: no UPOS tag for the token 'Ali'"):
+        read_conll(missing, "T", "conllu")
+    with pytest.raises(ValueError, match="format must be one of"):
+        read_conll(path, "T", "conll-u")
+
+
+def test_one_file_is_split_by_seed_into_disjoint_parts(tmp_path: Path) -> None:
+    text = "".join(f"w{i} B-X\nv{i} O\n\n" for i in range(20))
+    path = write(tmp_path, text, "all.txt")
+    dm = ConllDataModule(path, val_fraction=0.2, test_fraction=0.1, seed=3)
+    dm.setup()
+    parts = {s: [tokens[0] for tokens, _ in rows] for s, rows in dm.sentences.items()}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [14, 4, 2]
+    assert sorted(sum(parts.values(), [])) == sorted(f"w{i}" for i in range(20))  # every sentence once
+    again = ConllDataModule(path, val_fraction=0.2, test_fraction=0.1, seed=3)
+    again.setup()
+    assert again.sentences == dm.sentences  # seeded
+    with pytest.raises(ValueError, match="pass both val_path and test_path, or neither"):
+        ConllDataModule(path, val_path=path)
+    with pytest.raises(ValueError, match="20 sentences .* give an empty train, val or test part"):
+        ConllDataModule(path, val_fraction=0.01, test_fraction=0.01).setup()
+
+
+def test_turkish_web_treebank_ships_offline_with_universal_tags() -> None:
+    pytest.importorskip("turkish_treebanks", reason="pip install --no-deps turkish-treebanks")
+    dm = ConllDataModule(name="turkish_web")
+    dm.setup()
+    sizes = {s: len(rows) for s, rows in dm.sentences.items()}
+    assert sizes == {"train": 2033, "val": 254, "test": 254}  # 2,541 sentences, 10% / 10% held out
+    assert sum(len(t) for rows in dm.sentences.values() for t, _ in rows) == 32422
+    assert {"NOUN", "VERB", "PUNCT", "ADJ"} <= set(dm.tags or []) and len(dm.tags or []) == 14
