@@ -76,7 +76,7 @@ def test_tagging_run_logs_entity_scores_and_predict_decodes_viterbi_paths(tmp_pa
              in enumerate(files.items())}  # fmt: skip
     overrides = ["data=conll", "model=tagger", "model.net.crf=true", "trainer.max_epochs=6", "data.batch_size=8",
                  *[f"data.{split}_path={path}" for split, path in files.items()], "trainer.accelerator=cpu",
-                 "model.net.hidden_size=16", "model.net.embedding_dim=8", *QUIET]  # fmt: skip
+                 "model.net.rnn.hidden_size=16", "model.net.embedding_dim=8", *QUIET]  # fmt: skip
     run = tmp_path / "run"
     metrics = train(compose_config("train", overrides, run))
     recorded = json.loads((run / "metrics.json").read_text())
