@@ -15,6 +15,7 @@ Models with an encoder and a decoder (seq2seq, autoregressive forecaster) build 
 ``bidirectional`` is the encoder's.
 """
 
+from seqforge.models.autoencoder import RecurrentAutoencoder
 from seqforge.models.forecaster import Forecaster
 from seqforge.models.lm import LanguageModel
 from seqforge.models.many_to_one import SequenceClassifier
@@ -26,6 +27,7 @@ __all__ = [
     "ConditionalGenerator",
     "Forecaster",
     "LanguageModel",
+    "RecurrentAutoencoder",
     "Seq2Seq",
     "SequenceClassifier",
     "SequenceTagger",
