@@ -3,14 +3,16 @@
 Inputs are strings, one per example, read by what the checkpoint's datamodule knows (or series arrays
 ``(T, C)``, as :func:`read_inputs` reads a ``.ts`` or ``.csv`` file):
 
-- token input: text, split like the training data (characters or words) and encoded with the stored
-  vocabulary; datamodules without a vocabulary (synthetic ones) take space-separated token ids;
+- token input: text, split like the training data (characters or words; by the datamodule's
+  ``split_text`` where it has one) and encoded with the stored vocabulary; datamodules without a
+  vocabulary (synthetic ones) take space-separated token ids;
 - float input: a series, time steps separated by ``;`` and channels by ``,`` (a univariate series may be
   comma-separated values), raw values normalized like the training data (UCR channel statistics,
   forecasting scaler);
 - conditional generation: the condition's class id.
 
-Outputs are :class:`Prediction` strings: class names (or ids), one tag per input token, decoded text (or
+Outputs are :class:`Prediction` strings: class names (or ids), one tag per input token (tag names or ids;
+the Viterbi path for a tagger with a CRF head), decoded text (or
 ids), or the forecast in original units; ``truncated`` marks an output that reached ``max_len`` before its
 end token. Inputs run in padded batches with their lengths (``batch_size``), on ``device``.
 """
@@ -36,6 +38,7 @@ from seqforge.data.base import read_lines
 from seqforge.data.series import read_csv_column
 from seqforge.data.ucr import read_ts
 from seqforge.data.vocab import Vocabulary, detokenize, tokenize
+from seqforge.layers.crf import CRF
 from seqforge.tasks.forecasting import write_panel_forecasts
 from seqforge.utils.config import ConfigError, PredictSchema, check_top_level
 
@@ -68,7 +71,9 @@ def encode_tokens(datamodule: Any, text: str, vocab_names: Sequence[str] = ("voc
             raise ValueError(f"predict: the model reads token ids in [0, {size}) (its vocab_size), got {outside[:5]} "
                              f"in {text!r}")
     else:
-        tokens = tokenize(text, getattr(datamodule, mode_name, None) or "char")
+        split_text = getattr(datamodule, "split_text", None)  # a datamodule that splits its own texts
+        tokens = split_text(text) if callable(split_text) else tokenize(text, getattr(datamodule, mode_name, None)
+                                                                        or "char")  # fmt: skip
         ids = vocab.encode(tokens)
         unknown = sorted({t for t, i in zip(tokens, ids, strict=True) if i == vocab.unk_id and t != "<unk>"})
         if unknown:
@@ -166,9 +171,15 @@ def _classify(task: Any, items: list[Item], device: torch.device, **_: Any) -> l
 
 
 def _tag(task: Any, items: list[Item], device: torch.device, **_: Any) -> list[Prediction]:
+    """One tag per input token: the Viterbi path of a CRF head, else the per-step argmax; tag names when the
+    datamodule has them (``tags``), else tag ids."""
     x, lengths = _pad([_encode_input(task, i) for i in items], device)
-    tags = task.net(x, lengths).argmax(-1).cpu()  # (B, T)
-    return [Prediction(" ".join(str(t) for t in row[:n].tolist())) for row, n in zip(tags, lengths.tolist())]
+    logits = task.net(x, lengths)  # (B, T, C)
+    crf = getattr(task.net, "crf", None)
+    ids = (crf.decode(logits, lengths) if isinstance(crf, CRF) else logits.argmax(-1)).cpu()  # (B, T)
+    names = getattr(task.datamodule, "tags", None)
+    return [Prediction(" ".join(str(names[t]) if names else str(t) for t in row[:n].tolist()))
+            for row, n in zip(ids, lengths.tolist())]  # fmt: skip
 
 
 def _translate(task: Any, items: list[Item], device: torch.device, max_len: int, **_: Any) -> list[Prediction]:

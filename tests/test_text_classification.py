@@ -11,6 +11,7 @@ from lightning.fabric.utilities.data import _set_sampler_epoch
 
 from seqforge.data.sampling import BucketBatchSampler, ResumableDataLoader
 from seqforge.data.text_classification import TextClassificationDataModule, read_labelled, stratified_split
+from seqforge.predict import encode_tokens
 
 GOOD = ["pos\ta fine film", "neg\ta dull film", "pos\tgreat fun\twith a tab", "neg\tboring", "pos\tlovely"] * 4
 
@@ -122,3 +123,12 @@ def test_bucketed_loader_resumes_exactly_mid_epoch(tmp_path: Path) -> None:
     assert len(rest) == len(full) - 4
     for a, b in zip(rest, full[4:]):
         assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_predict_encodes_new_text_as_the_training_texts_were_split(tmp_path: Path) -> None:
+    dm = TextClassificationDataModule(path=write(tmp_path, GOOD), val_fraction=0.2, test_fraction=0.2)
+    dm.setup()
+    assert dm.vocab is not None and dm.split_text("A FINE, fine film!") == ["a", "fine", ",", "fine", "film", "!"]
+    ids = encode_tokens(dm, "A FINE, fine film!")  # word tokens, lowercased: not characters
+    assert ids.tolist() == dm.vocab.encode(["a", "fine", ",", "fine", "film", "!"])
+    assert ids[1] != dm.vocab.unk_id and len(ids) == 6

@@ -21,20 +21,29 @@ log = logging.getLogger(__name__)
 # UCR/UEA recipe constants (see ucr_recipe).
 MIN_VAL_FRACTION = 0.2  # share of each class held out for validation ...
 MAX_VAL_FRACTION = 0.5  # ... raised up to this so that the smallest class has one validation series
+MIN_VAL_SERIES = 10  # a validation part smaller than this is noise: train on every series instead
 TARGET_STEPS = 2000  # optimizer steps a run aims at (max_epochs = TARGET_STEPS / steps per epoch)
 EPOCH_RANGE = (60, 1000)
 FRONTEND_MIN_LENGTH = 64  # series at least this long get the convolutional front end
-RECURRENT_STEPS = 128  # longer series are averaged down to about this many steps before the convolutions
+RECURRENT_STEPS = 128  # longer series are downsampled to about this many steps for the recurrent layers
+FULL_RATE_MIN_STRIDE = 5  # from this downsampling on, the first convolution reads every input step
+STEPS_PER_MINUTE = 25_000  # wall-clock cap: a minute per this many training series-steps (n_fit * max_length) ...
+MINUTES_RANGE = (3, 15)  # ... within these bounds (a safety net on 2 CPU cores; epochs and patience end a run)
 
 
 def ucr_val_fraction(class_counts: Sequence[int]) -> float:
-    """Validation share: 0.2, raised (to at most 0.5) until the smallest class puts one series in it.
+    """Validation share: 0.2, raised (to at most 0.5) until the smallest class puts one series in it; ``0.0``
+    (validate on the training series, see :func:`ucr_recipe`) when that share gives fewer than
+    ``MIN_VAL_SERIES`` validation series in all.
 
     With per-class rounding (``round(f * n_c)``) every class of two or more series then has at least one
     validation and one training series.
     """
     smallest = min(class_counts)
-    return min(MAX_VAL_FRACTION, max(MIN_VAL_FRACTION, 1.0 / smallest))
+    fraction = min(MAX_VAL_FRACTION, max(MIN_VAL_FRACTION, 1.0 / smallest))
+    if sum(math.floor(fraction * n + 0.5) for n in class_counts) < MIN_VAL_SERIES:
+        return 0.0
+    return fraction
 
 
 def ucr_batch_size(n_fit: int) -> int:
@@ -42,23 +51,34 @@ def ucr_batch_size(n_fit: int) -> int:
     return int(min(32, max(4, 2 ** math.floor(math.log2(max(n_fit / 5, 1))))))
 
 
-def ucr_recipe(n_fit: int, batch_size: int, max_length: int) -> dict[str, Any]:
+def ucr_recipe(n_fit: int, batch_size: int, max_length: int, held_out: bool = True) -> dict[str, Any]:
     """Trainer and model settings for a UCR/UEA set of ``n_fit`` training series up to ``max_length`` steps.
 
     - ``trainer.max_epochs``: ``TARGET_STEPS`` optimizer steps at ``batch_size``, within ``EPOCH_RANGE``;
-    - ``callbacks.early_stopping.patience``: a quarter of that (small validation sets are noisy);
+    - ``callbacks.early_stopping.patience``: a quarter of that (small validation sets are noisy); with no
+      held-out validation (``held_out=False``: validation runs on the training series) early stopping would
+      only stop a fit that has converged, so patience is ``max_epochs`` (the run trains all its epochs and
+      the checkpoint with the lowest training loss is tested, as Fawaz et al. 2019 select their models);
+    - ``trainer.max_time``: a wall-clock cap of a minute per ``STEPS_PER_MINUTE`` training series-steps,
+      within ``MINUTES_RANGE`` minutes (``DD:HH:MM:SS``);
     - ``model.net.frontend``: ``None`` for series shorter than ``FRONTEND_MIN_LENGTH`` steps, else an FCN-shaped
-      convolutional front end, downsampling by ``ceil(max_length / RECURRENT_STEPS)``.
+      convolutional front end, downsampling by ``ceil(max_length / RECURRENT_STEPS)``; from a downsampling of
+      ``FULL_RATE_MIN_STRIDE`` on, its first convolution runs at the input rate before a max pooling
+      (``full_rate: 1``), so features shorter than the stride are not averaged away.
     """
     steps_per_epoch = math.ceil(n_fit / batch_size)
     epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], math.ceil(TARGET_STEPS / steps_per_epoch)))
-    frontend = None
+    frontend: dict[str, Any] | None = None
     if max_length >= FRONTEND_MIN_LENGTH:
-        frontend = {"channels": [128, 256, 128], "kernel_sizes": [8, 5, 3],
-                    "stride": math.ceil(max_length / RECURRENT_STEPS)}
+        stride = math.ceil(max_length / RECURRENT_STEPS)
+        frontend = {"channels": [128, 256, 128], "kernel_sizes": [8, 5, 3], "stride": stride}
+        if stride >= FULL_RATE_MIN_STRIDE:
+            frontend["full_rate"] = 1
+    minutes = min(MINUTES_RANGE[1], max(MINUTES_RANGE[0], math.ceil(n_fit * max_length / STEPS_PER_MINUTE)))
     return {
         "trainer.max_epochs": epochs,
-        "callbacks.early_stopping.patience": max(20, epochs // 4),
+        "trainer.max_time": f"00:00:{minutes:02d}:00",
+        "callbacks.early_stopping.patience": max(20, epochs // 4) if held_out else epochs,
         "model.net.frontend": frontend,
     }
 

@@ -183,6 +183,10 @@ class TextClassificationDataModule(SplitDataModule):
             ]  # fmt: skip
         return samples
 
+    def split_text(self, text: str) -> list[str]:
+        """The tokens of a new text, as the training texts were split (used by :mod:`seqforge.predict`)."""
+        return text_tokens(text, self.tokens, self.lowercase)
+
     def make_loader(self, samples: list[Any], shuffle: bool) -> DataLoader:
         """Training batches are length-bucketed (seeded by the run seed and the epoch, resumable mid-epoch)."""
         if not shuffle:

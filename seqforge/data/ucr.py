@@ -105,7 +105,9 @@ def _label_key(label: str) -> tuple[int, float | str]:
 class UCRDataModule(SplitDataModule):
     """A UCR/UEA classification dataset with its official train/test split.
 
-    Validation is carved from the training file (stratified by class, seeded). Each channel is
+    Validation is carved from the training file (stratified by class, seeded); with ``val_fraction=0`` no
+    series is held out and validation runs on the training series themselves (for sets too small to spare
+    a meaningful validation part: the monitored values are then training values). Each channel is
     normalized with the mean and standard deviation of the training part only (all valid time steps).
     Class labels map to ``0..K-1`` in sorted order of the training labels.
 
@@ -115,8 +117,9 @@ class UCRDataModule(SplitDataModule):
             (one of ``UCR_DATASETS``), located without importing sktime.
         batch_size: samples per batch; ``None``: derived from the number of training series
             (:func:`~seqforge.data.recipes.ucr_batch_size`).
-        val_fraction: share of each class of the training file held out for validation; ``None``: derived
-            so that the smallest class has a validation series (:func:`~seqforge.data.recipes.ucr_val_fraction`).
+        val_fraction: share of each class of the training file held out for validation, in ``[0, 1)`` (0: none,
+            see above); ``None``: derived so that the smallest class has a validation series, or 0 for the
+            smallest sets (:func:`~seqforge.data.recipes.ucr_val_fraction`).
         seed: seed of the validation split.
         num_workers: DataLoader workers.
         max_length: longest series accepted (``None``: any); a longer one is an error naming the file and
@@ -153,7 +156,7 @@ class UCRDataModule(SplitDataModule):
         self.name = name
         self.path = path
         self.val_fraction = None if val_fraction is None else check_fraction("UCRDataModule", "val_fraction",
-                                                                             val_fraction)
+                                                                             val_fraction, allow_zero=True)
         self.seed = int(seed)
         self.longest: int | None = None  # steps of the longest training series, set by setup()
         self.classes: list[str] | None = None
@@ -208,6 +211,9 @@ class UCRDataModule(SplitDataModule):
         self.longest = max(len(x) for x in train_x)
         fit_x = [x for x, v in zip(train_x, val_mask, strict=True) if not v]
         val_x = [x for x, v in zip(train_x, val_mask, strict=True) if v]
+        val_y = train_y[val_mask]
+        if self.val_fraction == 0:  # nothing held out: validate on the training series
+            val_x, val_y = fit_x, train_y
         if self.mean is None or self.std is None:
             steps = np.concatenate(fit_x).astype(np.float64)  # (sum of T_i, C)
             std = steps.std(axis=0)
@@ -224,20 +230,21 @@ class UCRDataModule(SplitDataModule):
         test_y = np.array([index[label] for label in test_labels])
         return {
             "train": samples(fit_x, train_y[~val_mask]),
-            "val": samples(val_x, train_y[val_mask]),
+            "val": samples(val_x, val_y),
             "test": samples(test_x, test_y),
         }
 
     def recipe(self) -> dict[str, Any]:
         """Settings derived from the data (dotted config keys), after ``setup()``: batch size, validation share,
-        epochs, early-stopping patience and the front end (:func:`~seqforge.data.recipes.ucr_recipe`)."""
+        epochs, wall-clock cap, early-stopping patience and the front end
+        (:func:`~seqforge.data.recipes.ucr_recipe`)."""
         self._require_fitted(self.longest, self.classes)
         assert self.longest is not None and self.val_fraction is not None
         n_fit = len(self.splits["train"])
         return {
             "data.batch_size": self.batch_size,
             "data.val_fraction": self.val_fraction,
-            **ucr_recipe(n_fit, self.batch_size, self.longest),
+            **ucr_recipe(n_fit, self.batch_size, self.longest, held_out=self.val_fraction > 0),
         }
 
     def _validation_mask(self, y: np.ndarray) -> np.ndarray:
@@ -245,6 +252,8 @@ class UCRDataModule(SplitDataModule):
         assert self.val_fraction is not None  # set in __init__ or derived by build()
         rng = np.random.default_rng(self.seed)
         mask = np.zeros(len(y), dtype=bool)
+        if self.val_fraction == 0:
+            return mask
         for c in np.unique(y):
             members = rng.permutation(np.flatnonzero(y == c))
             mask[members[: math.floor(self.val_fraction * len(members) + 0.5)]] = True

@@ -17,9 +17,12 @@ class ConvFrontEnd(nn.Module):
     The shape of FCN (Wang et al. 2017) and of the convolutional branch of LSTM-FCN (Karim et al. 2017),
     here placed before the recurrent layers so that they read learned local features at a lower rate.
 
-    ``stride`` > 1 first averages each run of ``stride`` valid steps (piecewise aggregate approximation;
-    padding is not averaged in), so a 1,400-step series reaches the convolutions and the recurrent layers
-    as ``ceil(1400 / stride)`` steps. Every convolution keeps the length ("same" padding, an even kernel
+    ``stride`` > 1 downsamples each run of ``stride`` valid steps, so a 1,400-step series reaches the
+    recurrent layers as ``ceil(1400 / stride)`` steps: by default (``full_rate=0``) the input itself is
+    averaged (piecewise aggregate approximation; padding is not averaged in) before every convolution;
+    with ``full_rate=k`` the first ``k`` convolutions run at the input's rate and their (non-negative)
+    outputs are max-pooled over each run, so that features narrower than ``stride`` steps (spikes, the
+    shape of one cycle) survive the downsampling. Every convolution keeps the length ("same" padding, an even kernel
     pads one more step on the right) and outputs past a sequence's length are set to zero. Batch-norm
     statistics are taken over all positions of the batch, padding included.
 
@@ -27,7 +30,8 @@ class ConvFrontEnd(nn.Module):
         input_size: channels ``C`` of the input.
         channels: output channels of each convolution (one layer per entry).
         kernel_sizes: kernel width of each convolution (as many as ``channels``).
-        stride: downsampling factor applied before the convolutions (1: none).
+        stride: downsampling factor (1: none).
+        full_rate: convolutions run before the downsampling (0: average the input first; see above).
 
     ``forward(x, lengths)``: ``x`` ``(B, T, C)``, ``lengths`` ``(B,)`` or ``None`` ->
     ``((B, ceil(T / stride), channels[-1]), lengths)`` with ``lengths`` ``ceil(lengths / stride)``.
@@ -39,6 +43,7 @@ class ConvFrontEnd(nn.Module):
         channels: Sequence[int] = (128, 256, 128),
         kernel_sizes: Sequence[int] = (8, 5, 3),
         stride: int = 1,
+        full_rate: int = 0,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -49,9 +54,12 @@ class ConvFrontEnd(nn.Module):
         if not channels or len(channels) != len(kernel_sizes):
             raise ValueError(f"{name}: channels and kernel_sizes must be non-empty lists of equal length, "
                              f"got {channels} and {kernel_sizes}")
+        if isinstance(full_rate, bool) or not isinstance(full_rate, int) or not 0 <= full_rate <= len(channels):
+            raise ValueError(f"{name}: full_rate must be an int in [0, {len(channels)}] (the number of "
+                             f"convolutions), got {full_rate!r}")
         if min(channels + kernel_sizes) < 1:
             raise ValueError(f"{name}: channels and kernel_sizes must be positive, got {channels} and {kernel_sizes}")
-        self.stride = stride
+        self.stride, self.full_rate = stride, full_rate
         self.kernel_sizes = kernel_sizes
         inputs = [input_size, *channels[:-1]]
         self.convs = nn.ModuleList(nn.Conv1d(a, b, k) for a, b, k in zip(inputs, channels, kernel_sizes, strict=True))
@@ -65,13 +73,22 @@ class ConvFrontEnd(nn.Module):
         if lengths is not None:
             mask = length_mask(lengths.to(x.device), T).to(x.dtype)
         h = (x * mask.unsqueeze(-1)).transpose(1, 2)  # (B, C, T)
-        if self.stride > 1:
-            steps = F.avg_pool1d(mask.unsqueeze(1), self.stride, ceil_mode=True)  # share of valid steps
-            h = F.avg_pool1d(h, self.stride, ceil_mode=True) / steps.clamp_min(1.0 / self.stride)
-            mask = (steps.squeeze(1) > 0).to(x.dtype)
-            if lengths is not None:
-                lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
-        keep = mask.unsqueeze(1)  # (B, 1, T')
-        for conv, norm, k in zip(self.convs, self.norms, self.kernel_sizes, strict=True):
-            h = torch.relu(norm(conv(F.pad(h, ((k - 1) // 2, k // 2))))) * keep
+        for k, (conv, norm, width) in enumerate(zip(self.convs, self.norms, self.kernel_sizes, strict=True)):
+            if k == self.full_rate and self.stride > 1:
+                h, mask = self._downsample(h, mask)
+            h = torch.relu(norm(conv(F.pad(h, ((width - 1) // 2, width // 2))))) * mask.unsqueeze(1)
+        if self.full_rate == len(self.convs) and self.stride > 1:
+            h, mask = self._downsample(h, mask)
+        if lengths is not None and self.stride > 1:
+            lengths = torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
         return h.transpose(1, 2), lengths
+
+    def _downsample(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, C, T)`` features and ``(B, T)`` mask -> ``(B, C, ceil(T / stride))`` and its mask: the mean of
+        each run's valid steps before any convolution, the max (padding is zero, features are >= 0) after."""
+        steps = F.avg_pool1d(mask.unsqueeze(1), self.stride, ceil_mode=True)  # share of valid steps
+        if self.full_rate == 0:
+            h = F.avg_pool1d(h, self.stride, ceil_mode=True) / steps.clamp_min(1.0 / self.stride)
+        else:
+            h = F.max_pool1d(h, self.stride, ceil_mode=True)
+        return h, (steps.squeeze(1) > 0).to(h.dtype)
