@@ -409,3 +409,16 @@ def test_a_sweep_direction_against_the_monitors_mode_fails_its_trials_naming_bot
     (row,) = read_trials(only_sweep_dir(tmp_path))
     assert row["status"] == "failed"
     assert "the study 'parity_gru' is to minimize, but the monitor val/acc has mode 'max'" in row["error"]
+
+
+def test_hydra_discovers_the_sweeper_plugin_without_importing_optuna_or_torch() -> None:
+    """Hydra imports every plugin module at its scan: ours must not pull in the sweep extra or torch."""
+    code = ("import sys; from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; "
+            "print([f'{c.__module__}.{c.__name__}' for c in Plugins.instance().discover(Sweeper)]); "
+            "print(sorted({'optuna', 'torch', 'seqforge'} & set(sys.modules)))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    plugins, imported = result.stdout.splitlines()
+    assert "'hydra_plugins.seqforge_optuna_sweeper.optuna_sweeper.OptunaSweeper'" in plugins
+    assert imported == "[]"
