@@ -120,3 +120,11 @@ def test_the_documentation_builds_in_strict_mode(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     setup = (tmp_path / "site" / "setup" / "index.html").read_text(encoding="utf-8")
     assert "pip install torch==2.13.0" in setup  # README's section, included
+
+
+def test_the_top_level_page_lists_every_name_import_seqforge_gives() -> None:
+    import seqforge
+
+    page = (DOCS / "api" / "seqforge.md").read_text(encoding="utf-8")
+    listed = {name for cell in re.findall(r"^\| (`[^|]*`) \|", page, re.M) for name in re.findall(r"`(\w+)`", cell)}
+    assert listed == set(seqforge.__all__) - {"__version__"}

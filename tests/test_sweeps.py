@@ -422,3 +422,21 @@ def test_hydra_discovers_the_sweeper_plugin_without_importing_optuna_or_torch() 
     plugins, imported = result.stdout.splitlines()
     assert "'hydra_plugins.seqforge_optuna_sweeper.optuna_sweeper.OptunaSweeper'" in plugins
     assert imported == "[]"
+
+
+@pytest.mark.slow  # joblib starts worker processes: about a minute under load
+def test_optuna_sweep_through_the_joblib_launcher_reports_from_the_workers_and_names_jobs_by_trial(
+    tmp_path: Path,
+) -> None:
+    import optuna
+
+    args = [TRAIN, "-m", "+experiment=parity_gru", "hparams_search=optuna", *QUIET, *TINY_FIT, "trainer.max_epochs=2",
+            "hydra/launcher=parallel", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    trials = optuna.load_study(study_name="parity_gru", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    assert [(t.state.name, sorted(t.intermediate_values)) for t in trials] == [("COMPLETE", [0, 1])] * 4
+    rows = read_trials(sweep_dir)
+    assert sorted(row["job"].rsplit("_", 1)[1] for row in rows) == ["0", "1", "2", "3"]
+    assert [row["status"] for row in rows] == ["completed"] * 4
