@@ -300,7 +300,7 @@ def test_search_space_maps_hydra_sweeps_to_optuna_distributions_and_keeps_the_fi
               "k": "range(1, 10, 3)", "p": "range(0.1, 0.35, 0.1)", "dropout": 0.5}
     space, fixed = search_space(params, ["width=choice(16,'a b')", "+experiment=parity_gru", "seed=3"])
     p = space.pop("p")
-    assert isinstance(p, FloatDistribution) and (p.low, p.high, p.step) == pytest.approx((0.1, 0.3, 0.1))
+    assert isinstance(p, FloatDistribution) and (p.low, p.high, p.step) == (0.1, 0.3, 0.1)
     assert space == {"lr": FloatDistribution(0.001, 0.1, log=True), "width": CategoricalDistribution((16, "a b")),
                      "layers": IntDistribution(1, 4), "k": IntDistribution(1, 7, step=3)}
     assert fixed == ["dropout=0.5", "+experiment=parity_gru", "seed=3"]  # the command line replaced params' width

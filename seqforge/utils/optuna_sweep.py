@@ -21,6 +21,7 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,8 @@ def distribution(key: str, sweep: Any) -> BaseDistribution:
             if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
                 return IntDistribution(int(values[0]), int(values[-1]), log=log_scale, step=int(sweep.step))
             step = None if log_scale else float(sweep.step)  # optuna draws a log-scale float without a step
-            return FloatDistribution(float(values[0]), float(values[-1]), log=log_scale, step=step)
+            last = Decimal(str(values[0])) + Decimal(str(sweep.step)) * (len(values) - 1)  # no float round-off
+            return FloatDistribution(float(values[0]), float(last), log=log_scale, step=step)
     except ValueError as err:
         raise ValueError(f"search space '{key}': {err}") from None
     raise ValueError(f"search space '{key}': {type(sweep).__name__} is not supported by the Optuna sweeper "
