@@ -48,7 +48,8 @@ def train_one(cell: str, args: argparse.Namespace) -> dict[str, float]:
         batch_size=args.batch_size, seed=args.seed,
     )  # fmt: skip
     data.setup()
-    net = SequenceClassifier(**data.net_kwargs, cell=cell, hidden_size=args.hidden_size, backend=args.backend)
+    rnn = {"cell": cell, "hidden_size": args.hidden_size, "backend": args.backend}
+    net = SequenceClassifier(**data.net_kwargs, rnn=rnn)
     task = RegressionTask(net, functools.partial(torch.optim.Adam, lr=args.lr))
     stop = EarlyStopping("val/mse", mode="min", patience=10**6, stopping_threshold=args.stop_below)
     trainer = L.Trainer(

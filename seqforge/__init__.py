@@ -21,7 +21,7 @@ from seqforge.cells import (
     MinGRUCell,
     RNNCell,
 )
-from seqforge.layers import GRU, LSTM, RNN, Recurrent, detach_state, make_recurrent
+from seqforge.layers import GRU, LSTM, RNN, Recurrent, RecurrentSpec, detach_state, make_recurrent
 
 
 def __getattr__(name: str) -> Any:
@@ -52,6 +52,7 @@ __all__ = [
     "RNN",
     "RNNCell",
     "Recurrent",
+    "RecurrentSpec",
     "__version__",
     "detach_state",
     "export",

@@ -220,12 +220,18 @@ def read_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return checkpoint
 
 
+# model.net keys of checkpoints written before models took one recurrent spec (model.net.rnn)
+_FLAT_RNN_KEYS = ("cell", "hidden_size", "num_layers", "bidirectional", "encoder_bidirectional", "dropout", "backend",
+                  "layer_norm", "rnn_options")
+
+
 def check_checkpoint_config(checkpoint: dict[str, Any], allow: Sequence[str] = ()) -> None:
     """Check what :func:`load_from_checkpoint` instantiates (stored ``model``, ``data``, ``net_kwargs``).
 
     Raises:
         UnsafeCheckpointError: see :func:`check_stored_config`.
-        ValueError: the stored entry lacks the ``model`` or ``data`` node.
+        ValueError: the stored entry lacks the ``model`` or ``data`` node, or its ``model.net`` has the flat
+            recurrent keys of checkpoints written before ``model.net.rnn``.
     """
     stored = checkpoint[CHECKPOINT_KEY]
     config = stored.get("config") if isinstance(stored, dict) else None
@@ -234,6 +240,13 @@ def check_checkpoint_config(checkpoint: dict[str, Any], allow: Sequence[str] = (
     check_stored_config(config["model"], "model", allow)
     check_stored_config(config["data"], "data", allow)
     check_stored_config(stored.get("net_kwargs", {}), "net_kwargs", allow)
+    net = config["model"].get("net")
+    flat = [key for key in _FLAT_RNN_KEYS if isinstance(net, dict) and key in net]
+    if flat:
+        raise ValueError(f"load_from_checkpoint: this checkpoint was written before models took one recurrent spec: "
+                         f"its model.net holds {flat}, which now live under model.net.rnn (encoder_bidirectional is "
+                         f"rnn.bidirectional, rnn_options are rnn.recurrent_dropout/zoneout/...); retrain the model "
+                         f"with this version of seqforge")
 
 
 def build_datamodule(checkpoint: dict[str, Any], allow: Sequence[str] = ()) -> L.LightningDataModule:

@@ -50,7 +50,7 @@ RESUME_POLICY: tuple[tuple[str, str], ...] = (
     ("model.optimizer._target_", "refuse"),  # another optimizer class cannot take the saved state
     ("model.optimizer.", "apply"),  # lr, weight_decay, betas ...: set on the restored param groups
     ("model.scheduler", "refuse"),  # the restored scheduler state would silently keep the old settings
-    ("model.net.backend", "apply"),  # the same function computed another way
+    ("model.net.rnn.backend", "apply"),  # the same function computed another way
     ("model.net", "refuse"),  # sizes and architecture: the weights would not fit or mean something else
     ("data.num_workers", "apply"),
     ("data.data_dir", "apply"),

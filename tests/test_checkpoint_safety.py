@@ -52,7 +52,7 @@ def _set(node: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 # where a payload hides in the stored config: the nodes instantiated, a list, a partial, net_kwargs
-PLACES = ["config.data", "config.model.net", "config.model.optimizer", "config.model.net.rnn_options",
+PLACES = ["config.data", "config.model.net", "config.model.optimizer", "config.model.net.rnn.cell",
           "config.model.net.tuple", "net_kwargs.input_size"]
 
 
@@ -62,14 +62,14 @@ def test_builtins_print_is_refused_and_never_called(place: str, trained: dict[st
     payload: Any = {"_target_": "builtins.print", "_args_": ["PWNED"]}
     if place.endswith("optimizer"):
         payload["_partial_"] = True
-    if place.endswith("rnn_options"):
+    if place.endswith("rnn.cell"):
         payload = {"hooks": [payload]}  # inside a list of a plain dict
     if place.endswith("tuple"):
-        place, payload = "config.model.net.rnn_options", ({"x": 1}, payload)  # torch.load keeps tuples
+        place, payload = "config.model.net.rnn.cell", ({"x": 1}, payload)  # torch.load keeps tuples
     path = craft(trained, tmp_path, lambda stored: _set(stored, place, payload))
     with pytest.raises(UnsafeCheckpointError, match=r"'builtins\.print' is not allowed") as error:
         load_from_checkpoint(path)
-    inner = {dict: ".hooks[0]", tuple: "[1]"}.get(type(payload), "") if place.endswith("rnn_options") else ""
+    inner = {dict: ".hooks[0]", tuple: "[1]"}.get(type(payload), "") if place.endswith("rnn.cell") else ""
     where = place.removeprefix("config.") + inner + "._target_"
     assert f"config '{where}'" in str(error.value) and str(path) in str(error.value)
     assert "PWNED" not in capsys.readouterr().out
@@ -92,8 +92,8 @@ def test_builtins_open_cannot_truncate_a_file(trained: dict[str, Any], tmp_path:
     victim = tmp_path / "notes.txt"
     victim.write_text("keep me")
     payload = {"_target_": "builtins.open", "_args_": [str(victim), "w"]}
-    path = craft(trained, tmp_path, lambda stored: _set(stored, "config.model.net.rnn_options", payload))
-    with pytest.raises(UnsafeCheckpointError, match=r"'model\.net\.rnn_options\._target_'.*'builtins\.open'"):
+    path = craft(trained, tmp_path, lambda stored: _set(stored, "config.model.net.rnn.cell", payload))
+    with pytest.raises(UnsafeCheckpointError, match=r"'model\.net\.rnn\.cell\._target_'.*'builtins\.open'"):
         load_from_checkpoint(path)
     assert victim.read_text() == "keep me"
 
@@ -109,7 +109,7 @@ def test_a_seqforge_function_is_refused(trained: dict[str, Any], tmp_path: Path)
 
 
 @pytest.mark.parametrize(("place", "value"), [
-    ("config.model.net.hidden_size", "${oc.create:{_target_: os.system, _args_: ['touch MARKER']}}"),
+    ("config.model.net.rnn.hidden_size", "${oc.create:{_target_: os.system, _args_: ['touch MARKER']}}"),
     ("config.model.net._target_", "${oc.decode:'os.system'}"),
     ("config.data.path", "${oc.env:HOME}"),
 ])
@@ -227,3 +227,17 @@ def test_eval_and_predict_take_allow_targets(trained: dict[str, Any], tmp_path: 
     metrics = evaluate(compose_config("eval", [*eval_args, "allow_targets=[user_cells_b.]"], tmp_path / "eval"))
     assert 0.0 <= metrics["test/acc"] <= 1.0
     monkeypatch.delitem(sys.modules, "user_cells_b", raising=False)
+
+
+def test_a_checkpoint_with_the_flat_recurrent_keys_is_refused_saying_what_moved(trained: dict[str, Any],
+                                                                               tmp_path: Path) -> None:
+    """Checkpoints written before ``model.net.rnn`` held ``model.net.cell``, ``hidden_size`` ... flat."""
+
+    def flatten(stored: dict[str, Any]) -> None:
+        net = stored["config"]["model"]["net"]
+        rnn = net.pop("rnn")
+        net.update(cell=rnn["cell"], hidden_size=rnn["hidden_size"], rnn_options=None)
+
+    with pytest.raises(ValueError, match=r"before models took one recurrent spec.*\['cell', 'hidden_size', "
+                                         r"'rnn_options'\].*model\.net\.rnn"):
+        load_from_checkpoint(craft(trained, tmp_path, flatten))

@@ -131,9 +131,9 @@ def test_paths_follow_environment_variables(tmp_path: Path, monkeypatch: pytest.
         ("trainer.max_epochs=abc", r"'trainer\.max_epochs'.*int.*abc"),
         ("trainer.precision=bf15", r"'trainer\.precision'.*bf16-mixed"),
         ("+trainer.max_epoch=3", r"'trainer\.max_epoch'.*did you mean 'max_epochs'"),
-        ("+model.net.hiden_size=8", r"'model\.net\.hiden_size'.*did you mean 'hidden_size'"),
+        ("+model.net.rnn.hiden_size=8", r"'model\.net\.rnn\.hiden_size'.*did you mean 'hidden_size'"),
         ("+data.batchsize=8", r"'data\.batchsize'.*did you mean 'batch_size'"),
-        ("model.net.bidirectional=sometimes", r"'model\.net\.bidirectional'.*bool"),
+        ("model.net.rnn.bidirectional=sometimes", r"'model\.net\.rnn\.bidirectional'.*bool"),
         ("callbacks.early_stopping.patience=soon", r"'callbacks\.early_stopping\.patience'"),
     ],
 )

@@ -68,7 +68,7 @@ def test_classify_generated_runs_on_tiny_checkpoints(tmp_path: Path) -> None:
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",
         "test=false",
-        "model.net.hidden_size=8",
+        "model.net.rnn.hidden_size=8",
     ]
     gen = train(compose_config("train", ["+experiment=ucr_generator", *QUIET, *small], tmp_path / "gen"))
     cls = train(compose_config("train", ["+experiment=ucr_lstm", *QUIET, *small], tmp_path / "cls"))
@@ -86,7 +86,7 @@ def test_classify_generated_refuses_mismatched_normalization(tmp_path: Path) -> 
         "+trainer.limit_train_batches=1",
         "+trainer.limit_val_batches=1",
         "test=false",
-        "model.net.hidden_size=8",
+        "model.net.rnn.hidden_size=8",
     ]
     gen = train(compose_config("train", ["+experiment=ucr_generator", *QUIET, *small, "data.seed=1"], tmp_path / "g"))
     cls = train(compose_config("train", ["+experiment=ucr_lstm", *QUIET, *small, "data.seed=2"], tmp_path / "c"))
@@ -103,7 +103,7 @@ def test_g2p_word_error_rate_counts_distinct_words(tmp_path: Path) -> None:
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2",
         "test=false",
-        "model.net.hidden_size=8",
+        "model.net.rnn.hidden_size=8",
     ]
     metrics = train(compose_config("train", overrides, tmp_path / "run"))
     results = load_results_script()

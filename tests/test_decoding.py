@@ -131,10 +131,10 @@ def test_decoding_errors_name_the_problem():
         filter_logits(torch.zeros(1, 3), top_p=1.5)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         next_token(torch.zeros(1, 3), "sample", temperature=0.0)
-    lm = LanguageModel(vocab_size=8, embedding_dim=4, hidden_size=4)
+    lm = LanguageModel(vocab_size=8, embedding_dim=4, rnn={"hidden_size": 4})
     with pytest.raises(ValueError, match="LanguageModel|needs an end token"):
         lm.generate(torch.tensor([[4]]))
-    gen = ConditionalGenerator(output_size=1, num_conditions=2, hidden_size=4)
+    gen = ConditionalGenerator(output_size=1, num_conditions=2, rnn={"hidden_size": 4})
     with pytest.raises(ValueError, match="ConditionalGenerator: decoding needs an end token"):
         gen.generate(torch.tensor([0]))
 
@@ -145,7 +145,7 @@ def test_decoding_errors_name_the_problem():
 @pytest.mark.parametrize("attention", ["additive", "multihead", "none"])
 def test_seq2seq_beam_one_equals_greedy_and_padding_does_not_matter(attention):
     torch.manual_seed(0)
-    net = Seq2Seq(10, 9, hidden_size=8, embedding_dim=6, attention=attention, num_heads=2).eval()
+    net = Seq2Seq(10, 9, rnn={"hidden_size": 8}, embedding_dim=6, attention=attention, num_heads=2).eval()
     src = torch.randint(3, 10, (3, 6))
     lengths = torch.tensor([6, 3, 4])
     src[1, 3:] = PAD
@@ -164,12 +164,12 @@ def test_seq2seq_beam_one_equals_greedy_and_padding_does_not_matter(attention):
 
 def test_generator_and_lm_beam_one_equals_greedy():
     torch.manual_seed(0)
-    gen = ConditionalGenerator(vocab_size=9, num_conditions=3, hidden_size=8, embedding_dim=4).eval()
+    gen = ConditionalGenerator(vocab_size=9, num_conditions=3, rnn={"hidden_size": 8}, embedding_dim=4).eval()
     cond = torch.tensor([0, 1, 2])
     greedy, _ = gen.generate(cond, max_len=6)
     beam, _ = gen.generate(cond, max_len=6, beam_size=1)
     assert torch.equal(greedy, beam)
-    lm = LanguageModel(vocab_size=9, embedding_dim=4, hidden_size=8, cell="gru").eval()
+    lm = LanguageModel(vocab_size=9, embedding_dim=4, rnn={"hidden_size": 8, "cell": "gru"}).eval()
     prompt = torch.randint(3, 9, (2, 3))
     greedy, _ = lm.generate(prompt, max_new_tokens=5)
     beam1 = beam_search(lm._step, lm._reorder, lm(prompt[:, :-1])[1], prompt[:, -1], 1, 5, None)[0][:, 0]

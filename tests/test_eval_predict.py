@@ -112,7 +112,7 @@ def test_bad_checkpoints_fail_clearly(checkpoints: dict[str, dict], tmp_path: Pa
     with pytest.raises(ValueError, match="no 'seqforge' entry"):
         load_from_checkpoint(tmp_path / "foreign.ckpt")
     checkpoint = torch.load(checkpoints["ucr_lstm"]["best_ckpt_path"], weights_only=True)
-    checkpoint["seqforge"]["config"]["model"]["net"]["hidden_size"] = 8  # weights of another model
+    checkpoint["seqforge"]["config"]["model"]["net"]["rnn"]["hidden_size"] = 8  # weights of another model
     torch.save(checkpoint, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="do not fit the stored model"):
         load_from_checkpoint(tmp_path / "other.ckpt")
@@ -255,7 +255,7 @@ def test_empty_or_folder_checkpoints_are_named(checkpoints: dict[str, dict], tmp
 def test_a_weight_mismatch_lists_every_key_with_both_shapes(checkpoints: dict[str, dict], tmp_path: Path) -> None:
     checkpoint = torch.load(checkpoints["ucr_lstm"]["best_ckpt_path"], weights_only=True)
     stored = checkpoint["seqforge"]
-    stored["config"]["model"]["net"]["hidden_size"] = 8  # the config of another model than the weights'
+    stored["config"]["model"]["net"]["rnn"]["hidden_size"] = 8  # the config of another model than the weights'
     torch.save(checkpoint, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="do not fit the stored model") as error:
         load_from_checkpoint(tmp_path / "other.ckpt")

@@ -205,7 +205,7 @@ def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
         seqforge.export(task, tmp_path / "missing" / "m.onnx")
     with pytest.raises(ValueError, match=r"ends in \.json"):
         seqforge.export(task, tmp_path / "m.json")
-    seq2seq = Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, hidden_size=4)
+    seq2seq = Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, rnn={"hidden_size": 4})
     with pytest.raises(ValueError, match=r"task_or_net is a Seq2Seq; exported as one graph are SequenceClassifier"):
         seqforge.export(seq2seq, tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
@@ -228,7 +228,7 @@ def test_export_script_writes_the_graph_and_names_bad_keys(checkpoints, tmp_path
 
 def test_torchscript_format_loads_with_the_same_numbers_or_says_what_to_use(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = SequenceClassifier(num_classes=3, input_size=2, hidden_size=4).eval()
+    net = SequenceClassifier(num_classes=3, input_size=2, rnn={"hidden_size": 4}).eval()
     try:
         path = seqforge.export(net, tmp_path / "net.ts", format="torchscript")
     except ValueError as err:  # whole models do not script yet (issue 12.2)

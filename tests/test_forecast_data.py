@@ -91,7 +91,7 @@ def test_a_constant_series_warns_and_reports_mase_as_nan_not_infinity():
     with pytest.warns(UserWarning, match=r"MASE is undefined: mase_scale=0 and the task reports mase as NaN"):
         dm.setup()
     assert dm.mase_scale == 0.0
-    task = ForecastingTask(Forecaster(**dm.net_kwargs, hidden_size=4))
+    task = ForecastingTask(Forecaster(**dm.net_kwargs, rnn={"hidden_size": 4}))
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     metrics = trainer.validate(task, datamodule=dm, verbose=False)[0]
     assert math.isnan(metrics["val/mase"]) and math.isfinite(metrics["val/mae"])

@@ -99,13 +99,13 @@ def test_interval_levels_name_the_missing_quantile():
     assert interval_levels("T", (0.025, 0.1, 0.5, 0.9, 0.975), (0.8, 0.95)) == {0.8: (1, 3), 0.95: (0, 4)}
     with pytest.raises(ValueError, match=r"95% interval needs the 0.025 quantile"):
         interval_levels("T", (0.1, 0.5, 0.9), (0.95,))
-    net = Forecaster(horizon=2, hidden_size=4, head="quantile")
+    net = Forecaster(horizon=2, rnn={"hidden_size": 4}, head="quantile")
     with pytest.raises(ValueError, match=r"ForecastingTask: the 95% interval"):
         ForecastingTask(net, intervals=[0.95])
     with pytest.raises(ValueError, match=r"intervals=\[0.8\] need a probabilistic head"):
-        ForecastingTask(Forecaster(horizon=2, hidden_size=4), intervals=[0.8])
+        ForecastingTask(Forecaster(horizon=2, rnn={"hidden_size": 4}), intervals=[0.8])
     with pytest.raises(ValueError, match=r"interval levels must be in \(0, 1\), got 1.5"):
-        ForecastingTask(Forecaster(horizon=2, hidden_size=4, head="gaussian"), intervals=[1.5])
+        ForecastingTask(Forecaster(horizon=2, rnn={"hidden_size": 4}, head="gaussian"), intervals=[1.5])
 
 
 def _fit(task: ForecastingTask, dm: SineForecastDataModule, root: Path, logger: bool) -> L.Trainer:
@@ -121,7 +121,7 @@ def test_gaussian_task_scores_are_the_closed_form_in_original_units(tmp_path):
     dm = SineForecastDataModule(window=12, horizon=3, length=300)
     dm.setup()
     torch.manual_seed(0)
-    task = ForecastingTask(Forecaster(**dm.net_kwargs, hidden_size=8, cell="gru", head="gaussian"), ADAM)
+    task = ForecastingTask(Forecaster(**dm.net_kwargs, rnn={"hidden_size": 8, "cell": "gru"}, head="gaussian"), ADAM)
     trainer = _fit(task, dm, tmp_path, logger=False)
     metrics = trainer.validate(task, datamodule=dm, verbose=False)[0]
     history = torch.stack([h for h, _ in dm.splits["val"]])
@@ -141,7 +141,7 @@ def test_quantile_task_logs_crps_and_the_80_interval_and_saves_plots(tmp_path):
     dm = SineForecastDataModule(window=12, horizon=3, length=300)
     torch.manual_seed(0)
     dm.setup()
-    task = ForecastingTask(Forecaster(**dm.net_kwargs, hidden_size=8, head="quantile"), ADAM, num_plots=2)
+    task = ForecastingTask(Forecaster(**dm.net_kwargs, rnn={"hidden_size": 8}, head="quantile"), ADAM, num_plots=2)
     trainer = _fit(task, dm, tmp_path, logger=True)
     tested = trainer.test(task, datamodule=dm, verbose=False)[0]
     assert {"test/crps", "test/coverage_80", "test/width_80"} <= set(tested)
@@ -167,7 +167,7 @@ def test_forecast_csv_holds_the_forecast_and_its_intervals_in_original_units(tmp
     dm = SineForecastDataModule(window=12, horizon=3, length=300)
     dm.setup()
     torch.manual_seed(0)
-    task = ForecastingTask(Forecaster(**dm.net_kwargs, hidden_size=8, head="gaussian")).eval()
+    task = ForecastingTask(Forecaster(**dm.net_kwargs, rnn={"hidden_size": 8}, head="gaussian")).eval()
     task.datamodule = dm  # what load_from_checkpoint attaches
     history = torch.stack([h for h, _ in dm.splits["test"][:2]])
     forecast = task.forecast(history)

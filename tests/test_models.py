@@ -38,8 +38,8 @@ def _padded_batch(vocab: int | None = None, feats: int = 3):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("pooling", ["last", "mean", "max", "attention"])
 def test_classifier_pooling_ignores_padding(cell, pooling):
-    net = SequenceClassifier(num_classes=4, input_size=3, hidden_size=6, cell=cell, pooling=pooling,
-                             bidirectional=True, num_layers=2).eval()  # fmt: skip
+    rnn = {"hidden_size": 6, "cell": cell, "bidirectional": True, "num_layers": 2}
+    net = SequenceClassifier(num_classes=4, input_size=3, rnn=rnn, pooling=pooling).eval()
     x, lengths = _padded_batch()
     out = net(x, lengths)
     assert out.shape == (3, 4)
@@ -53,17 +53,18 @@ def test_classifier_pooling_ignores_padding(cell, pooling):
 
 def test_classifier_tokens_regression_and_options():
     x, lengths = _padded_batch(vocab=10)
-    net = SequenceClassifier(output_size=2, vocab_size=10, embedding_dim=5, hidden_size=6, cell="gru", dropout=0.1)
+    rnn = {"hidden_size": 6, "cell": "gru", "dropout": 0.1}
+    net = SequenceClassifier(output_size=2, vocab_size=10, embedding_dim=5, rnn=rnn)
     assert net(x, lengths).shape == (3, 2)
     assert net.encoder.embedding.padding_idx == 0
-    layer_norm = SequenceClassifier(num_classes=3, input_size=3, hidden_size=6, layer_norm=True)
+    layer_norm = SequenceClassifier(num_classes=3, input_size=3, rnn={"hidden_size": 6, "layer_norm": True})
     assert layer_norm(torch.randn(2, 5, 3)).shape == (2, 3)
 
 
 def test_classifier_input_noise_only_while_training():
     torch.manual_seed(0)
-    plain = SequenceClassifier(num_classes=3, input_size=3, hidden_size=6)
-    noisy = SequenceClassifier(num_classes=3, input_size=3, hidden_size=6, input_noise=0.5)
+    plain = SequenceClassifier(num_classes=3, input_size=3, rnn={"hidden_size": 6})
+    noisy = SequenceClassifier(num_classes=3, input_size=3, rnn={"hidden_size": 6}, input_noise=0.5)
     noisy.load_state_dict(plain.state_dict())
     x, lengths = _padded_batch()
     torch.testing.assert_close(noisy.eval()(x, lengths), plain.eval()(x, lengths))
@@ -76,7 +77,7 @@ def test_classifier_input_noise_only_while_training():
 
 
 def test_tagger_per_step_logits_ignore_padding():
-    net = SequenceTagger(num_classes=5, vocab_size=10, embedding_dim=4, hidden_size=6, cell="lstm").eval()
+    net = SequenceTagger(num_classes=5, vocab_size=10, embedding_dim=4, rnn={"hidden_size": 6, "cell": "lstm"}).eval()
     x, lengths = _padded_batch(vocab=10)
     out = net(x, lengths)
     assert out.shape == (3, 7, 5)
@@ -88,8 +89,8 @@ def test_tagger_per_step_logits_ignore_padding():
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_seq2seq_teacher_forcing_matches_stepwise_decoding(attention, cell):
     torch.manual_seed(0)
-    net = Seq2Seq(10, 8, hidden_size=8, embedding_dim=6, attention=attention, cell=cell, num_heads=2,
-                  num_layers=2).eval()  # fmt: skip
+    net = Seq2Seq(10, 8, rnn={"hidden_size": 8, "cell": cell, "num_layers": 2}, embedding_dim=6, attention=attention,
+                  num_heads=2).eval()
     src, lengths = _padded_batch(vocab=10)
     tgt_in = torch.randint(3, 8, (3, 5))
     tgt_in[:, 0] = net.bos_id
@@ -110,7 +111,7 @@ def test_seq2seq_teacher_forcing_matches_stepwise_decoding(attention, cell):
 
 def test_seq2seq_scheduled_sampling_changes_inputs_only_below_one():
     torch.manual_seed(0)
-    net = Seq2Seq(10, 8, hidden_size=8, embedding_dim=6).eval()
+    net = Seq2Seq(10, 8, rnn={"hidden_size": 8}, embedding_dim=6).eval()
     src, lengths = _padded_batch(vocab=10)
     tgt_in = torch.randint(3, 8, (3, 6))
     full, _ = net(src, lengths, tgt_in, teacher_forcing_ratio=1.0)
@@ -122,7 +123,7 @@ def test_seq2seq_scheduled_sampling_changes_inputs_only_below_one():
 
 
 def test_seq2seq_generate_shapes_and_zero_bridge():
-    net = Seq2Seq(10, 8, hidden_size=8, embedding_dim=6, bridge="zero", encoder_bidirectional=False)
+    net = Seq2Seq(10, 8, rnn={"hidden_size": 8, "bidirectional": False}, embedding_dim=6, bridge="zero")
     src, lengths = _padded_batch(vocab=10)
     tokens, out_lengths = net.generate(src, lengths, beam_size=2, max_len=5)
     assert tokens.shape[0] == 3 and tokens.shape[1] <= 5 and out_lengths.shape == (3,)
@@ -132,8 +133,8 @@ def test_seq2seq_generate_shapes_and_zero_bridge():
 @pytest.mark.parametrize("condition", ["init", "input", "both"])
 def test_generator_teacher_forcing_matches_stepwise(condition):
     torch.manual_seed(0)
-    net = ConditionalGenerator(vocab_size=9, num_conditions=3, hidden_size=8, embedding_dim=4, cond_embedding_dim=5,
-                               condition=condition, cell="gru").eval()  # fmt: skip
+    net = ConditionalGenerator(vocab_size=9, num_conditions=3, rnn={"hidden_size": 8, "cell": "gru"}, embedding_dim=4,
+                               cond_embedding_dim=5, condition=condition).eval()  # fmt: skip
     cond, y_in = torch.tensor([0, 2]), torch.randint(3, 9, (2, 5))
     logits = net(cond, y_in)
     c = net.encode_condition(cond)
@@ -144,12 +145,12 @@ def test_generator_teacher_forcing_matches_stepwise(condition):
 
 
 def test_generator_real_valued_heads():
-    net = ConditionalGenerator(output_size=2, cond_size=3, hidden_size=8, output_head="gaussian")
+    net = ConditionalGenerator(output_size=2, cond_size=3, rnn={"hidden_size": 8}, output_head="gaussian")
     mean, var = net(torch.randn(4, 3), torch.randn(4, 6, 2))
     assert mean.shape == var.shape == (4, 6, 2) and bool((var > 0).all())
     values, lengths = net.generate(torch.randn(4, 3), max_len=5, strategy="sample")
     assert values.shape == (4, 5, 2) and lengths.tolist() == [5] * 4
-    mse = ConditionalGenerator(output_size=2, num_conditions=2, hidden_size=8)
+    mse = ConditionalGenerator(output_size=2, num_conditions=2, rnn={"hidden_size": 8})
     assert mse(torch.tensor([0, 1]), torch.randn(2, 3, 2)).shape == (2, 3, 2)
     with pytest.raises(ValueError, match="'sample' with output_head='gaussian'"):
         mse.generate(torch.tensor([0, 1]), max_len=3, strategy="sample")
@@ -158,14 +159,14 @@ def test_generator_real_valued_heads():
 
 
 def test_lm_weight_tying_and_state_carry():
-    lm = LanguageModel(vocab_size=12, embedding_dim=6, hidden_size=10, num_layers=2).eval()
+    lm = LanguageModel(vocab_size=12, embedding_dim=6, rnn={"hidden_size": 10, "num_layers": 2}).eval()
     assert lm.decoder.weight is lm.embedding.weight
     x = torch.randint(0, 12, (2, 8))
     whole, _ = lm(x)
     first, state = lm(x[:, :5])
     second, _ = lm(x[:, 5:], state)
     torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=1e-5, atol=1e-6)
-    untied = LanguageModel(vocab_size=12, embedding_dim=6, hidden_size=10, tie_weights=False)
+    untied = LanguageModel(vocab_size=12, embedding_dim=6, rnn={"hidden_size": 10}, tie_weights=False)
     assert untied.decoder.weight is not untied.embedding.weight
 
 
@@ -173,7 +174,7 @@ def test_lm_weight_tying_and_state_carry():
 @pytest.mark.parametrize("head", ["point", "gaussian", "quantile"])
 @pytest.mark.parametrize("window_norm", ["none", "last", "mean"])
 def test_forecaster_heads_and_lengths(strategy, head, window_norm):
-    net = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head, quantiles=(0.1, 0.5, 0.9),
+    net = Forecaster(horizon=3, rnn={"hidden_size": 6}, strategy=strategy, head=head, quantiles=(0.1, 0.5, 0.9),
                      window_norm=window_norm).eval()  # fmt: skip
     x, lengths = _padded_batch(feats=1)
     out = net(x, lengths)
@@ -194,7 +195,7 @@ def test_forecaster_window_norm_follows_the_level(strategy, head):
     x, lengths = _padded_batch(feats=1)
     shift = torch.tensor([3.0, -2.0, 10.0]).view(3, 1, 1)
     for norm in ("last", "mean"):
-        net = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head, window_norm=norm).eval()
+        net = Forecaster(horizon=3, rnn={"hidden_size": 6}, strategy=strategy, head=head, window_norm=norm).eval()
         out, moved = net(x, lengths), net(x + shift, lengths)
         expected = moved.clone()
         expected[..., : 1 if head == "gaussian" else None] -= shift
@@ -202,7 +203,7 @@ def test_forecaster_window_norm_follows_the_level(strategy, head):
         valid = [x[b, :n, 0] for b, n in enumerate(lengths.tolist())]
         level = torch.stack([v[-1] if norm == "last" else v.mean() for v in valid]).unsqueeze(1)
         torch.testing.assert_close(net.level(x, lengths), level)
-    plain = Forecaster(horizon=3, hidden_size=6, strategy=strategy, head=head).eval()
+    plain = Forecaster(horizon=3, rnn={"hidden_size": 6}, strategy=strategy, head=head).eval()
     assert not torch.allclose(plain(x + shift, lengths) - shift, plain(x, lengths), atol=1e-3)
     with pytest.raises(ValueError, match=r"Forecaster: window_norm must be one of \('none', 'last', 'mean'\)"):
         Forecaster(horizon=2, window_norm="max")
@@ -213,7 +214,7 @@ def test_forecaster_season_corrects_the_seasonal_naive_forecast(window_norm):
     """``season=S``: a net whose head outputs zero forecasts exactly ``y[t + k - S]`` (repeated past S)."""
     x = torch.arange(2 * 9, dtype=torch.float32).view(2, 9, 1) ** 1.5
     lengths = torch.tensor([9, 6])
-    net = Forecaster(horizon=5, hidden_size=4, season=3, window_norm=window_norm).eval()
+    net = Forecaster(horizon=5, rnn={"hidden_size": 4}, season=3, window_norm=window_norm).eval()
     nn.init.zeros_(net.head.weight)
     nn.init.zeros_(net.head.bias)
     expected = torch.stack([x[0, [6, 7, 8, 6, 7], 0], x[1, [3, 4, 5, 3, 4], 0]])
@@ -226,9 +227,9 @@ def test_forecaster_season_corrects_the_seasonal_naive_forecast(window_norm):
 
 def test_backend_option_reaches_the_recurrent_layers():
     torch.manual_seed(0)
-    eager = SequenceClassifier(num_classes=3, vocab_size=10, embedding_dim=4, hidden_size=6, bidirectional=True).eval()
-    native = SequenceClassifier(num_classes=3, vocab_size=10, embedding_dim=4, hidden_size=6, bidirectional=True,
-                                backend="cudnn").eval()  # fmt: skip
+    rnn = {"hidden_size": 6, "bidirectional": True}
+    eager = SequenceClassifier(num_classes=3, vocab_size=10, embedding_dim=4, rnn=rnn).eval()
+    native = SequenceClassifier(num_classes=3, vocab_size=10, embedding_dim=4, rnn={**rnn, "backend": "cudnn"}).eval()
     native.load_state_dict(eager.state_dict())
     assert native.encoder.rnn.backend == "cudnn"
     x, lengths = _padded_batch(vocab=10)
@@ -236,7 +237,7 @@ def test_backend_option_reaches_the_recurrent_layers():
 
 
 def test_bad_inputs_give_clear_errors():
-    clf = SequenceClassifier(num_classes=3, input_size=2, hidden_size=4)
+    clf = SequenceClassifier(num_classes=3, input_size=2, rnn={"hidden_size": 4})
     with pytest.raises(ValueError, match=r"SequenceClassifier: expected float features \(B, T, 2\)"):
         clf(torch.randn(2, 5, 3))
     with pytest.raises(ValueError, match=r"SequenceClassifier: lengths must lie in \[1, 5\]"):
@@ -249,18 +250,18 @@ def test_bad_inputs_give_clear_errors():
         SequenceClassifier(num_classes=3)
     with pytest.raises(ValueError, match="pooling must be one of"):
         SequenceClassifier(num_classes=3, input_size=2, pooling="sum")
-    tokens = SequenceTagger(num_classes=3, vocab_size=6, hidden_size=4)
+    tokens = SequenceTagger(num_classes=3, vocab_size=6, rnn={"hidden_size": 4})
     with pytest.raises(ValueError, match=r"SequenceTagger: x ids must lie in \[0, 6\) \(vocab_size=6\)"):
         tokens(torch.tensor([[4, 9]]))
-    s2s = Seq2Seq(10, 8, hidden_size=4, embedding_dim=4)
+    s2s = Seq2Seq(10, 8, rnn={"hidden_size": 4}, embedding_dim=4)
     src, lengths = _padded_batch(vocab=10)
     with pytest.raises(ValueError, match=r"Seq2Seq: tgt_in ids must lie in \[0, 8\)"):
         s2s(src, lengths, torch.full((3, 4), 9))
     with pytest.raises(ValueError, match="attention must be one of"):
         Seq2Seq(10, 8, attention="luong")
     with pytest.raises(ValueError, match="cell must be one of"):
-        Seq2Seq(10, 8, cell="transformer")
-    gen = ConditionalGenerator(vocab_size=6, num_conditions=2, hidden_size=4)
+        Seq2Seq(10, 8, rnn={"cell": "transformer"})
+    gen = ConditionalGenerator(vocab_size=6, num_conditions=2, rnn={"hidden_size": 4})
     with pytest.raises(ValueError, match=r"ConditionalGenerator: cond ids must lie in \[0, 2\)"):
         gen(torch.tensor([0, 5]), torch.tensor([[1, 4], [1, 5]]))
     with pytest.raises(ValueError, match="Forecaster: head must be one of"):
@@ -279,12 +280,12 @@ def test_docstring_examples_run(module):
 @pytest.mark.parametrize(
     "build",
     [
-        lambda o: seqforge.models.SequenceClassifier(num_classes=3, input_size=2, hidden_size=4, rnn_options=o),
-        lambda o: seqforge.models.SequenceTagger(num_classes=3, input_size=2, hidden_size=4, rnn_options=o),
-        lambda o: seqforge.models.Seq2Seq(6, 7, hidden_size=4, rnn_options=o),
-        lambda o: seqforge.models.ConditionalGenerator(vocab_size=6, num_conditions=2, hidden_size=4, rnn_options=o),
-        lambda o: seqforge.models.LanguageModel(6, hidden_size=4, rnn_options=o),
-        lambda o: seqforge.models.Forecaster(horizon=2, hidden_size=4, strategy="autoregressive", rnn_options=o),
+        lambda o: seqforge.models.SequenceClassifier(num_classes=3, input_size=2, rnn={"hidden_size": 4, **o}),
+        lambda o: seqforge.models.SequenceTagger(num_classes=3, input_size=2, rnn={"hidden_size": 4, **o}),
+        lambda o: seqforge.models.Seq2Seq(6, 7, rnn={"hidden_size": 4, **o}),
+        lambda o: seqforge.models.ConditionalGenerator(vocab_size=6, num_conditions=2, rnn={"hidden_size": 4, **o}),
+        lambda o: seqforge.models.LanguageModel(6, rnn={"hidden_size": 4, **o}),
+        lambda o: seqforge.models.Forecaster(horizon=2, rnn={"hidden_size": 4, **o}, strategy="autoregressive"),
     ],
 )
 def test_rnn_options_reach_every_recurrent_layer(build):
@@ -293,6 +294,35 @@ def test_rnn_options_reach_every_recurrent_layer(build):
     assert layers and all(m.recurrent_dropout == 0.25 and m.zoneout == 0.1 for m in layers)
     with pytest.raises(TypeError, match="zonout"):
         build({"zonout": 0.1})
+
+
+# ------------------------------------------------------------------ one recurrent spec
+def test_a_recurrent_spec_reaches_encoder_and_decoder_and_bidirectional_only_the_encoder() -> None:
+    spec = seqforge.RecurrentSpec(cell="GRU", hidden_size=6, num_layers=2, bidirectional=True, zoneout=0.1)
+    s2s = Seq2Seq(10, 9, rnn=spec, embedding_dim=4)
+    fc = Forecaster(horizon=2, rnn=spec, strategy="autoregressive")
+    for encoder, decoder in ((s2s.encoder.rnn, s2s.decoder), (fc.encoder.rnn, fc.decoder)):
+        for layer in (encoder, decoder):
+            assert isinstance(layer, seqforge.GRU)
+            assert (layer.hidden_size, layer.num_layers, layer.zoneout) == (6, 2, 0.1)
+        assert encoder.bidirectional and not decoder.bidirectional
+    assert SequenceTagger(num_classes=2, vocab_size=5).encoder.bidirectional  # the tagger's own default
+    assert not SequenceTagger(num_classes=2, vocab_size=5, rnn={"bidirectional": False}).encoder.bidirectional
+    assert Forecaster(horizon=2).encoder.rnn.hidden_size == 64 and Seq2Seq(5, 5).encoder.bidirectional
+
+
+def test_a_recurrent_spec_refuses_unknown_keys_and_options_its_cell_lacks() -> None:
+    with pytest.raises(TypeError, match=r"SequenceClassifier: rnn has no key 'hiden_size'; did you mean "
+                                        r"'hidden_size'\? the keys of a recurrent spec are \['cell', 'hidden_size'"):
+        SequenceClassifier(num_classes=2, input_size=3, rnn={"hiden_size": 4})
+    with pytest.raises(TypeError, match=r"rnn must be a RecurrentSpec or a mapping"):
+        SequenceClassifier(num_classes=2, input_size=3, rnn="lstm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"LanguageModel: rnn\.forget_bias=1\.0 needs a built-in cell .*MinGRUCell"):
+        LanguageModel(6, rnn={"cell": "mingru", "forget_bias": 1.0})
+    for build in (lambda: LanguageModel(6, rnn={"bidirectional": True}),
+                  lambda: ConditionalGenerator(vocab_size=6, num_conditions=2, rnn={"bidirectional": True})):
+        with pytest.raises(ValueError, match=r"rnn\.bidirectional=True"):
+            build()
 
 
 # ------------------------------------------------------------------ any cell in every model
@@ -317,12 +347,13 @@ def test_every_model_runs_any_cell_with_its_bridge_and_decoding(spec: object) ->
     cell = _cell(spec)
     x, lengths = torch.randn(3, 7, 2), torch.tensor([7, 4, 1])
     ids = torch.randint(3, 10, (3, 7))
-    clf = SequenceClassifier(num_classes=4, input_size=2, hidden_size=6, cell=cell, bidirectional=True, num_layers=2)
-    tagger = SequenceTagger(num_classes=5, vocab_size=10, embedding_dim=4, hidden_size=6, cell=cell)
-    lm = LanguageModel(vocab_size=10, embedding_dim=6, hidden_size=6, cell=cell, num_layers=2)
-    fc = Forecaster(horizon=3, input_size=2, hidden_size=6, cell=cell, strategy="autoregressive")
-    s2s = Seq2Seq(10, 10, hidden_size=6, embedding_dim=5, cell=cell, num_layers=2)
-    gen = ConditionalGenerator(vocab_size=10, num_conditions=3, hidden_size=6, embedding_dim=4, cell=cell)
+    clf = SequenceClassifier(num_classes=4, input_size=2,
+                             rnn={"hidden_size": 6, "cell": cell, "bidirectional": True, "num_layers": 2})
+    tagger = SequenceTagger(num_classes=5, vocab_size=10, embedding_dim=4, rnn={"hidden_size": 6, "cell": cell})
+    lm = LanguageModel(vocab_size=10, embedding_dim=6, rnn={"hidden_size": 6, "cell": cell, "num_layers": 2})
+    fc = Forecaster(horizon=3, input_size=2, rnn={"hidden_size": 6, "cell": cell}, strategy="autoregressive")
+    s2s = Seq2Seq(10, 10, rnn={"hidden_size": 6, "cell": cell, "num_layers": 2}, embedding_dim=5)
+    gen = ConditionalGenerator(vocab_size=10, num_conditions=3, rnn={"hidden_size": 6, "cell": cell}, embedding_dim=4)
     outputs = [clf(x, lengths), tagger(ids, lengths), lm(ids)[0], fc(x, lengths), s2s(ids, lengths, ids[:, :5])[0],
                gen(torch.tensor([0, 1, 2]), ids[:, :5])]  # fmt: skip
     loss = sum(o.sum() for o in outputs)

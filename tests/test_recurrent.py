@@ -344,12 +344,12 @@ def test_builtin_layer_names_and_cells_share_one_parameter_even_after_assign_loa
 
 # ------------------------------------------------------------------ through the training script
 def test_a_user_cell_trains_through_scripts_train_py(tmp_path: Path) -> None:
-    """``model.net.cell={_target_:...,_partial_:true}`` names any importable cell class (README form)."""
+    """``model.net.rnn.cell={_target_:...,_partial_:true}`` names any importable cell class (README form)."""
     from test_train import QUIET, REPO, run_script
 
-    cell = "model.net.cell={_target_:helpers.cells.PeepholeLSTMCell,_partial_:true}"
-    args = [str(REPO / "scripts" / "train.py"), "+experiment=parity_gru", "debug=fdr", cell, "model.net.backend=auto",
-            *QUIET]  # fmt: skip
+    cell = "model.net.rnn.cell={_target_:helpers.cells.PeepholeLSTMCell,_partial_:true}"
+    args = [str(REPO / "scripts" / "train.py"), "+experiment=parity_gru", "debug=fdr", cell,
+            "model.net.rnn.backend=auto", *QUIET]  # fmt: skip
     result = run_script(args, tmp_path, extra_path=(str(REPO / "tests"),))
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "logs" / "parity_gru" / "runs").iterdir()

@@ -18,7 +18,7 @@ from test_train import REPO, run_script
 
 RUN = [
     "+experiment=parity_gru", "data.num_train=128", "data.num_val=64", "data.num_test=64",
-    "model.net.num_layers=2", "model.net.dropout=0.3", "model.net.hidden_size=16", "trainer.max_epochs=4",
+    "model.net.rnn.num_layers=2", "model.net.rnn.dropout=0.3", "model.net.rnn.hidden_size=16", "trainer.max_epochs=4",
     "trainer.deterministic=true", "trainer.log_every_n_steps=1", "callbacks.early_stopping=null",
     "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
 ]  # fmt: skip  # 4 batches per epoch, 16 steps in all

@@ -315,8 +315,8 @@ def test_search_space_maps_hydra_sweeps_to_optuna_distributions_and_keeps_the_fi
 def test_search_space_refuses_what_optuna_cannot_draw_naming_the_key(expression: str, message: str) -> None:
     from seqforge.utils.optuna_sweep import search_space
 
-    with pytest.raises(ValueError, match=rf"search space 'model.net.cell': .*{message}"):
-        search_space({"model.net.cell": expression}, [])
+    with pytest.raises(ValueError, match=rf"search space 'model.net.rnn.cell': .*{message}"):
+        search_space({"model.net.rnn.cell": expression}, [])
 
 
 def test_drawn_values_become_overrides_that_parse_back_to_the_same_values() -> None:

@@ -50,7 +50,7 @@ def test_every_experiment_runs_fast_dev_run(experiment: str, tmp_path: Path) -> 
     assert monitor.startswith("val/")
     assert any(key.startswith("test/") for key in metrics), metrics
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
-    configured = cfg.model.net.get("backend", "eager")
+    configured = cfg.model.net.rnn.get("backend", "eager")
     assert metrics["backend"] == ("cudnn" if configured == "auto" else configured)  # auto: native kernel on CPU
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written == metrics
@@ -132,7 +132,7 @@ def test_short_run_keeps_best_and_last_checkpoints_and_logs_scalars(tmp_path: Pa
 
 
 TINY = ["+experiment=parity_gru", "data.num_train=64", "data.num_val=32", "data.num_test=32", "trainer.max_epochs=1",
-        "model.net.hidden_size=8", "callbacks.early_stopping.patience=10", "logger=csv", *QUIET]  # fmt: skip
+        "model.net.rnn.hidden_size=8", "callbacks.early_stopping.patience=10", "logger=csv", *QUIET]  # fmt: skip
 
 
 def test_train_false_without_ckpt_path_is_refused_before_anything_is_built(tmp_path: Path) -> None:
@@ -163,8 +163,8 @@ def test_resume_applies_a_changed_lr_max_epochs_and_patience_and_refuses_a_chang
     tmp_path: Path,
 ) -> None:
     train(compose_config("train", TINY, tmp_path))
-    with pytest.raises(ConfigError, match=r"model\.net\.hidden_size is 8 .* and 16 now"):
-        train(compose_config("train", [*TINY, "ckpt_path=last", "model.net.hidden_size=16"], tmp_path))
+    with pytest.raises(ConfigError, match=r"model\.net\.rnn\.hidden_size is 8 .* and 16 now"):
+        train(compose_config("train", [*TINY, "ckpt_path=last", "model.net.rnn.hidden_size=16"], tmp_path))
     with pytest.raises(ConfigError, match=r"data\.batch_size is 32 .* and 16 now"):
         train(compose_config("train", [*TINY, "ckpt_path=last", "data.batch_size=16"], tmp_path))
     changed = ["ckpt_path=last", "trainer.max_epochs=2", "model.optimizer.lr=0.0005",

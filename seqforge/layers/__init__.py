@@ -20,6 +20,7 @@ from seqforge.layers.recurrent import (
     make_recurrent,
     resolve_cell,
 )
+from seqforge.layers.spec import RecurrentSpec
 
 __all__ = [
     "AdditiveAttention",
@@ -35,6 +36,7 @@ __all__ = [
     "LayerWeights",
     "Recurrent",
     "RecurrentBase",
+    "RecurrentSpec",
     "detach_state",
     "make_recurrent",
     "resolve_cell",

@@ -1,12 +1,18 @@
 """Plain ``nn.Module`` recurrent models, one file per topology.
 
-Every model builds its recurrent layers with :func:`seqforge.make_recurrent` from the same options:
-``cell`` (a name, ``"rnn" | "rnn_relu" | "lstm" | "gru" | "indrnn" | "mingru" | "cfc"`` in any case, a cell
-class or ``functools.partial`` following :mod:`seqforge.cells.base`, or a ``{_target_: pkg.MyCell}`` node; in
-a config ``model.net.cell={_target_:pkg.MyCell,_partial_:true}``), ``hidden_size``, ``num_layers``, ``dropout``,
-``backend``, ``layer_norm``, and ``rnn_options``, a dict of further layer keywords such as
-``{"recurrent_dropout": 0.2, "zoneout": 0.1, "forget_bias": 1.0}`` (in a config:
-``model.net.rnn_options={recurrent_dropout:0.2}``).
+Every model takes its recurrent part as one argument ``rnn``: a :class:`seqforge.RecurrentSpec`, a mapping of
+its keys, or ``None`` for the model's defaults. The keys are ``cell`` (a name, ``"rnn" | "rnn_relu" | "lstm" |
+"gru" | "indrnn" | "mingru" | "cfc"`` in any case, a cell class or ``functools.partial`` following
+:mod:`seqforge.cells.base`, or a ``{_target_: pkg.MyCell}`` node), ``hidden_size``, ``num_layers``,
+``bidirectional``, ``dropout``, ``backend``, ``recurrent_dropout``, ``zoneout`` and, for the built-in cells,
+``layer_norm``, ``forget_bias``, ``cuda_graphs``; an unknown key is refused, naming it and the known ones.
+
+In a config the spec is the node ``model.net.rnn``: ``model.net.rnn.hidden_size=64``,
+``model.net.rnn.cell=gru``, ``model.net.rnn.zoneout=0.1``, or your own cell with its keywords,
+``'model.net.rnn.cell={_target_:mypkg.cells.MyCell,_partial_:true,my_option:3}'`` (``_partial_: true`` is
+required: the model builds the cell once per layer and direction with ``(input_size, hidden_size)``).
+Models with an encoder and a decoder (seq2seq, autoregressive forecaster) build both from the one spec;
+``bidirectional`` is the encoder's.
 """
 
 from seqforge.models.forecaster import Forecaster

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from seqforge.cells.base import State, as_state, state_tensors
 from seqforge.layers.masks import check_length_range
-from seqforge.layers.recurrent import CellSpec, Recurrent, make_recurrent
+from seqforge.layers.recurrent import Recurrent
+from seqforge.layers.spec import RecurrentSpec, SpecLike
 
 
 def exactly_one(owner: str, **options: Any) -> str:
@@ -58,10 +59,10 @@ class SequenceEncoder(nn.Module):
 
     ``forward(x, lengths)`` with ``x`` ``(B, T)`` int64 ids or ``(B, T, input_size)`` floats returns
     ``(outputs, state)``: ``outputs`` ``(B, T, D*H)`` zero on padding, ``state`` as the recurrent layer's
-    ``h_n`` (or ``(h_n, c_n)``), ``(num_layers*D, B, H)``. ``output_size`` is ``D*H``. ``rnn_options`` are
-    further keywords of the recurrent layer (``recurrent_dropout``, ``zoneout``, ``forget_bias`` ...).
-    ``input_noise`` is the standard deviation of Gaussian noise added to float features in training mode
-    only (a regularizer for small real-valued datasets; features are assumed standardized).
+    ``h_n`` (or ``(h_n, c_n)``), ``(num_layers*D, B, H)``. ``output_size`` is ``D*H``. ``rnn`` is the
+    :class:`~seqforge.layers.spec.RecurrentSpec` of the stack (its ``dropout`` also acts on the embeddings and
+    the outputs). ``input_noise`` is the standard deviation of Gaussian noise added to float features in
+    training mode only (a regularizer for small real-valued datasets; features are assumed standardized).
     """
 
     def __init__(
@@ -69,16 +70,9 @@ class SequenceEncoder(nn.Module):
         input_size: int | None = None,
         vocab_size: int | None = None,
         embedding_dim: int = 64,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
-        backend: str = "eager",
-        layer_norm: bool = False,
+        rnn: SpecLike = None,
         pad_id: int = 0,
         owner: str = "SequenceEncoder",
-        rnn_options: dict[str, Any] | None = None,
         input_noise: float = 0.0,
     ) -> None:
         super().__init__()
@@ -88,27 +82,17 @@ class SequenceEncoder(nn.Module):
             raise ValueError(f"{owner}: input_noise must be a standard deviation >= 0, got {input_noise!r}")
         if input_noise and vocab_size is not None:
             raise ValueError(f"{owner}: input_noise={input_noise} needs float features (input_size), not token ids")
+        spec = RecurrentSpec.of(owner, rnn)
         self.input_noise = float(input_noise)
         self.vocab_size = vocab_size
         self.input_size = input_size
         self.embedding = None if vocab_size is None else nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        self.num_layers, self.bidirectional = num_layers, bidirectional
+        self.num_layers, self.bidirectional = spec.num_layers, spec.bidirectional
         step_size = embedding_dim if vocab_size is not None else input_size
         assert step_size is not None  # exactly_one: input_size is given when vocab_size is not
-        self.rnn = make_recurrent(
-            cell,
-            step_size,
-            hidden_size,
-            num_layers=num_layers,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-            batch_first=True,
-            backend=backend,
-            layer_norm=layer_norm,
-            **(rnn_options or {}),
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.output_size = hidden_size * (2 if bidirectional else 1)
+        self.rnn = spec.build(step_size, owner=owner)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.output_size = spec.hidden_size * spec.num_directions
 
     def check_input(self, x: Tensor, lengths: Tensor | None) -> None:
         """Raise a clear error when ``x``/``lengths`` do not fit this encoder."""
@@ -144,7 +128,8 @@ class SequenceEncoder(nn.Module):
         the same as :meth:`forward` over the steps fed so far. Unidirectional encoders only."""
         if self.bidirectional:
             raise ValueError(f"{self.owner}: step() streams one direction; this model is bidirectional "
-                             "(bidirectional=True reads the future): train it with bidirectional=false")
+                             "(bidirectional=True reads the future): train it with bidirectional=false "
+                             "(model.net.rnn.bidirectional=false)")
         self.check_input(x_t.unsqueeze(1), None)
         inputs = self.dropout(self.embedding(x_t)) if self.embedding is not None else x_t
         out, state = self.rnn.step(inputs, state)

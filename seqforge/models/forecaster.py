@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqforge.layers.attention import length_mask
-from seqforge.layers.recurrent import CellSpec, make_recurrent
+from seqforge.layers.spec import RecurrentSpec, SpecLike
 from seqforge.models.common import SequenceEncoder, StateBridge
 
 HEADS = ("point", "gaussian", "quantile")
@@ -40,11 +40,14 @@ WINDOW_NORMS = ("none", "last", "mean")
 class Forecaster(nn.Module):
     """``forward(history, lengths=None)``: ``history`` ``(B, W, input_size)`` -> ``(B, horizon, P)``.
 
+    ``rnn``: one :class:`~seqforge.layers.spec.RecurrentSpec` (or a mapping of its keys) for the encoder and
+    the autoregressive decoder; ``bidirectional`` is the encoder's.
+
     Example::
 
         >>> import torch
         >>> from seqforge.models import Forecaster
-        >>> net = Forecaster(horizon=4, hidden_size=8, head="quantile", quantiles=(0.1, 0.5, 0.9))
+        >>> net = Forecaster(horizon=4, rnn={"hidden_size": 8}, head="quantile", quantiles=(0.1, 0.5, 0.9))
         >>> net(torch.randn(2, 12, 1)).shape
         torch.Size([2, 4, 3])
     """
@@ -53,17 +56,10 @@ class Forecaster(nn.Module):
         self,
         horizon: int,
         input_size: int = 1,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        rnn: SpecLike = None,
         strategy: str = "direct",
         head: str = "point",
         quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
-        backend: str = "eager",
-        layer_norm: bool = False,
-        rnn_options: dict[str, Any] | None = None,
         window_norm: str = "none",
         season: int | None = None,
     ) -> None:
@@ -85,22 +81,16 @@ class Forecaster(nn.Module):
         self.horizon, self.strategy, self.head_kind, self.window_norm = horizon, strategy, head, window_norm
         self.quantiles = tuple(float(q) for q in quantiles) if head == "quantile" else ()
         self.num_params = {"point": 1, "gaussian": 2, "quantile": len(self.quantiles)}[head]
-        self.encoder = SequenceEncoder(
-            input_size=input_size, cell=cell, hidden_size=hidden_size, num_layers=num_layers,
-            bidirectional=bidirectional, dropout=dropout, backend=backend, layer_norm=layer_norm,
-            rnn_options=rnn_options, owner=name,
-        )  # fmt: skip
+        spec = RecurrentSpec.of(name, rnn, hidden_size=64)
+        self.encoder = SequenceEncoder(input_size=input_size, rnn=spec, owner=name)
         width = self.encoder.output_size
         if strategy == "direct":
             self.head = nn.Linear(width, horizon * self.num_params)
         else:
-            decoder = make_recurrent(
-                cell, 1, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
-                batch_first=True, backend=backend, layer_norm=layer_norm, **(rnn_options or {}),
-            )  # fmt: skip
+            decoder = spec.build(1, bidirectional=False, owner=name)
             self.bridge = StateBridge(width, decoder)  # registered first, as before decoders had any cell
             self.decoder = decoder
-            self.head = nn.Linear(hidden_size, self.num_params)
+            self.head = nn.Linear(spec.hidden_size, self.num_params)
 
     def _params(self, raw: Tensor) -> Tensor:
         if self.head_kind == "gaussian":

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from seqforge.layers.recurrent import CellSpec, make_recurrent
+from seqforge.layers.spec import RecurrentSpec, SpecLike
 from seqforge.models.common import check_token_ids
 from seqforge.models.decoding import beam_search, sample_decode, select_rows
 
@@ -16,7 +16,8 @@ class LanguageModel(nn.Module):
     """Next-token model over ``vocab_size`` tokens with optional weight tying (Press & Wolf 2017).
 
     With ``tie_weights`` the output layer shares the embedding matrix; when ``hidden_size`` differs from
-    ``embedding_dim`` a linear projection maps the recurrent output to ``embedding_dim`` first.
+    ``embedding_dim`` a linear projection maps the recurrent output to ``embedding_dim`` first. ``rnn`` is the
+    :class:`~seqforge.layers.spec.RecurrentSpec` of the stack (or a mapping of its keys); one direction.
 
     ``forward(x, state=None)``: ``x`` ``(B, T)`` ids -> ``(logits (B, T, V), state)``; pass the returned
     state (detached) with the next window to carry context across batches (truncated BPTT).
@@ -25,7 +26,7 @@ class LanguageModel(nn.Module):
 
         >>> import torch
         >>> from seqforge.models import LanguageModel
-        >>> lm = LanguageModel(vocab_size=20, embedding_dim=8, hidden_size=16)
+        >>> lm = LanguageModel(vocab_size=20, embedding_dim=8, rnn={"hidden_size": 16})
         >>> logits, state = lm(torch.randint(0, 20, (2, 7)))
         >>> lm.generate(torch.randint(4, 20, (2, 3)), max_new_tokens=5, strategy="sample", top_k=5)[0].shape
         torch.Size([2, 5])
@@ -35,25 +36,22 @@ class LanguageModel(nn.Module):
         self,
         vocab_size: int,
         embedding_dim: int = 64,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        dropout: float = 0.0,
+        rnn: SpecLike = None,
         tie_weights: bool = True,
         pad_id: int = 0,
         eos_id: int | None = None,
-        backend: str = "eager",
-        layer_norm: bool = False,
-        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size, self.pad_id, self.eos_id = vocab_size, pad_id, eos_id
         self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.rnn = make_recurrent(
-            cell, embedding_dim, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
-            batch_first=True, backend=backend, layer_norm=layer_norm, **(rnn_options or {}),
-        )  # fmt: skip
-        self.dropout = nn.Dropout(dropout)
+        name = type(self).__name__
+        spec = RecurrentSpec.of(name, rnn)
+        if spec.bidirectional:
+            raise ValueError(f"{name}: rnn.bidirectional=True cannot predict the next token (it would read it); "
+                             "set it to false")
+        hidden_size = spec.hidden_size
+        self.rnn = spec.build(embedding_dim, owner=name)
+        self.dropout = nn.Dropout(spec.dropout)
         out_dim = embedding_dim if tie_weights else hidden_size
         self.proj = nn.Linear(hidden_size, out_dim) if out_dim != hidden_size else nn.Identity()
         self.decoder = nn.Linear(out_dim, vocab_size)
@@ -72,8 +70,8 @@ class LanguageModel(nn.Module):
         return self.decoder(self.proj(self.dropout(out))), state
 
     def _step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:  # decoding: ids already checked
-        logits, state = self._run(tokens.unsqueeze(1), state)
-        return logits.squeeze(1), state
+        out, state = self.rnn.step(self.dropout(self.embedding(tokens)), state)  # (B, H)
+        return self.decoder(self.proj(self.dropout(out))), state
 
     def init_state(self, batch_size: int) -> Any:
         """Zero state for :meth:`step`."""

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from seqforge.cells.base import State
 from seqforge.layers.attention import AdditiveAttention, length_mask
-from seqforge.layers.recurrent import CellSpec
+from seqforge.layers.spec import SpecLike
 from seqforge.models.common import SequenceEncoder, exactly_one
 from seqforge.models.frontends import ConvFrontEnd
 
@@ -22,6 +22,7 @@ class SequenceClassifier(nn.Module):
     Give ``num_classes`` for classification (logits ``(B, num_classes)``) or ``output_size`` for
     regression (``(B, output_size)``); give ``input_size`` for float features ``(B, T, input_size)`` or
     ``vocab_size`` for token ids ``(B, T)`` (embedded with ``embedding_dim``, ``pad_id`` rows zero).
+    ``rnn``: the encoder's :class:`~seqforge.layers.spec.RecurrentSpec` (or a mapping of its keys).
 
     Pooling over the encoder outputs ``(B, T, D*H)`` never looks at padding: ``"last"`` is the final
     state of each sequence (for a bidirectional encoder: forward at the last valid step, backward at step
@@ -34,7 +35,7 @@ class SequenceClassifier(nn.Module):
 
         >>> import torch
         >>> from seqforge.models import SequenceClassifier
-        >>> net = SequenceClassifier(num_classes=3, input_size=2, hidden_size=8)
+        >>> net = SequenceClassifier(num_classes=3, input_size=2, rnn={"hidden_size": 8})
         >>> net(torch.randn(4, 5, 2), torch.tensor([5, 3, 2, 1])).shape
         torch.Size([4, 3])
     """
@@ -46,16 +47,9 @@ class SequenceClassifier(nn.Module):
         input_size: int | None = None,
         vocab_size: int | None = None,
         embedding_dim: int = 64,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        bidirectional: bool = False,
-        dropout: float = 0.0,
+        rnn: SpecLike = None,
         pooling: str = "last",
-        backend: str = "eager",
-        layer_norm: bool = False,
         pad_id: int = 0,
-        rnn_options: dict[str, Any] | None = None,
         input_noise: float = 0.0,
         frontend: dict[str, Any] | Literal[False] | None = None,
     ) -> None:
@@ -69,10 +63,7 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"{name}: frontend needs float features (input_size), got vocab_size={vocab_size}")
         self.frontend = ConvFrontEnd(cast(int, input_size), **frontend) if frontend else None
         features = input_size if self.frontend is None else self.frontend.output_size
-        self.encoder = SequenceEncoder(
-            features, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
-            backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options, input_noise=input_noise,
-        )  # fmt: skip
+        self.encoder = SequenceEncoder(features, vocab_size, embedding_dim, rnn, pad_id, name, input_noise)
         width = self.encoder.output_size
         if pooling == "attention":
             self.query = nn.Parameter(torch.randn(width) / width**0.5)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqforge.layers.recurrent import CellSpec, make_recurrent
+from seqforge.layers.spec import RecurrentSpec, SpecLike
 from seqforge.models.common import StateBridge, check_token_ids, exactly_one
 from seqforge.models.decoding import beam_search, check_stop, sample_decode, select_rows
 
@@ -35,10 +35,16 @@ class ConditionalGenerator(nn.Module):
         num_conditions / cond_size: class-id condition (embedded to ``cond_embedding_dim``) or a float
             condition vector of ``cond_size`` features.
         output_head: ``"mse"`` or ``"gaussian"`` (real-valued outputs only).
+        rnn: the decoder's :class:`~seqforge.layers.spec.RecurrentSpec` (or a mapping of its keys); one
+            direction.
 
     ``forward(cond, y_in)`` (teacher forcing): ``y_in`` ``(B, T)`` ids starting with BOS, or ``(B, T, F)``
     floats starting with a zero frame. Returns logits ``(B, T, V)``, the mean ``(B, T, F)`` (MSE head), or
     ``(mean, variance)`` each ``(B, T, F)`` (Gaussian head).
+
+    Streaming: ``state = init_state(batch_size, cond)``, then ``step(y_t, state)`` for each input step ``y_t``
+    (``(B,)`` ids or ``(B, F)`` floats) gives that step's output of :meth:`forward` (``(B, V)``, ``(B, F)`` or
+    ``(mean, variance)``) and the next state.
     """
 
     def __init__(
@@ -49,18 +55,12 @@ class ConditionalGenerator(nn.Module):
         cond_size: int | None = None,
         cond_embedding_dim: int = 32,
         embedding_dim: int = 64,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        dropout: float = 0.0,
+        rnn: SpecLike = None,
         condition: str = "both",
         output_head: str = "mse",
         pad_id: int = 0,
         bos_id: int = 1,
         eos_id: int = 2,
-        backend: str = "eager",
-        layer_norm: bool = False,
-        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -75,21 +75,21 @@ class ConditionalGenerator(nn.Module):
         )  # fmt: skip
         self.condition, self.output_head = condition, output_head
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.hidden_size, self.num_layers = hidden_size, num_layers
+        spec = RecurrentSpec.of(name, rnn)
+        if spec.bidirectional:
+            raise ValueError(f"{name}: rnn.bidirectional=True cannot generate (a decoder reads left to right); "
+                             "set it to false")
+        self.hidden_size, self.num_layers = spec.hidden_size, spec.num_layers
         self.cond_embedding = nn.Embedding(num_conditions, cond_embedding_dim) if num_conditions else None
         c_dim = cast(int, cond_embedding_dim if num_conditions else cond_size)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id) if vocab_size else None
         step_in = cast(int, embedding_dim if vocab_size else output_size)
-        rnn = make_recurrent(
-            cell, step_in + (c_dim if condition != "init" else 0), hidden_size, num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend, layer_norm=layer_norm,
-            **(rnn_options or {}),
-        )  # fmt: skip
-        self.bridge = StateBridge(c_dim, rnn) if condition != "input" else None  # registered before the decoder
-        self.rnn = rnn
-        self.dropout = nn.Dropout(dropout)
+        decoder = spec.build(step_in + (c_dim if condition != "init" else 0), owner=name)
+        self.bridge = StateBridge(c_dim, decoder) if condition != "input" else None  # registered before the decoder
+        self.rnn = decoder
+        self.dropout = nn.Dropout(spec.dropout)
         out = vocab_size if vocab_size else cast(int, output_size) * (2 if output_head == "gaussian" else 1)
-        self.head = nn.Linear(hidden_size, out)
+        self.head = nn.Linear(spec.hidden_size, out)
 
     @property
     def is_token(self) -> bool:
@@ -114,15 +114,30 @@ class ConditionalGenerator(nn.Module):
             return self.bridge(c)
         return self.rnn.init_state(c.shape[0], c.device, c.dtype)
 
-    def _inputs(self, y_in: Tensor, c: Tensor) -> Tensor:  # (B, T[, F]) -> (B, T, step_in [+ C])
+    def _inputs(self, y_in: Tensor, c: Tensor) -> Tensor:  # (B[, T][, F]) -> (B[, T], step_in [+ C])
         if self.is_token:
             assert self.embedding is not None  # token outputs always have the embedding
             x = self.dropout(self.embedding(y_in))
         else:
             x = y_in
         if self.condition != "init":
-            x = torch.cat([x, c.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
+            c = c if x.dim() == 2 else c.unsqueeze(1).expand(-1, x.shape[1], -1)
+            x = torch.cat([x, c], dim=-1)
         return x
+
+    def _check_targets(self, y: Tensor, time: bool, batch: int, what: str) -> None:
+        """``y``: ``(B, T)`` token ids or ``(B, T, F)`` floats (without ``T`` unless ``time``), ``B = batch``."""
+        name, steps = type(self).__name__, "T, " if time else ""
+        if self.is_token:
+            if y.dim() != 1 + time:
+                shape = "(B, T)" if time else "(B,)"
+                raise ValueError(f"{name}: {what} must be {shape} token ids, got shape {tuple(y.shape)}")
+            assert self.vocab_size is not None  # is_token
+            check_token_ids(name, what, y, self.vocab_size)
+        elif y.dim() != 2 + time or y.shape[-1] != self.output_size:
+            raise ValueError(f"{name}: {what} must be (B, {steps}{self.output_size}) floats, got {tuple(y.shape)}")
+        if y.shape[0] != batch:
+            raise ValueError(f"{name}: cond has batch {batch} but {what} has batch {y.shape[0]}")
 
     def _head(self, out: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         y = self.head(self.dropout(out))
@@ -132,27 +147,31 @@ class ConditionalGenerator(nn.Module):
         return mean, F.softplus(raw) + 1e-6
 
     def forward(self, cond: Tensor, y_in: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        name = type(self).__name__
-        if self.is_token:
-            if y_in.dim() != 2:
-                raise ValueError(f"{name}: y_in must be (B, T) token ids, got shape {tuple(y_in.shape)}")
-            assert self.vocab_size is not None  # is_token
-            check_token_ids(name, "y_in", y_in, self.vocab_size)
-        elif y_in.dim() != 3 or y_in.shape[-1] != self.output_size:
-            raise ValueError(f"{name}: y_in must be (B, T, {self.output_size}) floats, got {tuple(y_in.shape)}")
-        if y_in.shape[0] != cond.shape[0]:
-            raise ValueError(f"{name}: cond has batch {cond.shape[0]} but y_in has batch {y_in.shape[0]}")
+        self._check_targets(y_in, True, cond.shape[0], "y_in")
         c = self.encode_condition(cond)
         out, _ = self.rnn(self._inputs(y_in, c), self.initial_state(c))  # (B, T, H)
         return self._head(out)
 
-    # --- decoding -------------------------------------------------------------------------------------------
+    # --- streaming and decoding -----------------------------------------------------------------------------
+    def init_state(self, batch_size: int, cond: Tensor) -> dict[str, Any]:
+        """The state before the first step for ``cond`` (``(B,)`` class ids or ``(B, cond_size)``, ``B =
+        batch_size``): ``{"cond": (B, C) encoded condition, "hidden": the decoder's state}``."""
+        if cond.shape[:1] != (batch_size,):
+            raise ValueError(f"{type(self).__name__}: cond must have batch_size={batch_size} rows, "
+                             f"got shape {tuple(cond.shape)}")  # fmt: skip
+        c = self.encode_condition(cond)
+        return {"cond": c, "hidden": self.initial_state(c)}
+
+    def step(self, y_t: Tensor, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Streaming: the input step ``y_t`` (``(B,)`` ids or ``(B, F)`` floats) -> (this step's output of
+        :meth:`forward`, the next state), from :meth:`init_state`'s state."""
+        self._check_targets(y_t, False, state["cond"].shape[0], "y_t")
+        return self.decode_step(y_t, state)
+
     def decode_step(self, previous: Tensor, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """``previous`` ``(B,)`` ids or ``(B, F)`` values -> (logits / head output for the next step, state)."""
-        x = self._inputs(previous.unsqueeze(1), state["cond"])
-        out, hidden = self.rnn.step(x.squeeze(1), state["hidden"])  # (B, H)
-        y = self._head(out)
-        return y, {"cond": state["cond"], "hidden": hidden}
+        """``previous`` ``(B,)`` ids or ``(B, F)`` values (checked by the caller) -> (head output, state)."""
+        out, hidden = self.rnn.step(self._inputs(previous, state["cond"]), state["hidden"])  # (B, H)
+        return self._head(out), {"cond": state["cond"], "hidden": hidden}
 
     @staticmethod
     def reorder_state(state: dict[str, Any], index: Tensor) -> dict[str, Any]:
@@ -178,9 +197,9 @@ class ConditionalGenerator(nn.Module):
         Real values: ``"greedy"`` feeds back the mean, ``"sample"`` draws from the Gaussian head; returns
         ``(values (B, max_len, F), lengths (B,))`` (all ``max_len``: real outputs have no end token).
         """
-        c = self.encode_condition(cond)
-        state = {"cond": c, "hidden": self.initial_state(c)}
-        B = c.shape[0]
+        B = cond.shape[0]
+        state = self.init_state(B, cond)
+        c = state["cond"]
         if self.is_token:
             start = torch.full((B,), self.bos_id, dtype=torch.long, device=c.device)
             if beam_size > 1:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqforge.layers.attention import ATTENTION_KINDS, length_mask, make_attention
-from seqforge.layers.recurrent import CellSpec, make_recurrent
+from seqforge.layers.spec import RecurrentSpec, SpecLike
 from seqforge.models.common import SequenceEncoder, StateBridge, check_token_ids
 from seqforge.models.decoding import beam_search, sample_decode, select_rows
 
@@ -34,7 +34,9 @@ class Seq2Seq(nn.Module):
         src_vocab_size, tgt_vocab_size: vocabulary sizes; ``pad_id``/``bos_id``/``eos_id`` special ids.
         attention: ``"additive" | "dot" | "general" | "multihead" | "none"``.
         bridge: ``"linear"`` (learned map from the encoder's final state) or ``"zero"`` initial state.
-        encoder_bidirectional: read the source both ways (default ``True``).
+        rnn: one :class:`~seqforge.layers.spec.RecurrentSpec` (or a mapping of its keys) for the encoder and
+            the decoder; its ``bidirectional`` (default ``True`` here) is the encoder's, the decoder reads left
+            to right.
 
     ``forward(src, src_lengths, tgt_in, teacher_forcing_ratio=1.0)`` returns ``(logits, attn)``:
     ``logits`` ``(B, T, tgt_vocab_size)``, ``attn`` ``(B, T, S)`` (``None`` without attention).
@@ -43,7 +45,7 @@ class Seq2Seq(nn.Module):
 
         >>> import torch
         >>> from seqforge.models import Seq2Seq
-        >>> net = Seq2Seq(12, 12, hidden_size=16, embedding_dim=8)
+        >>> net = Seq2Seq(12, 12, rnn={"hidden_size": 16}, embedding_dim=8)
         >>> src, lens = torch.randint(4, 12, (3, 5)), torch.tensor([5, 4, 2])
         >>> tokens, lengths = net.generate(src, lens, beam_size=3, max_len=7)
     """
@@ -56,17 +58,10 @@ class Seq2Seq(nn.Module):
         bos_id: int = 1,
         eos_id: int = 2,
         embedding_dim: int = 64,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        encoder_bidirectional: bool = True,
-        dropout: float = 0.0,
+        rnn: SpecLike = None,
         attention: str = "additive",
         num_heads: int = 4,
         bridge: str = "linear",
-        backend: str = "eager",
-        layer_norm: bool = False,
-        rnn_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -76,19 +71,14 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"{name}: bridge must be 'linear' or 'zero', got {bridge!r}")
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
-        self.hidden_size, self.num_layers = hidden_size, num_layers
+        spec = RecurrentSpec.of(name, rnn, bidirectional=True)
+        hidden_size = spec.hidden_size
+        self.hidden_size, self.num_layers = hidden_size, spec.num_layers
         self.attention_kind = attention
-        self.encoder = SequenceEncoder(
-            None, src_vocab_size, embedding_dim, cell, hidden_size, num_layers, encoder_bidirectional, dropout,
-            backend, layer_norm, pad_id, owner=name, rnn_options=rnn_options,
-        )  # fmt: skip
+        self.encoder = SequenceEncoder(None, src_vocab_size, embedding_dim, spec, pad_id, owner=name)
         enc_size = self.encoder.output_size
         feeding = attention != "none"
-        decoder = make_recurrent(
-            cell, embedding_dim + (hidden_size if feeding else 0), hidden_size, num_layers=num_layers,
-            dropout=dropout if num_layers > 1 else 0.0, batch_first=True, backend=backend, layer_norm=layer_norm,
-            **(rnn_options or {}),
-        )  # fmt: skip
+        decoder = spec.build(embedding_dim + (hidden_size if feeding else 0), bidirectional=False, owner=name)
         self.bridge = StateBridge(enc_size, decoder) if bridge == "linear" else None  # (registration order kept)
         self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_dim, padding_idx=pad_id)
         self.decoder = decoder
@@ -96,7 +86,7 @@ class Seq2Seq(nn.Module):
             self.memory_proj = nn.Linear(enc_size, hidden_size)
             self.attention = make_attention(attention, hidden_size, hidden_size, num_heads=num_heads)
             self.combine = nn.Linear(2 * hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(spec.dropout)
         self.out = nn.Linear(hidden_size, tgt_vocab_size)
 
     # --- encoding -----------------------------------------------------------------------------------------

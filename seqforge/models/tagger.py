@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from seqforge.cells.base import State
 from seqforge.layers.crf import CRF
-from seqforge.layers.recurrent import CellSpec
+from seqforge.layers.spec import RecurrentSpec, SpecLike
 from seqforge.models.common import SequenceEncoder
 
 
 class SequenceTagger(nn.Module):
-    """Recurrent encoder (bidirectional by default) and a per-step linear head.
+    """Recurrent encoder (``rnn``, a :class:`~seqforge.layers.spec.RecurrentSpec`, bidirectional unless it
+    says ``bidirectional: false``) and a per-step linear head.
 
     ``forward(x, lengths)`` with ``x`` ``(B, T)`` token ids (``vocab_size``) or ``(B, T, input_size)``
     floats returns logits ``(B, T, num_classes)``; the logits of padded steps are the head's bias (the
@@ -27,7 +26,7 @@ class SequenceTagger(nn.Module):
 
         >>> import torch
         >>> from seqforge.models import SequenceTagger
-        >>> net = SequenceTagger(num_classes=5, vocab_size=10, hidden_size=8)
+        >>> net = SequenceTagger(num_classes=5, vocab_size=10, rnn={"hidden_size": 8})
         >>> net(torch.randint(1, 10, (2, 6)), torch.tensor([6, 4])).shape
         torch.Size([2, 6, 5])
     """
@@ -38,23 +37,15 @@ class SequenceTagger(nn.Module):
         input_size: int | None = None,
         vocab_size: int | None = None,
         embedding_dim: int = 64,
-        cell: CellSpec = "lstm",
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        bidirectional: bool = True,
-        dropout: float = 0.0,
-        backend: str = "eager",
-        layer_norm: bool = False,
+        rnn: SpecLike = None,
         pad_id: int = 0,
-        rnn_options: dict[str, Any] | None = None,
         crf: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.encoder = SequenceEncoder(
-            input_size, vocab_size, embedding_dim, cell, hidden_size, num_layers, bidirectional, dropout,
-            backend, layer_norm, pad_id, owner=type(self).__name__, rnn_options=rnn_options,
-        )  # fmt: skip
+        name = type(self).__name__
+        spec = RecurrentSpec.of(name, rnn, bidirectional=True)
+        self.encoder = SequenceEncoder(input_size, vocab_size, embedding_dim, spec, pad_id, owner=name)
         self.head = nn.Linear(self.encoder.output_size, num_classes)
         self.crf = CRF(num_classes) if crf else None
 

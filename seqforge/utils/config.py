@@ -230,6 +230,9 @@ def check_node(path: str, node: DictConfig) -> None:
             if takes_any:
                 continue
             close = difflib.get_close_matches(str(key), list(params), n=1)
+            nested = [f"{name}.{key}" for name in params
+                      if isinstance(node.get(name), DictConfig) and key in node[name]]  # fmt: skip
+            close = nested or close  # a key that moved into a nested node (model.net.hidden_size -> rnn.hidden_size)
             hint = f"; did you mean '{close[0]}'?" if close else f"; accepted: {sorted(params)}"
             raise ConfigError(f"config '{path}.{key}': unknown key for {target_name}{hint}")
         if OmegaConf.is_missing(node, key) or key not in hints:

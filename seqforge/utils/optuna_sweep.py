@@ -89,7 +89,7 @@ def search_space(params: dict[str, Any], arguments: Sequence[str]) -> tuple[dict
 
     Args:
         params: ``hydra.sweeper.params`` (key: sweep expression or plain value).
-        arguments: the command line's overrides; a sweep expression there (``model.net.cell=choice(lstm,gru)``)
+        arguments: the command line's overrides; a sweep expression there (``model.net.rnn.cell=choice(lstm,gru)``)
             joins the search space and replaces a ``params`` entry of the same key.
     Returns:
         ``({key: distribution}, [fixed override, ...])``, both in the order given.

@@ -1,7 +1,7 @@
 """Cells written the way a user would, outside the package, against the contract of ``seqforge.cells.base``.
 
 Importable as ``helpers.cells.<Cell>`` (``tests/`` on the path), e.g. for
-``model.net.cell={_target_:helpers.cells.PeepholeLSTMCell,_partial_:true}``.
+``model.net.rnn.cell={_target_:helpers.cells.PeepholeLSTMCell,_partial_:true}``.
 """
 
 from __future__ import annotations
