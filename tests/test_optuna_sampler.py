@@ -9,7 +9,6 @@ import pytest
 optuna = pytest.importorskip("optuna")
 
 from seqforge.utils.optuna_sampler import TrialSeededTPESampler, trial_seed  # noqa: E402
-from seqforge.utils.sweep import check_rdb_storage  # noqa: E402
 
 
 def objective(trial) -> float:
@@ -28,10 +27,6 @@ def params_after(url: str, name: str, make_sampler, runs: list[int]) -> list[tup
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
-    try:
-        check_rdb_storage()
-    except RuntimeError as err:
-        pytest.skip(str(err))
     return f"sqlite:///{tmp_path}/optuna.db"
 
 

@@ -17,19 +17,11 @@ import pytest
 import yaml
 from test_train import QUIET, REPO, run_script
 
-from seqforge.utils.sweep import ERROR_FILE, check_rdb_storage, grid_jobs, write_summary
+from seqforge.utils.sweep import ERROR_FILE, PRUNED_FILE, grid_jobs, write_summary
 
 TRAIN = str(REPO / "scripts" / "train.py")
 OPTUNA_ARGS = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", "debug=fdr", *QUIET,
                "model.net.pooling=choice(last,avg)"]
-
-
-def rdb_usable() -> bool:
-    try:
-        check_rdb_storage()
-    except RuntimeError:
-        return False
-    return True
 
 
 def read_trials(sweep_dir: Path) -> list[dict[str, str]]:
@@ -205,8 +197,7 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers_writes_its_summary_and_ex
 def optuna_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """Three seeded TPE trials; ``pooling=avg`` is not a pooling, so the trials that draw it fail."""
     root = tmp_path_factory.mktemp("optuna")
-    storage = [] if rdb_usable() else ["hydra.sweeper.storage=null"]
-    return root, run_script([*OPTUNA_ARGS, "hydra.sweeper.n_trials=3", *storage], root)
+    return root, run_script([*OPTUNA_ARGS, "hydra.sweeper.n_trials=3"], root)
 
 
 def test_optuna_sweep_records_every_trial_and_survives_a_failed_one(optuna_sweep) -> None:
@@ -225,7 +216,6 @@ def test_optuna_sweep_records_every_trial_and_survives_a_failed_one(optuna_sweep
     assert best["best_params"]["model.net.pooling"] == "last"
 
 
-@pytest.mark.skipif(not rdb_usable(), reason="optuna 2.x cannot use SQLAlchemy 2.x: pip install 'sqlalchemy<2'")
 def test_optuna_sweep_resumes_from_its_storage_file(optuna_sweep) -> None:
     import optuna
 
@@ -245,7 +235,6 @@ def test_optuna_sweep_resumes_from_its_storage_file(optuna_sweep) -> None:
 
 
 @pytest.mark.slow  # about 70 s under load; the fast suite has the resume above and tests/test_optuna_sampler.py
-@pytest.mark.skipif(not rdb_usable(), reason="optuna 2.x cannot use SQLAlchemy 2.x: pip install 'sqlalchemy<2'")
 def test_optuna_sweep_of_three_trials_resumed_to_six_has_six_distinct_parameter_sets(tmp_path: Path) -> None:
     """Before the trial-seeded sampler, the resumed trials 3-5 repeated trials 0-2 (seeded TPE, 8 startup)."""
     import optuna
@@ -266,7 +255,6 @@ def test_optuna_sweep_of_three_trials_resumed_to_six_has_six_distinct_parameter_
 
 
 @pytest.mark.slow  # an interrupted and a resumed Optuna sweep: 40 to 90 s depending on load
-@pytest.mark.skipif(not rdb_usable(), reason="optuna 2.x cannot use SQLAlchemy 2.x: pip install 'sqlalchemy<2'")
 def test_sigterm_in_an_optuna_trial_stops_the_study_and_a_resume_goes_on_with_new_trials(tmp_path: Path) -> None:
     import optuna
 
@@ -292,3 +280,163 @@ def test_sigterm_in_an_optuna_trial_stops_the_study_and_a_resume_goes_on_with_ne
     assert [t.state.name for t in trials] == ["RUNNING", "COMPLETE", "COMPLETE"]
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 3
     assert sorted(row["status"] for row in read_trials(sweep_dir)) == ["completed", "completed", "interrupted"]
+
+
+def test_summary_lists_a_pruned_trial_with_its_reason(tmp_path: Path) -> None:
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=0"]))
+    (tmp_path / "0" / PRUNED_FILE).write_text("TrialPruned: trial 0 pruned after epoch 1: val/acc=0.5\n")
+    rows = read_trials(write_summary(tmp_path).parent)
+    assert [(r["job"], r["status"], r["error"]) for r in rows] == [
+        ("0", "pruned", "TrialPruned: trial 0 pruned after epoch 1: val/acc=0.5")]
+
+
+def test_search_space_maps_hydra_sweeps_to_optuna_distributions_and_keeps_the_fixed_overrides() -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from seqforge.utils.optuna_sweep import search_space
+
+    params = {"lr": "tag(log, interval(0.001, 0.1))", "width": "choice(32, 64)", "layers": "int(interval(1, 4))",
+              "k": "range(1, 10, 3)", "p": "range(0.1, 0.35, 0.1)", "dropout": 0.5}
+    space, fixed = search_space(params, ["width=choice(16,'a b')", "+experiment=parity_gru", "seed=3"])
+    p = space.pop("p")
+    assert isinstance(p, FloatDistribution) and (p.low, p.high, p.step) == (0.1, 0.3, 0.1)
+    assert space == {"lr": FloatDistribution(0.001, 0.1, log=True), "width": CategoricalDistribution((16, "a b")),
+                     "layers": IntDistribution(1, 4), "k": IntDistribution(1, 7, step=3)}
+    assert fixed == ["dropout=0.5", "+experiment=parity_gru", "seed=3"]  # the command line replaced params' width
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("glob(*)", "Glob is not supported"),
+    ("choice([1,2],3)", r"choices must be None, bool, int, float or str, got \[\[1, 2\]\]"),
+    ("tag(log, range(1, 10, 3))", "step"),
+    ("range(5, 1)", "is empty"),
+])
+def test_search_space_refuses_what_optuna_cannot_draw_naming_the_key(expression: str, message: str) -> None:
+    from seqforge.utils.optuna_sweep import search_space
+
+    with pytest.raises(ValueError, match=rf"search space 'model.net.rnn.cell': .*{message}"):
+        search_space({"model.net.rnn.cell": expression}, [])
+
+
+def test_drawn_values_become_overrides_that_parse_back_to_the_same_values() -> None:
+    import optuna
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from seqforge.utils.optuna_sweep import search_space, trial_overrides
+
+    space, fixed = search_space({"name": "choice('a b', 'x=y', \"it's\")", "lr": "interval(0.1, 0.2)"}, ["seed=1"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask(space)
+        overrides = trial_overrides(trial, fixed)
+        parsed = {o.get_key_element(): o.value() for o in OverridesParser.create().parse_overrides(overrides)}
+        assert parsed == {"seed": 1, **trial.params}
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"direction": "max"}, r"hydra.sweeper.direction: expected one of \('minimize', 'maximize'\), got 'max'"),
+    ({"n_trials": 0}, "hydra.sweeper.n_trials: expected an int >= 1, got 0"),
+    ({"n_jobs": 1.5}, "hydra.sweeper.n_jobs: expected an int >= 1, got 1.5"),
+    ({"max_failure_rate": 2}, r"hydra.sweeper.max_failure_rate: expected a number in \[0, 1\], got 2"),
+])
+def test_bad_sweeper_settings_are_refused_by_name_before_any_trial(setting: dict, message: str) -> None:
+    from omegaconf import OmegaConf
+
+    from seqforge.utils.optuna_sweep import run_study
+
+    settings = {"direction": "maximize", "study_name": None, "storage": None, "n_trials": 1, "n_jobs": 1,
+                "max_failure_rate": 0.0, "sampler": None, "params": {"lr": "interval(0.1, 0.2)"}, "plots": False,
+                **setting}
+    with pytest.raises(ValueError, match=message):
+        run_study(None, OmegaConf.create({"hydra": {"sweep": {"dir": "unused"}}}), [], **settings)
+
+
+def test_optuna_sweep_saves_its_results_and_plots(optuna_sweep) -> None:
+    root, result = optuna_sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(root)
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    statuses = [row["status"] for row in read_trials(sweep_dir)]
+    assert best["trials"] == {"COMPLETE": statuses.count("completed"), "FAIL": statuses.count("failed")}
+    assert best["direction"] == "maximize" and best["study_name"] == "parity_gru"
+    for name in ("optimization_history.png", "param_importances.png"):
+        data = (sweep_dir / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
+
+
+TINY_FIT = ["callbacks.early_stopping=null", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+            "+trainer.limit_test_batches=1"]
+
+
+def test_pruner_stops_trials_from_their_validation_metric_and_the_study_records_them_pruned(tmp_path: Path) -> None:
+    """Real pruning through ``-m hparams_search=optuna``: a threshold no accuracy reaches prunes every trial
+    that validates past its warm-up epoch (max_epochs=3); the 1-epoch trials complete."""
+    import optuna
+
+    pruner = "callbacks.optuna_pruning.pruner"
+    args = [TRAIN, "-m", "+experiment=parity_gru", "hparams_search=optuna", *QUIET, *TINY_FIT,
+            "hydra.sweeper.n_trials=4", "trainer.max_epochs=choice(1,3)",
+            f"{pruner}._target_=optuna.pruners.ThresholdPruner", f"~{pruner}.n_startup_trials", f"+{pruner}.lower=2.0",
+            f"{pruner}.n_warmup_steps=1"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    trials = optuna.load_study(study_name="parity_gru", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    epochs = [t.params["trainer.max_epochs"] for t in trials]
+    assert sorted(set(epochs)) == [1, 3]  # both kinds drawn (the sampler is seeded)
+    for trial in trials:
+        if trial.params["trainer.max_epochs"] == 3:
+            assert trial.state.name == "PRUNED" and sorted(trial.intermediate_values) == [0, 1]
+        else:
+            assert trial.state.name == "COMPLETE" and sorted(trial.intermediate_values) == [0]
+    rows = {row["job"].rsplit("_", 1)[1]: row for row in read_trials(sweep_dir)}
+    for trial in trials:
+        row = rows[str(trial.number)]  # job num = trial number
+        assert row["status"] == {"PRUNED": "pruned", "COMPLETE": "completed"}[trial.state.name]
+        if trial.state.name == "PRUNED":
+            assert row["error"].startswith(f"TrialPruned: trial {trial.number} pruned after epoch 1: val/acc=")
+            assert row["test/acc"] == ""  # a pruned trial skips its test stage
+        else:
+            assert float(row["test/acc"]) >= 0
+
+
+def test_a_sweep_direction_against_the_monitors_mode_fails_its_trials_naming_both(tmp_path: Path) -> None:
+    args = [TRAIN, "-m", "+experiment=parity_gru", "hparams_search=optuna", "debug=fdr", *QUIET,
+            "hydra.sweeper.n_trials=1", "hydra.sweeper.direction=minimize"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 1 and "no trial of study 'parity_gru' completed" in result.stderr, result.stderr[-3000:]
+    (row,) = read_trials(only_sweep_dir(tmp_path))
+    assert row["status"] == "failed"
+    assert "the study 'parity_gru' is to minimize, but the monitor val/acc has mode 'max'" in row["error"]
+
+
+def test_hydra_discovers_the_sweeper_plugin_without_importing_optuna_or_torch() -> None:
+    """Hydra imports every plugin module at its scan: ours must not pull in the sweep extra or torch."""
+    code = ("import sys; from hydra.core.plugins import Plugins; from hydra.plugins.sweeper import Sweeper; "
+            "print([f'{c.__module__}.{c.__name__}' for c in Plugins.instance().discover(Sweeper)]); "
+            "print(sorted({'optuna', 'torch', 'seqforge'} & set(sys.modules)))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    plugins, imported = result.stdout.splitlines()
+    assert "'hydra_plugins.seqforge_optuna_sweeper.optuna_sweeper.OptunaSweeper'" in plugins
+    assert imported == "[]"
+
+
+@pytest.mark.slow  # joblib starts worker processes: about a minute under load
+def test_optuna_sweep_through_the_joblib_launcher_reports_from_the_workers_and_names_jobs_by_trial(
+    tmp_path: Path,
+) -> None:
+    import optuna
+
+    args = [TRAIN, "-m", "+experiment=parity_gru", "hparams_search=optuna", *QUIET, *TINY_FIT, "trainer.max_epochs=2",
+            "hydra/launcher=parallel", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=4"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep_dir = only_sweep_dir(tmp_path)
+    trials = optuna.load_study(study_name="parity_gru", storage=f"sqlite:///{sweep_dir}/optuna.db").trials
+    assert [(t.state.name, sorted(t.intermediate_values)) for t in trials] == [("COMPLETE", [0, 1])] * 4
+    rows = read_trials(sweep_dir)
+    assert sorted(row["job"].rsplit("_", 1)[1] for row in rows) == ["0", "1", "2", "3"]
+    assert [row["status"] for row in rows] == ["completed"] * 4

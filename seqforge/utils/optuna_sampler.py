@@ -49,6 +49,9 @@ class TrialSeededTPESampler(BaseSampler):
             self._samplers[trial.number] = TPESampler(seed=trial_seed(self.seed, trial.number), **self.tpe_kwargs)
         return self._samplers[trial.number]
 
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self._for(trial).infer_relative_search_space(study, trial)
 

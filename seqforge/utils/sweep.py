@@ -6,6 +6,8 @@ its overrides, and every float metric of its ``metrics.json``. The status is
 
 - ``completed``: the job wrote ``metrics.json`` with status ``completed``;
 - ``failed``: the job raised; its full traceback is in ``<job folder>/error.txt``;
+- ``pruned``: an Optuna trial stopped by its pruner (``optuna.TrialPruned``; the reason in
+  ``<job folder>/pruned.txt`` and in the ``error`` column);
 - ``interrupted``: the job started but the sweep ended inside it (SIGTERM, Ctrl-C); an interrupt in the
   test stage keeps the fit's metrics and ``metrics.json``'s status as its error;
 - ``not run``: a grid job the sweep never started because it ended early.
@@ -13,7 +15,8 @@ its overrides, and every float metric of its ``metrics.json``. The status is
 The summary is written when the sweep finishes and also when it ends early: a failed grid job (Hydra's
 basic sweeper raises once all jobs ran, so the sweep still exits non-zero) or an interrupt, which stops
 the sweep before the next job starts. A process killed outright (SIGKILL) leaves no summary. Optuna
-sweeps also keep ``optuna.db`` (the study, resumable) and the sweeper's ``optimization_results.yaml``.
+sweeps also keep ``optuna.db`` (the study, resumable), ``optimization_results.yaml`` and the plots
+(``seqforge.utils.optuna_sweep``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import json
 import logging
 import os
 import signal
-import tempfile
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "trials.csv"
 ERROR_FILE = "error.txt"
+PRUNED_FILE = "pruned.txt"
 BASIC_SWEEPER = f"{BasicSweeper.__module__}.{BasicSweeper.__name__}"
 
 
@@ -112,6 +116,9 @@ def collect_jobs(sweep_dir: Path, planned: list[list[str]] | None = None) -> lis
         if error_file.is_file():
             row["status"] = "failed"
             row["error"] = error_file.read_text(encoding="utf-8").splitlines()[0]
+        elif (job_dir / PRUNED_FILE).is_file():
+            row["status"] = "pruned"
+            row["error"] = (job_dir / PRUNED_FILE).read_text(encoding="utf-8").strip()
         rows.append(row)
     for num, overrides in enumerate(planned or []):
         if tuple(overrides) not in started:
@@ -135,7 +142,8 @@ def write_summary(sweep_dir: Path, planned: list[list[str]] | None = None) -> Pa
 
 class SweepSummary(Callback):
     """Create the sweep folder up front (Optuna's sqlite storage lives there), keep each failed job's
-    traceback in its folder, and write ``trials.csv`` when the sweep ends, normally or not."""
+    traceback (a pruned trial's reason) in its folder, and write ``trials.csv`` when the sweep ends,
+    normally or not."""
 
     def __init__(self) -> None:
         self.sweep_dir: Path | None = None
@@ -146,9 +154,6 @@ class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_dir = Path(config.hydra.sweep.dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        storage = config.hydra.sweeper.get("storage")
-        if isinstance(storage, str) and storage.startswith("sqlite"):
-            check_rdb_storage()
         self.planned = grid_jobs(config)
         self.pid = os.getpid()
         self.previous_sigterm_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
@@ -158,11 +163,16 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if job_return.status != JobStatus.FAILED or config.hydra.mode != RunMode.MULTIRUN:
             return  # a single run prints its traceback (and a refused one leaves no folder to write into)
+        output_dir = Path(config.hydra.runtime.output_dir)
         try:
             _ = job_return.return_value  # re-raises the job's exception
         except Exception as error:
+            optuna = sys.modules.get("optuna")  # a job can only raise TrialPruned if optuna was imported
+            if optuna is not None and isinstance(error, optuna.TrialPruned):
+                (output_dir / PRUNED_FILE).write_text(error_line(error) + "\n", encoding="utf-8")
+                return
             text = error_line(error) + "\n\n" + "".join(traceback.format_exception(error))
-            (Path(config.hydra.runtime.output_dir) / ERROR_FILE).write_text(text, encoding="utf-8")
+            (output_dir / ERROR_FILE).write_text(text, encoding="utf-8")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         atexit.unregister(self.summarize_early_end)
@@ -177,17 +187,3 @@ class SweepSummary(Callback):
         path = write_summary(self.sweep_dir, self.planned)
         log.warning(f"Sweep ended early; summary: {path}")
 
-
-def check_rdb_storage() -> None:
-    """Fail early and clearly when this optuna cannot use an SQL storage (optuna 2.x with SQLAlchemy 2.x)."""
-    import optuna  # the sweep extra: not needed by single runs, which import this module too
-
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            optuna.storages.RDBStorage(f"sqlite:///{folder}/check.db")
-    except Exception as err:
-        raise RuntimeError(
-            f"optuna {optuna.__version__} cannot open an sqlite study storage here ({type(err).__name__}); "
-            "optuna 2.x needs SQLAlchemy < 2: pip install 'sqlalchemy<2' 'alembic<1.14', or sweep without a "
-            "storage file: hydra.sweeper.storage=null"
-        ) from None
