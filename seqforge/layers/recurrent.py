@@ -137,8 +137,10 @@ class Recurrent(nn.Module):
         self.cell_name = cell_name(cell)
         first = build_cell(cell, input_size, hidden_size, **cell_kwargs)
         self.output_size: int = output_size(first)  # width of h per direction (the cells' output_size)
-        sizes = [input_size if k < self.num_directions else self.output_size * self.num_directions
-                 for k in range(num_layers * self.num_directions)]  # fmt: skip
+        # a cell reading Δt as its last input feature gets it at every layer (see seqforge.layers.loop)
+        self.time_gaps = getattr(first, "time_gaps", False) is True
+        deeper = self.output_size * self.num_directions + int(self.time_gaps)
+        sizes = [input_size if k < self.num_directions else deeper for k in range(num_layers * self.num_directions)]
         self.cells = nn.ModuleList([first, *(build_cell(cell, size, hidden_size, **cell_kwargs) for size in sizes[1:])])
         self.state_is_tensor = self._check_cells(sizes)
         self._loops = _RunnerCache()
