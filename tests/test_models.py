@@ -288,7 +288,7 @@ def test_docstring_examples_run(module):
         lambda o: seqforge.models.Forecaster(horizon=2, rnn={"hidden_size": 4, **o}, strategy="autoregressive"),
     ],
 )
-def test_rnn_options_reach_every_recurrent_layer(build):
+def test_regularizer_keys_of_the_spec_reach_every_recurrent_layer(build):
     net = build({"recurrent_dropout": 0.25, "zoneout": 0.1})
     layers = [m for m in net.modules() if isinstance(m, seqforge.layers.RecurrentBase)]
     assert layers and all(m.recurrent_dropout == 0.25 and m.zoneout == 0.1 for m in layers)

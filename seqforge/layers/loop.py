@@ -37,8 +37,10 @@ from seqforge.layers.masks import reverse_index, reverse_time, select_valid, tim
 class LayerLoop(nn.Module):
     """Runs ``runners`` (``num_layers * num_directions`` of them) as a stacked, optionally bidirectional layer.
 
-    ``forward(x (T, B, I), hx [(L*D, B, ...)], lengths, training, dropout, recurrent_dropout, zoneout)``
-    returns ``(output (T, B, D*H) zero on padding, [final (L*D, B, ...)])``.
+    ``forward(x (T, B, I), hx [(L*D, B, ...)], lengths, training, dropout, recurrent_dropout, zoneout, masks)``
+    returns ``(output (T, B, D*H) zero on padding, [final (L*D, B, ...)])``. ``masks`` (one per runner) are
+    recurrent-dropout masks drawn beforehand (a decoder's steps share one draw, see ``Recurrent.step``);
+    without them the loop draws its own when ``training and recurrent_dropout > 0``.
     """
 
     def __init__(self, runners: Sequence[nn.Module], num_directions: int, time_gaps: bool = False) -> None:
@@ -56,6 +58,7 @@ class LayerLoop(nn.Module):
         dropout: float,
         recurrent_dropout: float,
         zoneout: float,
+        masks: list[Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         valid: Tensor | None = None
         index: Tensor | None = None
@@ -84,8 +87,10 @@ class LayerLoop(nn.Module):
                     inp = torch.cat([inp[:, :, :-1], gaps_reversed], 2)
             state = [s[k] for s in hx]
             mask: Tensor | None = None
-            if training and recurrent_dropout > 0.0:
-                mask = torch.bernoulli(torch.full_like(state[0], 1.0 - recurrent_dropout)) / (1.0 - recurrent_dropout)
+            if masks is not None:
+                mask = masks[k]
+            elif training and recurrent_dropout > 0.0:
+                mask = recurrent_mask(state[0], recurrent_dropout)
             h_all, final = runner(inp, state, lengths, valid, mask, training, zoneout)
             for j in range(len(final)):
                 finals[j].append(final[j])
@@ -98,6 +103,11 @@ class LayerLoop(nn.Module):
                     layer_input = F.dropout(layer_input, dropout, training)
                 outs = []
         return layer_input, [torch.stack(f) for f in finals]
+
+
+def recurrent_mask(like: Tensor, p: float) -> Tensor:
+    """A variational recurrent-dropout mask shaped as ``like`` (a ``(B, ...)`` state): kept units ``1 / (1 - p)``."""
+    return torch.bernoulli(torch.full_like(like, 1.0 - p)) / (1.0 - p)
 
 
 def reverse_gaps(gaps: Tensor, lengths: Tensor | None) -> Tensor:
@@ -185,7 +195,8 @@ RunnerFactory = Callable[[nn.Module, bool], nn.Module]
 
 
 def run_backend(module: Any, key: str, runner: RunnerFactory, x: Tensor, hx: tuple[Tensor, ...],
-                lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
+                lengths: Tensor | None, masks: list[Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
     """Run ``module``'s :class:`LayerLoop` with one ``runner(cell, state_is_tensor)`` per cell (built once per
     ``key`` and cached on the module). What every backend but ``cudnn`` calls."""
     loop = module._loops.get(key)
@@ -194,5 +205,5 @@ def run_backend(module: Any, key: str, runner: RunnerFactory, x: Tensor, hx: tup
                                               module.num_directions, module.time_gaps)  # fmt: skip
     loop.train(module.training)
     out, finals = loop(x, list(hx), lengths, module.training, module.dropout, module.recurrent_dropout,
-                       module.zoneout)  # fmt: skip
+                       module.zoneout, masks)  # fmt: skip
     return out, tuple(finals)

@@ -156,8 +156,9 @@ class Forecaster(nn.Module):
             return self._params(self.head(summary).view(B, self.horizon, self.num_params))
         last = history[..., 0].gather(1, self._lengths(history, lengths).unsqueeze(1) - 1)  # (B, 1)
         hidden, value, outs = self.bridge(summary), last, []
+        masks = self.decoder.recurrent_masks(B)  # one recurrent-dropout draw for the whole horizon
         for _ in range(self.horizon):
-            out, hidden = self.decoder.step(value, hidden)  # (B, H)
+            out, hidden = self.decoder.step(value, hidden, masks)  # (B, H)
             step = self._params(self.head(out))  # (B, P)
             outs.append(step)
             value = self.point(step.unsqueeze(1))  # (B, 1)
