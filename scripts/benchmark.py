@@ -144,6 +144,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=20, help="timed calls per measurement (median reported)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is robust on a shared machine)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="CPU timing: wall time or the process's CPU time (steadier on a shared machine)")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--note", default="", help="a line recorded in the report (e.g. the CUDA test summary)")
     return p.parse_args()
@@ -165,8 +167,10 @@ def parse_sizes(entries: list[str] | None, device: str) -> list[tuple[int, int, 
 Case = tuple[Callable[[Any], None], Callable[[], Any]]  # (timed fn, untimed prepare whose result fn receives)
 
 
-def time_once(fn: Callable[[Any], None], prepare: Callable[[], Any], cuda: bool) -> float:
-    """Wall time of one ``fn(prepare())`` in ms (CUDA events on CUDA, ``perf_counter`` on CPU)."""
+def time_once(fn: Callable[[Any], None], prepare: Callable[[], Any], cuda: bool, clock: str = "wall") -> float:
+    """Time of one ``fn(prepare())`` in ms: CUDA events on CUDA; on CPU ``perf_counter`` (``clock="wall"``) or
+    the process's CPU time (``clock="cpu"``, ``process_time``: on a shared machine it leaves out the time other
+    processes hold the core, which wall time charges to whichever call was running)."""
     arg = prepare()
     if cuda:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -176,12 +180,14 @@ def time_once(fn: Callable[[Any], None], prepare: Callable[[], Any], cuda: bool)
         end.record()
         torch.cuda.synchronize()
         return start.elapsed_time(end)
-    t0 = time.perf_counter()
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    t0 = now()
     fn(arg)
-    return (time.perf_counter() - t0) * 1e3
+    return (now() - t0) * 1e3
 
 
-def interleaved_medians(cases: dict[str, Case], runs: int, warmup: int, cuda: bool) -> dict[str, float]:
+def interleaved_medians(cases: dict[str, Case], runs: int, warmup: int, cuda: bool, clock: str = "wall"
+                        ) -> dict[str, float]:  # fmt: skip
     """Median ms of each case; the timed calls of all cases alternate, so load changes hit them alike."""
     for fn, prepare in cases.values():
         for _ in range(warmup):
@@ -189,7 +195,7 @@ def interleaved_medians(cases: dict[str, Case], runs: int, warmup: int, cuda: bo
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
         for name, (fn, prepare) in cases.items():
-            times[name].append(time_once(fn, prepare, cuda))
+            times[name].append(time_once(fn, prepare, cuda, clock))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -227,12 +233,13 @@ def time_backends(cell: str, size: tuple[int, int, int, bool], device: str, prec
             continue
         for kind, case in backend_cases(layer, x, precision, inference).items():
             cases[f"{backend}/{kind}"] = case
-    medians = interleaved_medians(cases, args.runs, args.warmup, device == "cuda")
+    medians = interleaved_medians(cases, args.runs, args.warmup, device == "cuda", args.clock)
     rows: dict[str, dict[str, Any]] = {}
     for name, ms in medians.items():
         backend, kind = name.split("/")
+        label = "native" if backend == "cudnn" and device == "cpu" else backend  # torch's kernels on CPU
         row = rows.setdefault(backend, {"cell": cell, "T": steps, "B": batch, "H": hidden, "precision": precision,
-                                        "backend": backend})  # fmt: skip
+                                        "backend": label})  # fmt: skip
         row[kind] = ms
     return list(rows.values())
 
@@ -254,14 +261,26 @@ def parity_checks(device: str, backends: list[str]) -> list[dict[str, Any]]:
                     {"backend": backend, "cell": cell, "max_abs_diff": None, "pass": False, "error": repr(err)}
                 )
                 continue
-            checks.append({"backend": backend, "cell": cell, "max_abs_diff": diff, "pass": diff < PARITY_TOL})
+            label = "native" if backend == "cudnn" and device == "cpu" else backend
+            checks.append({"backend": label, "cell": cell, "max_abs_diff": diff, "pass": diff < PARITY_TOL})
     return checks
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads)"
+    return f"{platform.machine()} CPU ({torch.get_num_threads()} threads)"
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -269,8 +288,9 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Recurrent backends on {meta['device_name']}",
         "",
-        f"torch {meta['torch']}, cuDNN {meta['cudnn']}, {meta['runs']} timed runs (median, ms), "
-        f"warm-up {meta['warmup']}, command: `{meta['command']}`",
+        f"torch {meta['torch']}, cuDNN {meta['cudnn']}, {meta['runs']} timed runs (median, ms, "
+        f"{meta.get('clock', 'wall')} clock), warm-up {meta['warmup']}, CPU model {meta.get('cpu_model', '?')} "
+        f"({meta['cpus']} cores), command: `{meta['command']}`",
         "",
         "fwd+bwd is a training step; ratios compare fwd+bwd (forward alone for inference sizes) with the same",
         "configuration's eager backend, torch.nn reference (for ln_lstm: torch.nn's plain LSTM, `torch.nn-plain`)",
@@ -349,6 +369,8 @@ def main() -> None:
             "load_before": load_before,
             "load_after": round(os.getloadavg()[0], 2),
             "cpus": os.cpu_count(),
+            "cpu_model": cpu_model(),
+            "clock": args.clock if args.device == "cpu" else "cuda events",
             "note": args.note,
         },
         "timings": timings,

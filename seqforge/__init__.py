@@ -34,6 +34,10 @@ def __getattr__(name: str) -> Any:
         from seqforge.exporting import export
 
         return export
+    if name == "quantize":  # the module is seqforge.quantizing, so that this name stays the function
+        from seqforge.quantizing import quantize
+
+        return quantize
     raise AttributeError(f"module 'seqforge' has no attribute {name!r}")
 
 
@@ -58,4 +62,5 @@ __all__ = [
     "export",
     "load_from_checkpoint",
     "make_recurrent",
+    "quantize",
 ]

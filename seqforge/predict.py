@@ -36,6 +36,7 @@ from seqforge.data.base import read_lines
 from seqforge.data.series import read_csv_column
 from seqforge.data.ucr import read_ts
 from seqforge.data.vocab import Vocabulary, detokenize, tokenize
+from seqforge.tasks.forecasting import write_panel_forecasts
 from seqforge.utils.config import ConfigError, PredictSchema, check_top_level
 
 log = logging.getLogger(__name__)
@@ -346,6 +347,13 @@ def predict_from_config(cfg: DictConfig) -> list[Prediction]:
     if cfg.seed is not None:
         L.seed_everything(cfg.seed)
     task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))
+    if hasattr(task.datamodule, "forecast_inputs"):  # many series (PanelDataModule): a forecast CSV and plots
+        if cfg.input_file is None or cfg.output_file is None:
+            raise ConfigError("config 'input_file'/'output_file': a forecaster over many series forecasts a table: "
+                              "input_file=TABLE.csv output_file=FORECASTS.csv (plots go to FORECASTS_plots/)")
+        output = Path(cfg.output_file)
+        write_panel_forecasts(task, output, cfg.input_file, plot_folder=output.with_name(f"{output.stem}_plots"))
+        return []
     inputs = [str(cfg.input)] if cfg.input is not None else read_inputs(cfg.input_file, task, cfg.input_column)
     outputs = predict(task, inputs, max_len=cfg.max_len, temperature=cfg.temperature, num_samples=cfg.num_samples,
                       batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress)  # fmt: skip

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train import QUIET, REPO, run_script
+from test_train import QUIET, REPO, run_script, shrink
 from torch import Tensor, nn
 
 import seqforge
 from seqforge.checkpoint import load_from_checkpoint
-from seqforge.exporting import EXAMPLE_STEPS, ExportGraph, example_inputs, export_from_config
-from seqforge.models import Seq2Seq, SequenceClassifier
+from seqforge.exporting import EXAMPLE_STEPS, ExportGraph, example_inputs, export_from_config, step_graphs
+from seqforge.models import ConditionalGenerator, Seq2Seq, SequenceClassifier
 from seqforge.train import train
 from seqforge.utils.config import ConfigError, compose_config
 
@@ -143,7 +143,8 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     class Trained(dict):
         def __missing__(self, experiment: str) -> str:
             out = tmp_path_factory.mktemp(experiment)
-            metrics = train(compose_config("train", [f"+experiment={experiment}", "debug=fdr", *QUIET], out))
+            overrides = [f"+experiment={experiment}", "debug=fdr", *QUIET, *shrink(experiment, out / "data")]
+            metrics = train(compose_config("train", overrides, out))
             self[experiment] = metrics["best_ckpt_path"]
             return self[experiment]
 
@@ -190,9 +191,19 @@ def test_exported_model_matches_eager_and_runs_without_seqforge(experiment: str,
     if "vocab" in dm_state:
         assert meta["vocab"]["itos"] == task.datamodule.vocab.itos
 
+    # a length outside [1, T]: that row comes out NaN in ONNX (no assertion operator), the others are unchanged
+    bad = lengths.clone()
+    bad[1], bad[2] = 0, x.shape[1] + 1
+    got_bad = run_without_seqforge(onnx_path, x, bad)
+    assert np.isnan(got_bad[1:3]).all() and not np.isnan(got_bad[[0, 3, 4]]).any()
+    torch.testing.assert_close(torch.from_numpy(got_bad[[0, 3, 4]]), want[[0, 3, 4]], atol=TOL, rtol=0)
+    assert "NaN" in meta["inputs"][1]["out_of_range"]
+
     pt2_path = seqforge.export(task, tmp_path / "model.pt2", format="pt2")
     program = torch.export.load(str(pt2_path)).module()
     torch.testing.assert_close(program(x, lengths), want, atol=TOL, rtol=0)
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T\]"):  # pt2 keeps the check
+        program(x, bad)
     x1, lengths1 = example_inputs(task.net, batch=1, steps=EXAMPLE_STEPS + 2, seed=8)  # batch of one, longer
     torch.testing.assert_close(program(x1, lengths1), eager(x1, lengths1).detach(), atol=TOL, rtol=0)
 
@@ -205,9 +216,8 @@ def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
         seqforge.export(task, tmp_path / "missing" / "m.onnx")
     with pytest.raises(ValueError, match=r"ends in \.json"):
         seqforge.export(task, tmp_path / "m.json")
-    seq2seq = Seq2Seq(src_vocab_size=8, tgt_vocab_size=8, rnn={"hidden_size": 4})
-    with pytest.raises(ValueError, match=r"task_or_net is a Seq2Seq; exported as one graph are SequenceClassifier"):
-        seqforge.export(seq2seq, tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"task_or_net is a Linear; exported are SequenceClassifier, .*Seq2Seq"):
+        seqforge.export(nn.Linear(2, 3), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
 
 
@@ -238,3 +248,157 @@ def test_torchscript_format_loads_with_the_same_numbers_or_says_what_to_use(tmp_
         return
     x, lengths = example_inputs(net, batch=4, steps=9, seed=5)
     torch.testing.assert_close(torch.jit.load(str(path))(x, lengths), net(x, lengths), atol=TOL, rtol=0)
+
+
+# ------------------------------------------------------------------ seq2seq and conditional generation
+GREEDY_ORT = r'''
+import importlib.util, json, sys
+sys.path[:] = [p for p in sys.argv[3].split("|")] + [p for p in sys.path if "site-packages" not in p]
+assert importlib.util.find_spec("seqforge") is None, "seqforge is importable in the consumer"
+import numpy as np, onnxruntime
+meta, data = json.load(open(sys.argv[2])), np.load(sys.argv[1])
+folder = sys.argv[2].rsplit("/", 1)[0]
+sessions = {k: onnxruntime.InferenceSession(f"{folder}/{g['file']}", providers=["CPUExecutionProvider"])
+            for k, g in meta["graphs"].items()}
+encoder, step, decode = sessions["encoder"], sessions["decoder_step"], meta["decode"]
+feeds = {i["name"]: data[i["name"]] for i in meta["graphs"]["encoder"]["inputs"]}
+state = dict(zip([o["name"] for o in meta["graphs"]["encoder"]["outputs"]], encoder.run(None, feeds)))
+outputs = [o["name"] for o in meta["graphs"]["decoder_step"]["outputs"]]
+batch, max_len = len(next(iter(feeds.values()))), int(data["max_len"])
+token = decode["eos_id"] is not None
+previous = np.full(batch, decode["start"], dtype=np.int64) if token else np.zeros_like(data["zeros"])
+finished, lengths, out = np.zeros(batch, dtype=bool), np.zeros(batch, dtype=np.int64), []
+for _ in range(max_len):
+    names = [i["name"] for i in meta["graphs"]["decoder_step"]["inputs"]][1:]
+    result = dict(zip(outputs, step.run(None, {"previous": previous, **{n: state[n] for n in names}})))
+    for produced, carried in decode["carry"].items():
+        state[carried] = result[produced]
+    if not token:
+        previous = result["mean"]
+        out.append(previous)
+        continue
+    previous = np.where(finished, decode["pad_id"], result["logits"].argmax(-1)).astype(np.int64)
+    lengths += ~finished
+    out.append(previous)
+    finished |= previous == decode["eos_id"]
+    if finished.all():
+        break
+np.save(sys.argv[1].replace(".npz", ".out.npy"), np.stack(out, 1))
+np.save(sys.argv[1].replace(".npz", ".lengths.npy"), lengths)
+'''
+
+
+def greedy_without_seqforge(meta_path: Path, max_len: int, **inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy loop over the exported ONNX graphs in ``python -I -S`` (numpy and onnxruntime only)."""
+    data = meta_path.with_suffix(".npz")
+    np.savez(data, max_len=max_len, **inputs)
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", GREEDY_ORT, str(data), str(meta_path),
+                             _site_packages("onnxruntime", "numpy")], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return np.load(meta_path.with_suffix(".out.npy")), np.load(meta_path.with_suffix(".lengths.npy"))
+
+
+def graph_names(meta: dict, graph: str) -> list[str]:
+    return [o["name"] for o in meta["graphs"][graph]["outputs"]]
+
+
+def scrambled(net: nn.Module, seed: int = 0) -> nn.Module:
+    """``net`` with weights ``N(0, 0.6^2)``: outputs that depend on the input, ends at mixed steps."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.6)
+    return net.eval()
+
+
+def _decoders() -> list:
+    return [
+        pytest.param(lambda: Seq2Seq(10, 11, embedding_dim=8, rnn={"hidden_size": 16, "num_layers": 2}),
+                     id="seq2seq-lstm-additive"),  # fmt: skip
+        pytest.param(lambda: ConditionalGenerator(vocab_size=10, num_conditions=4, rnn={"hidden_size": 16}),
+                     id="generator-tokens"),  # fmt: skip
+        pytest.param(lambda: Seq2Seq(10, 11, embedding_dim=8, attention="none", rnn={"hidden_size": 16, "cell": "gru"}),
+                     id="seq2seq-gru-no-attention", marks=pytest.mark.slow),  # fmt: skip
+        pytest.param(lambda: ConditionalGenerator(output_size=2, cond_size=3, output_head="gaussian",
+                                                  rnn={"hidden_size": 8, "cell": "gru"}), id="generator-values",
+                     marks=pytest.mark.slow),  # fmt: skip
+    ]
+
+
+@pytest.mark.parametrize("build", _decoders())
+def test_decoder_graphs_greedy_loop_equals_the_models_own_greedy(build, tmp_path: Path) -> None:
+    net = scrambled(build())
+    max_len = 12
+    if isinstance(net, Seq2Seq):
+        gen = torch.Generator().manual_seed(5)  # not the export example's batch
+        inputs = {"src": torch.randint(3, 10, (6, 9), generator=gen), "src_lengths": torch.tensor([9, 1, 4, 7, 2, 5])}
+        want, want_lengths = net.greedy(inputs["src"], inputs["src_lengths"], max_len=max_len)
+    else:
+        cond = torch.tensor([0, 1, 2, 3, 1, 0]) if net.is_token else torch.randn(6, 3)
+        inputs = {"cond": cond}
+        want, want_lengths = net.generate(cond, max_len=max_len)
+    if want.dtype == torch.long:
+        assert len(set(want_lengths.tolist())) > 1 and int(want_lengths.max()) == max_len  # ends early and not
+
+    graph = seqforge.export(net, tmp_path / "model.onnx", format="onnx")
+    assert graph == tmp_path / "model.encoder.onnx" and (tmp_path / "model.decoder_step.onnx").exists()
+    meta_path = tmp_path / "model.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["net"] == type(net).__name__ and set(meta["graphs"]) == {"encoder", "decoder_step"}
+    extra = {} if want.dtype == torch.long else {"zeros": np.zeros((6, net.output_size), dtype=np.float32)}
+    got, got_lengths = greedy_without_seqforge(meta_path, max_len, **{k: v.numpy() for k, v in inputs.items()},
+                                               **extra)  # fmt: skip
+    if want.dtype == torch.long:
+        assert np.array_equal(got, want.numpy()) and np.array_equal(got_lengths, want_lengths.numpy())
+    else:
+        torch.testing.assert_close(torch.from_numpy(got), want, atol=TOL, rtol=0)
+
+    if isinstance(net, Seq2Seq):  # a source length outside [1, S]: NaN in that row's state, the others unchanged
+        session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+        good = session.run(None, {k: v.numpy() for k, v in inputs.items()})
+        bad = session.run(None, {"src": inputs["src"].numpy(), "src_lengths": np.array([9, 0, 10, 7, 2, 5])})
+        for name, g, b in zip(graph_names(meta, "encoder"), good, bad):
+            rows = (slice(None), [1, 2]) if name in ("h", "c") else [1, 2]
+            keep = (slice(None), [0, 3, 4, 5]) if name in ("h", "c") else [0, 3, 4, 5]
+            assert name == "mask" or np.isnan(b[rows]).all()
+            np.testing.assert_allclose(b[keep], g[keep], atol=TOL, rtol=0)
+
+    seqforge.export(net, tmp_path / "model.pt2", format="pt2")
+    encoder = torch.export.load(str(tmp_path / "model.encoder.pt2")).module()
+    step = torch.export.load(str(tmp_path / "model.decoder_step.pt2")).module()
+    graphs = step_graphs(net)
+    state = list(encoder(*inputs.values()))
+    names, carried = graphs.state, graphs.carried
+    previous = graphs.previous[:1].expand(6, *graphs.previous.shape[1:]).clone()
+    outs = []
+    for _ in range(max_len):
+        result = step(previous, tuple(state))
+        for k, name in enumerate(carried):
+            state[names.index(name)] = result[len(graphs.outputs) + k]
+        previous = result[0].argmax(-1) if previous.dtype == torch.long else result[0]
+        outs.append(previous)
+    pt2 = torch.stack(outs, 1)
+    if want.dtype == torch.long:  # no masking after the end: compare up to each row's end
+        for row, n in enumerate(want_lengths.tolist()):
+            assert torch.equal(pt2[row, :n], want[row, :n])
+    else:
+        torch.testing.assert_close(pt2, want, atol=TOL, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["g2p_cmudict", "ucr_generator"])
+def test_decoder_checkpoint_exports_its_vocabularies_and_max_len(experiment: str, trained, tmp_path: Path) -> None:
+    task = trained[experiment]
+    graph = seqforge.export(task, tmp_path / "model.onnx", format="onnx")
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert graph.name == meta["graphs"]["encoder"]["file"] == "model.encoder.onnx"
+    dm_state = task.datamodule.state_dict()
+    for key in ("classes", "mean", "std", "scaler"):
+        assert meta.get(key) == dm_state.get(key)
+    vocabs = [name for name in ("vocab", "src_vocab", "tgt_vocab") if getattr(task.datamodule, name, None)]
+    for name in vocabs:
+        vocab = getattr(task.datamodule, name)
+        assert meta[name]["itos"] == vocab.itos and meta[name]["eos_id"] == vocab.eos_id
+    assert vocabs or "classes" in meta
+    assert meta["decode"]["max_len"] > 0

@@ -172,7 +172,8 @@ def test_export_survives_jit_save_load(cell: str, layer_norm: bool):
     x, lengths, hx = parity_inputs(layer)
     ref = outputs_and_grads(layer, x, lengths, hx)
     xg = x.clone().requires_grad_()
-    out, states = loaded(xg, list(hx), lengths)
+    out, finals = loaded(xg, hx if len(hx) == 2 else hx[0], lengths)  # torch's signature: (h, c) or h
+    states = list(finals) if isinstance(finals, tuple) else [finals]
     assert_close([out, *states], ref[: 1 + len(hx)])
     weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
     loss = (out * weight).sum() + sum((s * (k + 2)).sum() for k, s in enumerate(states))
@@ -185,11 +186,11 @@ def test_export_in_training_mode_draws_the_same_masks_and_rejects_zoneout():
     scripted_layer = export_torchscript(layer)
     x, lengths, hx = parity_inputs(layer)
     torch.manual_seed(11)
-    out, _ = scripted_layer(x, list(hx), lengths)
+    out, _ = scripted_layer(x, hx[0], lengths)
     torch.manual_seed(11)
     ref, _ = layer(x, hx[0], lengths=lengths)
     assert_close([out], [ref])
-    with pytest.raises(ValueError, match="LSTM with zoneout=0.1 cannot be exported"):
+    with pytest.raises(ValueError, match="LSTM: zoneout=0.1 has no TorchScript loop; .* export_torchscript need"):
         export_torchscript(seqforge.LSTM(3, 5, zoneout=0.1))
 
 
@@ -224,11 +225,12 @@ def test_auto_records_and_logs_its_choice_once(caplog: pytest.LogCaptureFixture)
         for layer in (plain, normed, zoned, plain):
             out, _ = layer.eval()(x)  # eval: zoneout is deterministic
             assert torch.equal(out, get_backend(layer.backend_used).forward(layer, x, _zeros(layer, 2), None)[0])
-    assert (plain.backend_used, normed.backend_used, zoned.backend_used) == ("cudnn", "script", "eager")
+    # torch's kernels are called "native" on CPU (issue 18: "cudnn" only where cuDNN runs them)
+    assert (plain.backend_used, normed.backend_used, zoned.backend_used) == ("native", "script", "eager")
     assert dropped.backend_used == "script"
     assert choose_backend(zoned) == "eager"
     assert [r.getMessage() for r in caplog.records] == [
-        "LSTM(backend='auto') runs backend 'cudnn'",
+        "LSTM(backend='auto') runs backend 'native'",
         "GRU(backend='auto') runs backend 'script'",
         "LSTM(backend='auto') runs backend 'eager'",
         "GRU(backend='auto') runs backend 'script'",
@@ -239,6 +241,28 @@ def test_auto_records_and_logs_its_choice_once(caplog: pytest.LogCaptureFixture)
         plain(x)
     assert plain.backend_used == "eager"
     assert [r.getMessage() for r in caplog.records] == ["LSTM(backend='auto') runs backend 'eager'"]
+
+
+def test_torch_kernels_are_called_native_on_cpu(caplog: pytest.LogCaptureFixture):
+    """Issue 18: on CPU torch's kernels are "native" (not "cudnn") in backend_used, the reason, the log and
+    what train() writes to metrics.json; "native" is also accepted as the backend's name."""
+    from seqforge.train import backend_used
+
+    chosen = seqforge.LSTM(3, 5, backend="cudnn")
+    assert chosen.backend == "cudnn" and chosen.backend_used == "native"
+    with caplog.at_level(logging.INFO, logger="seqforge.fused.backends"):
+        auto = seqforge.GRU(3, 5, num_layers=2, backend="auto")
+    assert auto.backend_used == "native" and auto.backend_reason == "built-in cell; native supports these options"
+    assert [r.getMessage() for r in caplog.records] == ["GRU(backend='auto') runs backend 'native'"]
+    assert backend_used(nn.Sequential(chosen, nn.Linear(5, 1))) == "native"
+    named = seqforge.GRU(3, 5, num_layers=2, backend="native")
+    named.load_state_dict(auto.state_dict())
+    x = torch.randn(4, 2, 3)
+    assert named.backend_used == "native" and torch.equal(named(x)[0], auto(x)[0])
+    with pytest.raises(ValueError, match=r"GRU\(backend='native'\): layer_norm=True is not supported"):
+        seqforge.GRU(3, 5, backend="native", layer_norm=True)
+    with pytest.raises(ValueError, match=r"LSTM\(backend='cudnn'\): layer_norm=True is not supported"):
+        seqforge.LSTM(3, 5, backend="cudnn", layer_norm=True)
 
 
 def _zeros(layer, batch: int) -> tuple[torch.Tensor, ...]:
@@ -289,7 +313,7 @@ def test_benchmark_script_writes_results(tmp_path: Path):
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, str(root / "scripts" / "benchmark.py"), "--device", "cpu", "--cells", "lstm", "ln_lstm",
            "--backends", "eager", "script", "torch.nn", "--sizes", "4,2,8", "4,1,8,inference", "--runs", "2",
-           "--warmup", "1", "--out-dir", str(tmp_path)]  # fmt: skip
+           "--warmup", "1", "--clock", "cpu", "--out-dir", str(tmp_path)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, cwd=root, timeout=120)
     (json_file,) = tmp_path.glob("cpu-*.json")
     report = json.loads(json_file.read_text())
@@ -300,6 +324,7 @@ def test_benchmark_script_writes_results(tmp_path: Path):
     assert all(set(r) & {"backward", "both"} == set() for r in report["timings"] if r["B"] == 1)
     assert report["parity"] and all(c["pass"] for c in report["parity"])
     assert set(report["fusion"]) == {"lstm", "gru", "ln_lstm"}
+    assert report["meta"]["clock"] == "cpu" and report["meta"]["cpu_model"]  # the machine is named
     assert "| ln_lstm | 4 | 2 | 8 | fp32 | script |" in json_file.with_suffix(".md").read_text()
 
 

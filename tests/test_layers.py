@@ -350,3 +350,59 @@ def test_backend_can_be_switched_after_construction_and_is_checked():
     with pytest.raises(ValueError, match="backend: expected one of"):
         layer.backend = "nope"
     assert layer.backend == "eager" and layer.backend_used == "eager"
+
+
+# ---------------------------------------------------------------------------------------------- export with proj_size
+class _ProjectedLSTM(nn.Module):
+    """A 2-layer bidirectional projected LSTM with lengths as ``(x, lengths) -> (output, h_n, c_n)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm = seqforge.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=2)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, (h_n, c_n) = self.lstm(x, lengths=lengths)
+        return out, h_n, c_n
+
+
+def _mixed(batch: int, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch whose lengths include ``steps`` and 1."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, steps + 1, (batch,), generator=gen)
+    lengths[0] = steps
+    lengths[-1] = 1
+    return torch.randn(batch, steps, 3, generator=gen), lengths
+
+
+_EXPORT_SHAPES = [(1, 3), (7, 9), (5, 14)]  # (batch, time), none the example's (4, 6)
+_DYNAMIC = {"x": {0: torch.export.Dim("batch"), 1: torch.export.Dim("time")}, "lengths": {0: torch.export.Dim("batch")}}
+
+
+def test_torch_export_of_projected_bilstm_with_lengths_matches_eager_at_other_shapes():
+    """Issue 12: ``torch.export`` of a 2-layer bidirectional LSTM with ``lengths`` and ``proj_size``, run at batch
+    sizes and lengths other than the example's, equals the eager module within 1e-5 (float32)."""
+    model = _ProjectedLSTM().eval()
+    exported = torch.export.export(model, _mixed(4, 6, seed=0), dynamic_shapes=_DYNAMIC).module()
+    for k, (batch, steps) in enumerate(_EXPORT_SHAPES):
+        x, lengths = _mixed(batch, steps, seed=k + 1)
+        for got, want in zip(exported(x, lengths), model(x, lengths)):
+            assert got.shape == want.shape and got.shape[-1] in (2, 4, 5)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow  # the ONNX export takes about a minute on 2 shared cores
+def test_onnx_of_projected_bilstm_with_lengths_matches_eager_at_other_shapes(tmp_path):
+    """The same round trip through ONNX, checked with onnxruntime (the ``export`` extra)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model = _ProjectedLSTM().eval()
+    path = tmp_path / "projected.onnx"
+    torch.onnx.export(model, _mixed(4, 6, seed=0), str(path), dynamic_shapes=_DYNAMIC, input_names=["x", "lengths"],
+                      output_names=["output", "h_n", "c_n"], verbose=False)  # fmt: skip
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for k, (batch, steps) in enumerate(_EXPORT_SHAPES):
+        x, lengths = _mixed(batch, steps, seed=k + 1)
+        got = session.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})
+        for g, want in zip(got, model(x, lengths)):
+            assert g.shape == tuple(want.shape)
+            torch.testing.assert_close(torch.from_numpy(g), want.detach(), atol=1e-5, rtol=0)

@@ -11,6 +11,8 @@ import copy
 import io
 import math
 import pickle
+import subprocess
+import sys
 import warnings
 from typing import Tuple  # noqa: UP035  (TorchScript reads the user modules' annotations)
 
@@ -684,7 +686,7 @@ def test_cell_omitted_hx_equals_zeros(lib, name):
 
 
 # ---------------------------------------------------------------------------------------------- LSTM projections
-PROJ_LIBS = ["torch", "eager", "cudnn"]  # the script backend refuses proj_size (test below)
+PROJ_LIBS = ["torch", "eager", "script", "cudnn"]
 
 
 @pytest.mark.parametrize("lib", PROJ_LIBS)
@@ -760,15 +762,57 @@ def test_lstm_proj_size_repr_is_torch_s(lib):
     assert text == repr(nn.LSTM(3, 5, num_layers=2, proj_size=2)) == "LSTM(3, 5, proj_size=2, num_layers=2)"
 
 
-def test_script_backend_refuses_proj_size_and_auto_runs_cudnn():
-    with pytest.raises(ValueError, match=r"LSTM\(backend='script'\): proj_size is not supported"):
-        seqforge.LSTM(3, 5, proj_size=2, backend="script")
+def test_auto_runs_proj_size_on_torch_s_kernel_named_native_on_cpu():
+    """seqforge only: every backend that runs built-in cells runs projections, so ``auto`` keeps its rule
+    (torch's kernel, called "native" on CPU), and falls back to ``script`` where the options need it."""
     auto = seqforge.LSTM(3, 5, proj_size=2, backend="auto", dtype=torch.float64)
     ref = nn.LSTM(3, 5, proj_size=2, dtype=torch.float64)
     auto.load_state_dict(ref.state_dict())
     x = torch.randn(4, 2, 3, dtype=torch.float64)
     close(states(auto(x)), states(ref(x)))
-    assert auto.backend_used == "cudnn"
+    assert auto.backend_used == "native" and "native supports these options" in auto.backend_reason
+    normed = seqforge.LSTM(3, 5, proj_size=2, backend="auto", layer_norm=True)
+    assert normed.backend_used == "script"
+
+
+@pytest.mark.parametrize("lengths", [None, [6, 3, 1, 5]])
+def test_script_proj_size_bidirectional_with_lengths_equals_torch_with_gradients(lengths):
+    """seqforge only (torch takes lengths packed): the hand-written loops with projections, 2 layers, both
+    directions, against torch.nn on the packed batch in float64, outputs, states and every gradient."""
+    ref, ours = twin("script", "LSTM", 3, 5, num_layers=2, bidirectional=True, proj_size=2, batch_first=True)
+    x = torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
+    hx = (torch.randn(4, 4, 2, dtype=torch.float64), torch.randn(4, 4, 5, dtype=torch.float64))
+    lens = None if lengths is None else torch.tensor(lengths)
+    got = states(ours(x, hx, lengths=lens))
+    if lens is None:
+        want = states(ref(x, hx))
+    else:
+        packed = pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False)
+        out, state = ref(packed, hx)
+        want = [pad_packed_sequence(out, batch_first=True, total_length=6)[0], *state]
+    close(got, want)
+    weights = [torch.linspace(-1, 1, g.numel(), dtype=g.dtype).view_as(g) for g in got]
+    loss_got = sum((g * w).sum() for g, w in zip(got, weights))
+    loss_want = sum((g * w).sum() for g, w in zip(want, weights))
+    close(list(torch.autograd.grad(loss_got, [x, *ours.parameters()])),
+          list(torch.autograd.grad(loss_want, [x, *ref.parameters()])))  # fmt: skip
+
+
+def test_script_proj_size_passes_gradgradcheck_with_lengths():
+    """Double backward through the script backend with projections (its differentiable backward) and the
+    scripted twin (TorchScript's autograd), float64."""
+    torch.manual_seed(0)
+    m = seqforge.LSTM(2, 3, bidirectional=True, proj_size=2, backend="script", dtype=torch.float64)
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 2])
+
+    def run(x: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
+        out, (h, c) = m(x, lengths=lengths)
+        return out, h, c
+
+    assert torch.autograd.gradgradcheck(run, (x, *m.parameters()))
+    scripted = torch.jit.script(m)
+    assert torch.autograd.gradgradcheck(lambda x, *p: scripted(x, None, lengths)[0], (x, *m.parameters()))
 
 
 def test_lstm_cell_proj_size_is_the_layer_s_step():
@@ -893,22 +937,39 @@ def test_scripted_layer_accepts_lengths_and_unbatched_input(lib):
 @pytest.mark.parametrize("lib", LIBS)
 @pytest.mark.parametrize("mode", MODES)
 def test_trace_runs_at_other_lengths_or_warns(lib, mode):
-    m = layer(lib, mode, 3, 4)
-    example = torch.randn(6, 2, 3)
-    if lib == "torch":  # torch's fused kernel is one op: the trace holds at any length
-        traced = torch.jit.trace(m, example)
-        assert traced(torch.randn(9, 2, 3))[0].shape == (9, 2, 4)
-        return
-    with pytest.warns(torch.jit.TracerWarning, match="exactly this input's number of steps"):
-        torch.jit.trace(m, example, check_trace=False)
+    """torch's fused kernel is one op; seqforge's layers run, while traced, a backend whose loop over time the
+    trace keeps (torch's kernel or the scripted loops), so the trace holds at other lengths and batch sizes."""
+    m = layer(lib, mode, 3, 4, num_layers=2, bidirectional=True, dtype=torch.float64)
+    traced = torch.jit.trace(m, torch.randn(6, 2, 3, dtype=torch.float64), check_trace=False)
+    x = torch.randn(9, 3, 3, dtype=torch.float64)
+    close(states(traced(x)), states(m(x)))
+    assert traced(x)[0].shape == (9, 3, 8)
 
 
-def test_script_refuses_proj_size_and_zoneout_by_name():
-    """seqforge only (torch has no zoneout): options without a TorchScript loop are refused by name."""
-    for options in ({"proj_size": 2}, {"zoneout": 0.1}):
-        m = seqforge.LSTM(3, 4, backend="eager", **options)
-        with pytest.raises(ValueError, match=f"{next(iter(options))}=.* has no TorchScript loop"):
-            torch.jit.script(m)
+def test_trace_of_a_layer_it_cannot_keep_warns_where_users_see_it():
+    """seqforge only (torch has no zoneout): a layer that must run the eager loop warns when traced, under
+    the default warning filters (torch hides library TracerWarnings raised from torch's own frames)."""
+    code = (
+        "import torch, seqforge\n"
+        "m = seqforge.GRU(3, 4, zoneout=0.1).eval()\n"
+        "torch.jit.trace(m, torch.randn(6, 2, 3), check_trace=False)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert "TracerWarning: GRU: torch.jit.trace records the loop over time for exactly this input's number" in (
+        result.stderr
+    )
+    assert "zoneout=0.1 runs in the eager step loop" in result.stderr
+
+
+def test_script_refuses_zoneout_by_name_and_scripts_proj_size():
+    """seqforge only (torch has no zoneout): zoneout has no TorchScript loop and is refused by name; a
+    projected LSTM scripts and gives torch's numbers."""
+    with pytest.raises(ValueError, match="zoneout=0.1 has no TorchScript loop"):
+        torch.jit.script(seqforge.LSTM(3, 4, backend="eager", zoneout=0.1))
+    ref, ours = twin("eager", "LSTM", 3, 5, num_layers=2, bidirectional=True, proj_size=2)
+    scripted = torch.jit.script(ours)
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    close(states(scripted(x)), states(ref(x)))
 
 
 class CellUser(nn.Module):

@@ -1,4 +1,4 @@
-"""The fused backends ``"script"``, ``"compile"``, ``"cudnn"`` and ``"auto"`` (registered on import).
+"""The fused backends ``"script"``, ``"compile"``, ``"cudnn"``/``"native"`` and ``"auto"`` (registered on import).
 
 Each follows the contract of :mod:`seqforge.fused.registry` and runs through the one layer loop of
 :mod:`seqforge.layers.loop` with its own direction runner (``cudnn`` excepted: torch's kernel runs the
@@ -9,8 +9,11 @@ whole stack):
   other cell that ``torch.jit.script`` accepts runs scripted inside a scripted step loop
   (:mod:`seqforge.fused.generic`, TorchScript's autograd). Zoneout is rejected (use ``eager``).
 - ``compile``: the eager step loop with ``torch.compile`` of the cell's step, for any cell; zoneout rejected.
-- ``cudnn``: torch's own multi-layer kernels (``torch._VF.lstm/gru/rnn_tanh/rnn_relu``) on the built-in cells'
-  parameters: cuDNN on CUDA, torch's native kernel on CPU; ``lengths`` go through ``pack_padded_sequence``.
+- ``cudnn`` (also registered as ``native``): torch's own multi-layer kernels
+  (``torch._VF.lstm/gru/rnn_tanh/rnn_relu``) on the built-in cells' parameters: cuDNN on CUDA, torch's native
+  kernel on CPU, so ``backend_used``, the logs and ``metrics.json`` say ``"native"`` on CPU and ``"cudnn"``
+  where cuDNN runs (:func:`seqforge.fused.registry.kernel_name`); ``lengths`` go through
+  ``pack_padded_sequence``.
 - ``auto``: chooses per cell and options (:func:`choose_backend`); the choice is stored in
   ``module.backend_used``, the reason in ``module.backend_reason``, and logged (``logging.INFO``) when it
   changes. With ``SEQFORGE_AUTO_MEASURE=1`` it measures instead: on the first call for a (cell, options,
@@ -28,6 +31,7 @@ import logging
 import os
 import statistics
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -40,7 +44,7 @@ from seqforge.cells.cells import BuiltinCell
 from seqforge.fused import kernels
 from seqforge.fused.function import fused_recurrence, native_lstm_direction, native_lstm_eligible
 from seqforge.fused.generic import check_scriptable, script_cell_loop
-from seqforge.fused.registry import Backend, State, get_backend
+from seqforge.fused.registry import TORCH_KERNELS, Backend, State, get_backend, kernel_name
 from seqforge.layers.loop import StepRunner, contract_step, run_backend
 
 log = logging.getLogger(__name__)
@@ -63,14 +67,8 @@ def _reject(module: Any, backend: str, options: tuple[str, ...]) -> None:
 
 
 def check_script(module: Any) -> None:
-    """Zoneout is per-step state surgery the scripted loops lack, and the hand-written kernels have no LSTM
-    projection (``proj_size``); a non-built-in cell must script."""
+    """Zoneout is per-step state surgery the scripted loops lack; a non-built-in cell must script."""
     _reject(module, "script", ("zoneout",))
-    if any(getattr(cell, "proj_size", 0) for cell in module.cells):
-        raise ValueError(
-            f"{type(module).__name__}(backend='script'): proj_size is not supported by this backend; use "
-            f"backend='eager' or 'cudnn' (or 'auto', which picks a backend that supports it)"
-        )
     if not is_builtin(module):
         check_scriptable(module.cells[0])
 
@@ -81,12 +79,13 @@ def check_compile(module: Any) -> None:
 
 def check_cudnn(module: Any) -> None:
     """torch's kernels run the built-in cells without layer norm, recurrent dropout or zoneout."""
+    name = module.backend if module.backend in TORCH_KERNELS else "cudnn"  # as the user wrote it
     if not is_builtin(module):
         raise ValueError(
-            f"{type(module).__name__}(backend='cudnn'): cell {module.cell_name} is not a built-in cell; torch's "
+            f"{type(module).__name__}(backend={name!r}): cell {module.cell_name} is not a built-in cell; torch's "
             f"kernels run only RNN/LSTM/GRU cells (use 'script', 'compile', 'eager' or 'auto')"
         )
-    _reject(module, "cudnn", ("layer_norm", "recurrent_dropout", "zoneout"))
+    _reject(module, name, ("layer_norm", "recurrent_dropout", "zoneout"))
 
 
 class FusedRunner(nn.Module):
@@ -99,7 +98,7 @@ class FusedRunner(nn.Module):
 
     def forward(self, x: Tensor, state: list[Tensor], lengths: Tensor | None, valid: Tensor | None,
                 mask: Tensor | None, training: bool, zoneout: float) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
-        w = list(self.cell.weights())
+        w = kernels.cell_weights(self.cell)
         mode = self.cell.mode
         assert w[1] is not None  # w_hh
         if native_lstm_eligible(x, w, mode, mask, lengths):
@@ -108,7 +107,8 @@ class FusedRunner(nn.Module):
         c0 = state[1] if mode == "LSTM" else None
         owner = self._owner()
         graphs = bool(getattr(owner, "cuda_graphs", True))
-        states = fused_recurrence(mode, gi, state[0], c0, w[1], b_hh, (w[6], ln_hh_b), (w[8], w[9]), mask, graphs)
+        states = fused_recurrence(mode, gi, state[0], c0, w[1], b_hh, (w[6], ln_hh_b), (w[8], w[9]), mask, graphs,
+                                  w[10])  # fmt: skip
         return states[0], kernels.final_states(states, lengths)
 
 
@@ -197,7 +197,7 @@ def choose(module: Any) -> tuple[str, str]:
             except ValueError as err:
                 reason = str(err)
                 continue
-            return name, f"built-in cell; {name} supports these options"
+            return name, f"built-in cell; {kernel_name(name, module)} supports these options"
         return "eager", reason
     if module.zoneout:
         return "eager", f"zoneout={module.zoneout} runs in the eager step loop"
@@ -208,6 +208,34 @@ def choose(module: Any) -> tuple[str, str]:
     except ValueError as err:
         return "eager", str(err)
     return "script", f"cell {cell_name(module.cells[0])} scripts"
+
+
+def traced_backend(module: Any) -> str:
+    """The backend a layer runs under ``torch.jit.trace``: one whose loop over time the trace keeps, so the
+    traced module is right at any length and batch size.
+
+    Built-in cells without zoneout run torch's kernels (one op) when the options allow, else the ``script``
+    loops (calls of scripted functions, which a trace records as calls): the same function as every backend
+    (float64 parity). Any other layer runs ``eager``, whose Python loop the trace unrolls for the example's
+    number of steps only: a ``torch.jit.TracerWarning`` says so, attributed to the layer's code so that
+    torch's filter of library TracerWarnings does not hide it.
+    """
+    if is_builtin(module) and not module.zoneout:
+        return choose(module)[0]
+    warnings.warn(
+        f"{type(module).__name__}: torch.jit.trace records the loop over time for exactly this input's number "
+        f"of steps ({_untraceable_reason(module)}); the traced module is wrong at any other length (use "
+        f"torch.jit.script, which keeps the loop, or torch.export)",
+        torch.jit.TracerWarning,
+        stacklevel=2,  # the layer's forward (seqforge.layers.recurrent): torch hides TracerWarnings from torch.*
+    )
+    return "eager"
+
+
+def _untraceable_reason(module: Any) -> str:
+    if module.zoneout:
+        return f"zoneout={module.zoneout} runs in the eager step loop"
+    return f"cell {cell_name(module.cells[0])} runs in the eager step loop"
 
 
 def choose_backend(module: Any) -> str:
@@ -302,19 +330,21 @@ def _measured_choice(module: Any, x: Tensor, hx: State, lengths: Tensor | None) 
         _MEASURED[key] = (min(timings, key=timings.__getitem__), timings)
     name, timings = _MEASURED[key]
     module.backend_timings = dict(timings)
-    listed = ", ".join(f"{n} {ms:.2f} ms" for n, ms in timings.items())
+    listed = ", ".join(f"{kernel_name(n, module)} {ms:.2f} ms" for n, ms in timings.items())
     return name, f"measured (median of {MEASURE_CALLS} calls): {listed}"
 
 
 def _record_choice(module: Any, inputs: tuple[Tensor, State, Tensor | None] | None = None) -> str:
     """Choose for ``module`` (measuring on ``inputs`` when enabled), store the choice in
-    ``module.backend_used`` and log it when it changes."""
+    ``module.backend_used`` (torch's kernels by :func:`kernel_name`: ``"native"`` on CPU) and log it when it
+    changes; return the registered name to run."""
     measured = _measured_choice(module, *inputs) if inputs is not None and measuring_enabled() else None
     name, reason = measured if measured is not None else choose(module)
     module.backend_reason = reason
-    if module.backend_used != name:
-        log.info("%s(backend='auto') runs backend %r", type(module).__name__, name)
-        module.backend_used = name
+    used = kernel_name(name, module)
+    if module.backend_used != used:
+        log.info("%s(backend='auto') runs backend %r", type(module).__name__, used)
+        module.backend_used = used
     return name
 
 
@@ -332,4 +362,5 @@ def _check_auto(module: Any) -> None:
 SCRIPT = Backend("script", script_forward, check_script)
 COMPILE = Backend("compile", compile_forward, check_compile)
 CUDNN = Backend("cudnn", cudnn_forward, check_cudnn)
+NATIVE = Backend("native", cudnn_forward, check_cudnn)  # the same kernels under the name they have on CPU
 AUTO = Backend("auto", auto_forward, _check_auto)

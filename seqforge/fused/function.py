@@ -39,8 +39,9 @@ def _call(name: str, args: tuple[Any, ...], graphs: bool) -> list[Tensor]:
 
 
 def _forward_loop(mode: str, args: tuple[Any, ...], save: bool, graphs: bool) -> list[Tensor]:
-    """Dispatch ``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask)`` to the loop of ``mode``."""
-    gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask = args
+    """Dispatch ``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask)`` to the loop of
+    ``mode``."""
+    gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask = args
     if mode == "LSTM":
         return _call("lstm_forward", (*args, save), graphs)
     if mode == "GRU":
@@ -52,11 +53,26 @@ def _sum_bt(x: Tensor) -> Tensor:
     return x.sum((0, 1))
 
 
-class FusedRecurrence(torch.autograd.Function):
-    """``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask) -> (h_all, c_all)`` (LSTM) or ``h_all``.
+def _ln_parameter_grads(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, weight: Tensor | None,
+                        bias: Tensor | None) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
+    """Gradients of a layer norm's gain and shift over all steps, ``sum_{t,b} dy * xhat`` and ``sum dy``, as
+    one native kernel over the ``(T*B, N)`` rows (``None`` for a parameter that is absent)."""
+    if weight is None:
+        return None, None
+    rows = x.flatten(0, 1)
+    _, dweight, dbias = torch.ops.aten.native_layer_norm_backward(
+        dy.flatten(0, 1), rows, [rows.size(-1)], mean.flatten(0, 1), rstd.flatten(0, 1), weight,
+        weight if bias is None else bias, [False, True, bias is not None],  # the kernel reads bias's device only
+    )
+    return dweight, dbias
 
-    ``mask`` (``(B, H)`` or None) is the recurrent-dropout mask applied to ``h`` before ``W_hh``; it gets no
-    gradient.
+
+class FusedRecurrence(torch.autograd.Function):
+    """``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask) -> (h_all, c_all)`` (LSTM) or
+    ``h_all``.
+
+    ``w_hr`` is the LSTM projection (``None`` without ``proj_size``). ``mask`` (``(B, H)`` or None) is the
+    recurrent-dropout mask applied to ``h`` before ``W_hh``; it gets no gradient.
     """
 
     @staticmethod
@@ -73,37 +89,44 @@ class FusedRecurrence(torch.autograd.Function):
         ln_hh_b: Tensor | None,
         ln_c_w: Tensor | None,
         ln_c_b: Tensor | None,
+        w_hr: Tensor | None,
         mask: Tensor | None,
     ) -> Tensor | tuple[Tensor, Tensor]:
-        args = (gi.contiguous(), h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask)
+        args = (gi.contiguous(), h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask)
         out = _forward_loop(mode, args, True, graphs)
         ctx.mode, ctx.graphs = mode, graphs
-        ctx.has = (b_hh is not None, ln_hh_w is not None, ln_c_w is not None)
-        ctx.save_for_backward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, *out)
+        ctx.has_bias = b_hh is not None
+        ctx.set_materialize_grads(False)  # an unused c_all (the usual case) costs no zeros and no adds
+        ctx.save_for_backward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask, *out)
         h_all, c_all = out[0], out[1]
         return (h_all, c_all) if mode == "LSTM" else h_all
 
     @staticmethod
-    def backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, dh_all: Tensor | None, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
+        gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask, *out = ctx.saved_tensors
+        h_all, c_all, saved, tanh_c, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c = out
+        dh_all = torch.zeros_like(h_all) if dh_all is None else dh_all.contiguous()  # None: h_all unused
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient is asked for
             return _differentiable_backward(ctx, dh_all, dc_all)
-        gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, *out = ctx.saved_tensors
-        h_all, c_all, saved, tanh_c, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c = out
         mode, graphs = ctx.mode, ctx.graphs
-        dh_all = dh_all.contiguous()
         ln_hh = (ln_hh_w, raw_hh, mean_hh, rstd_hh)
         args: tuple[Any, ...]
+        dw_hr = None
         if mode == "LSTM":
-            assert dc_all is not None  # autograd materializes the gradient of c_all (zeros when unused)
-            args = (dh_all, dc_all.contiguous(), c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c)
-            dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("lstm_backward", args, graphs)
+            dc = None if dc_all is None else dc_all.contiguous()  # None: c_all was not used
+            args = (dh_all, dc, c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c, w_hr)
+            dgi, dgh_raw, dgh, dcn, dh0, dc0, dh_proj = _call("lstm_backward", args, graphs)
+            if w_hr is not None and ctx.needs_input_grad[11]:
+                hidden = c_all.size(2)
+                h_raw = saved[:, :, 3 * hidden :] * tanh_c  # o * tanh(c): what W_hr multiplied
+                dw_hr = dh_proj.flatten(0, 1).t().mm(h_raw.flatten(0, 1))  # (P, T*B) x (T*B, H)
         elif mode == "GRU":
             args = (dh_all, h0, h_all, saved, w_hh, mask, *ln_hh)
             dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("gru_backward", args, graphs)
         else:
             args = (dh_all, h_all, w_hh, mask, *ln_hh, mode == "RNN_RELU")
             dgi, dgh_raw, dgh, dcn, dh0, dc0 = _call("rnn_backward", args, graphs)
-        has_bias, has_ln_hh, has_ln_c = ctx.has
+        has_bias = ctx.has_bias
         dw_hh = None
         if ctx.needs_input_grad[5]:
             h_prev = torch.cat([h0.unsqueeze(0), h_all[:-1]])  # (T, B, H)
@@ -112,25 +135,23 @@ class FusedRecurrence(torch.autograd.Function):
             # One (G*H, T*B) x (T*B, H) matmul for the recurrent weight gradient of all steps.
             dw_hh = dgh_raw.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
         db_hh = _sum_bt(dgh) if has_bias else None
-        dln_hh_w = _sum_bt(dgh * (raw_hh - mean_hh) * rstd_hh) if has_ln_hh else None  # dgh * xhat
-        dln_hh_b = _sum_bt(dgh) if has_ln_hh else None
-        dln_c_w = _sum_bt(dcn * (c_all - mean_c) * rstd_c) if has_ln_c else None
-        dln_c_b = _sum_bt(dcn) if has_ln_c else None
+        dln_hh_w, dln_hh_b = _ln_parameter_grads(dgh, raw_hh, mean_hh, rstd_hh, ln_hh_w, ln_hh_b)
+        dln_c_w, dln_c_b = _ln_parameter_grads(dcn, c_all, mean_c, rstd_c, ln_c_w, ln_c_b)
         return (None, None, dgi, dh0, dc0 if mode == "LSTM" else None, dw_hh, db_hh, dln_hh_w, dln_hh_b,
-                dln_c_w, dln_c_b, None)  # fmt: skip
+                dln_c_w, dln_c_b, dw_hr, None)  # fmt: skip
 
 
 def _differentiable_backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None) -> tuple[Tensor | None, ...]:
     """The backward as autograd's gradient of the recomputed loop, with a graph (for double backward)."""
-    inputs = list(ctx.saved_tensors[:10])  # gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask
+    inputs = list(ctx.saved_tensors[:11])  # gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask
     wanted = [k for k, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[k + 2]]
     outputs = kernels.kernel_direction(ctx.mode, *inputs)
     grad_outputs = [dh_all]
     if ctx.mode == "LSTM":
-        grad_outputs.append(dc_all if dc_all is not None else torch.zeros_like(dh_all))
+        grad_outputs.append(dc_all if dc_all is not None else torch.zeros_like(outputs[1]))
     grads = torch.autograd.grad(outputs, [inputs[k] for k in wanted], grad_outputs, create_graph=True,
                                 allow_unused=True)  # fmt: skip
-    result: list[Tensor | None] = [None] * 10
+    result: list[Tensor | None] = [None] * 11
     for k, g in zip(wanted, grads):
         result[k] = g
     return (None, None, *result)
@@ -144,19 +165,21 @@ def native_lstm_eligible(
     On CPU torch runs a plain float32 LSTM as one oneDNN kernel for the whole sequence (projection, recurrent
     GEMMs and gates fused, weights packed once), which per-step ATen calls cannot approach on this build
     (``benchmarks/SPEED.md``). Eligible: CPU, LSTM, no layer norm, no recurrent-dropout mask, no ``lengths``
-    (the loops' per-step cell states are needed then), autocast off (the loops' dtype rule is kept).
+    (the loops' per-step cell states are needed then), autocast off (the loops' dtype rule is kept); with or
+    without the projection ``weights[10]``.
     """
     return (x.device.type == "cpu" and mode == "LSTM" and mask is None and lengths is None
-            and all(w is None for w in weights[4:]) and not torch.is_autocast_enabled("cpu"))  # fmt: skip
+            and all(w is None for w in weights[4:10]) and not torch.is_autocast_enabled("cpu"))  # fmt: skip
 
 
 def native_lstm_direction(x: Tensor, weights: list[Tensor | None], h0: Tensor, c0: Tensor
                           ) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
-    """``(h_all (T, B, H), [h_T, c_T])`` of one LSTM direction from ``x (T, B, I)`` through ``torch._VF.lstm``
-    (torch's forward and backward, double backward included; same math and gate order as the loops)."""
-    flat = [w for w in weights[:4] if w is not None]
-    out, h_n, c_n = torch._VF.lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)), flat, len(flat) == 4, 1, 0.0, False,
-                                   False, False)  # fmt: skip
+    """``(h_all (T, B, P or H), [h_T, c_T])`` of one LSTM direction from ``x (T, B, I)`` through
+    ``torch._VF.lstm`` (torch's forward and backward, double backward included; same math and gate order as
+    the loops; torch sees the projection ``weights[10]`` from ``h0`` being narrower than ``c0``)."""
+    flat = [w for w in (*weights[:4], weights[10]) if w is not None]
+    out, h_n, c_n = torch._VF.lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)), flat, weights[2] is not None, 1, 0.0,
+                                   False, False, False)  # fmt: skip
     return out, [h_n[0], c_n[0]]
 
 
@@ -171,18 +194,21 @@ def fused_recurrence(
     ln_cell: tuple[Tensor | None, Tensor | None],
     mask: Tensor | None = None,
     graphs: bool = True,
+    w_hr: Tensor | None = None,
 ) -> list[Tensor]:
-    """Run one direction of one layer; returns ``[h_all]`` or ``[h_all, c_all]``, each ``(T, B, H)``.
+    """Run one direction of one layer; returns ``[h_all]`` or ``[h_all, c_all]``, ``h_all (T, B, P or H)``,
+    ``c_all (T, B, H)``.
 
     Args:
         mode: ``"LSTM"``, ``"GRU"``, ``"RNN_TANH"`` or ``"RNN_RELU"``.
         gi: the input projection ``LN_ih(x W_ih^T) + b_ih`` for all steps, ``(T, B, G*H)``.
-        h0, c0: initial state ``(B, H)`` (``c0`` only for the LSTM).
-        w_hh, b_hh: recurrent weight ``(G*H, H)`` and bias ``(G*H,)`` (or ``None``).
+        h0, c0: initial state ``(B, P or H)`` and ``(B, H)`` (``c0`` only for the LSTM).
+        w_hh, b_hh: recurrent weight ``(G*H, P or H)`` and bias ``(G*H,)`` (or ``None``).
         ln_hh, ln_cell: layer-norm gain and shift of the recurrent projection and of the LSTM cell
             (``(None, None)`` without layer norm).
         mask: recurrent-dropout mask ``(B, H)`` multiplying ``h`` before ``W_hh`` (None: no dropout).
         graphs: allow CUDA-graph capture of the loops (only used on CUDA).
+        w_hr: the LSTM projection ``(P, H)`` (``proj_size = P``), or ``None``.
 
     Under autocast the loops run in ``w_hh``'s dtype (``gi`` is cast to it), autocast disabled.
     """
@@ -191,11 +217,11 @@ def fused_recurrence(
         # The recurrence runs in the parameters' dtype: the carried state would lose too much in bf16/fp16,
         # and the loops need one dtype. The input projection outside stays in the autocast dtype.
         with torch.autocast(device, enabled=False):
-            return fused_recurrence(mode, gi.to(w_hh.dtype), h0, c0, w_hh, b_hh, ln_hh, ln_cell, mask, graphs)
-    tensors = (gi, h0, c0, w_hh, b_hh, *ln_hh, *ln_cell, mask)
+            return fused_recurrence(mode, gi.to(w_hh.dtype), h0, c0, w_hh, b_hh, ln_hh, ln_cell, mask, graphs, w_hr)
+    tensors = (gi, h0, c0, w_hh, b_hh, *ln_hh, *ln_cell, w_hr, mask)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         out = FusedRecurrence.apply(mode, graphs, *tensors)
         return list(out) if isinstance(out, tuple) else [out]
     # Inference: the same forward loop without saving anything for a backward.
-    out = _forward_loop(mode, (gi.contiguous(), h0, c0, w_hh, b_hh, *ln_hh, *ln_cell, mask), False, graphs)
+    out = _forward_loop(mode, (gi.contiguous(), h0, c0, w_hh, b_hh, *ln_hh, *ln_cell, w_hr, mask), False, graphs)
     return out[:2] if mode == "LSTM" else out[:1]

@@ -48,7 +48,7 @@ def loop_fusion_report(mode: str, batch: int, hidden: int, steps: int, device: s
     ln_g = (rand(gates * hidden), rand(gates * hidden)) if layer_norm else (None, None)
     ln_c = (rand(hidden), rand(hidden)) if layer_norm and mode == "LSTM" else (None, None)
     if mode == "LSTM":
-        fwd_name, fwd_args = "lstm_forward", (gi, h0, c0, w_hh, b_hh, *ln_g, *ln_c, None, True)
+        fwd_name, fwd_args = "lstm_forward", (gi, h0, c0, w_hh, b_hh, *ln_g, *ln_c, None, None, True)
     elif mode == "GRU":
         fwd_name, fwd_args = "gru_forward", (gi, h0, w_hh, b_hh, *ln_g, None, True)
     else:
@@ -63,7 +63,7 @@ def loop_fusion_report(mode: str, batch: int, hidden: int, steps: int, device: s
         ln_hh = (ln_g[0], raw, mean, rstd)
         if mode == "LSTM":
             bwd_name = "lstm_backward"
-            bwd_args = (dh, dh, c0, c_all, saved, tanh_c, w_hh, None, *ln_hh, ln_c[0], mean_c, rstd_c)
+            bwd_args = (dh, dh, c0, c_all, saved, tanh_c, w_hh, None, *ln_hh, ln_c[0], mean_c, rstd_c, None)
         elif mode == "GRU":
             bwd_name, bwd_args = "gru_backward", (dh, h0, h_all, saved, w_hh, None, *ln_hh)
         else:

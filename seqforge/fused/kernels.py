@@ -25,6 +25,8 @@ normalized cell (for the cell layer-norm gains). Parameter gradients are reduced
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -49,17 +51,22 @@ def direction_inputs(x: Tensor, weights: list[Tensor | None], mode: str) -> tupl
     return gi, b_hh, ln_hh_b
 
 
+def cell_weights(cell: Any) -> list[Tensor | None]:
+    """A built-in cell's ten weights in torch's order (``cell.weights()``) plus ``weight_hr`` (the LSTM
+    projection, ``None`` without ``proj_size``): the eleven entries every direction runner reads."""
+    return [*cell.weights(), getattr(cell, "weight_hr", None)]
+
+
 def kernel_direction(
     mode: str, gi: Tensor, h0: Tensor, c0: Tensor | None, w_hh: Tensor, b_hh: Tensor | None,
     ln_hh_w: Tensor | None, ln_hh_b: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None,
-    mask: Tensor | None,
+    w_hr: Tensor | None, mask: Tensor | None,
 ) -> list[Tensor]:  # fmt: skip
     """One direction through the forward loop of ``mode``, differentiable by autograd or TorchScript:
-    ``[h_all]`` or ``[h_all, c_all]``, each ``(T, B, H)``."""
+    ``[h_all]`` or ``[h_all, c_all]``, ``h_all (T, B, P or H)``, ``c_all (T, B, H)``."""
     if mode == "LSTM":
         assert c0 is not None
-        out = lstm_forward(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, mask, False)
-        return [out[0], out[1]]
+        return lstm_direction(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask)
     if mode == "GRU":
         return [gru_forward(gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, False)[0]]
     return [rnn_forward(gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", mask, False)[0]]
@@ -144,43 +151,75 @@ def lstm_forward(
     ln_hh_b: Tensor | None,
     ln_c_w: Tensor | None,
     ln_c_b: Tensor | None,
+    w_hr: Tensor | None,
     mask: Tensor | None,
     save: bool,
 ) -> list[Tensor]:
-    """LSTM recurrence. ``gi (T, B, 4H)``, ``h0, c0 (B, H)``, ``w_hh (4H, H)``; returns the list above."""
+    """LSTM recurrence. ``gi (T, B, 4H)``, ``h0 (B, P)``, ``c0 (B, H)``, ``w_hh (4H, P)``; returns the list
+    above. With the projection ``w_hr (P, H)``: ``h' = (o * tanh(c')) W_hr^T``; ``P = H`` without it.
+
+    Runs without autograd (inside :class:`seqforge.fused.function.FusedRecurrence` or for inference): every
+    step writes into preallocated outputs (``out=`` and in-place kernels, :func:`SF.lstm_state_into`), so
+    nothing is stacked afterwards. :func:`kernel_direction` is the differentiable form.
+    """
+    steps, batch, hidden = gi.size(0), gi.size(1), c0.size(1)
     w_hh_t = w_hh.t()
+    w_hr_t = w_hr.t() if w_hr is not None else None
+    kept = steps if save else 1  # the per-step rows the backward needs, else one scratch row
+    h_all = gi.new_empty([steps, batch, h0.size(1)])
+    c_all = gi.new_empty([steps, batch, hidden])
+    gates = gi.new_empty([kept, batch, 4 * hidden])
+    tanh_c = gi.new_empty([kept, batch, hidden])
+    h_raw = gi.new_empty([batch, hidden]) if w_hr_t is not None else _empty(gi)  # o * tanh(c) before W_hr
+    ln_hh = ln_hh_w is not None and ln_hh_b is not None
+    stats = [gi.new_empty([steps, batch, n]) if save and ln_hh else _empty(gi) for n in (4 * hidden, 1, 1)]
+    cell_stats = [gi.new_empty([steps, batch, 1]) if save and ln_c_w is not None else _empty(gi) for _ in range(2)]
+    h, c = h0, c0
+    for t in range(steps):
+        k = t if save else 0
+        pre = gates[k]
+        hm = h if mask is None else h * mask
+        if ln_hh_w is not None and ln_hh_b is not None:
+            raw = torch.mm(hm, w_hh_t, out=stats[0][t]) if save else torch.mm(hm, w_hh_t)
+            normed = SF.layer_norm(raw, ln_hh_w, ln_hh_b)
+            if save:
+                stats[1][t] = normed[1]
+                stats[2][t] = normed[2]
+            torch.add(gi[t], normed[0], out=pre)
+        else:
+            torch.addmm(gi[t], hm, w_hh_t, out=pre)
+            if b_hh is not None:
+                pre += b_hh
+        moments = SF.lstm_state_into(pre, c, c_all[t], tanh_c[k], h_all[t] if w_hr_t is None else h_raw, ln_c_w,
+                                     ln_c_b)  # fmt: skip
+        if save and ln_c_w is not None:
+            cell_stats[0][t] = moments[0]
+            cell_stats[1][t] = moments[1]
+        if w_hr_t is not None:
+            torch.mm(h_raw, w_hr_t, out=h_all[t])
+        h, c = h_all[t], c_all[t]
+    empty = _empty(gi)
+    return [h_all, c_all, gates if save else empty, tanh_c if save else empty, stats[0], stats[1], stats[2],
+            cell_stats[0], cell_stats[1]]  # fmt: skip
+
+
+def lstm_direction(
+    gi: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, b_hh: Tensor | None, ln_hh_w: Tensor | None,
+    ln_hh_b: Tensor | None, ln_c_w: Tensor | None, ln_c_b: Tensor | None, w_hr: Tensor | None, mask: Tensor | None,
+) -> list[Tensor]:  # fmt: skip
+    """The LSTM recurrence of :func:`lstm_forward` through the cells' own step (:func:`SF.project`,
+    :func:`SF.lstm_pointwise`), differentiable by autograd and TorchScript: ``[h_all, c_all]``."""
     h, c = h0, c0
     hs: list[Tensor] = []
     cs: list[Tensor] = []
-    gates: list[list[Tensor]] = [[], [], [], []]
-    tcs: list[Tensor] = []
-    stats: list[list[Tensor]] = [[], [], []]
-    cell_stats: list[list[Tensor]] = [[], []]
     for t in range(gi.size(0)):
-        g = _pre_activation(gi[t], h if mask is None else h * mask, w_hh_t, b_hh, ln_hh_w, ln_hh_b, save, stats)
-        activated = SF.lstm_gates(g)
-        out = SF.lstm_state(activated, c, ln_c_w, ln_c_b)
-        h, c = out[0], out[1]
+        gh = SF.project(h if mask is None else h * mask, w_hh, b_hh, ln_hh_w, ln_hh_b)
+        h, c = SF.lstm_pointwise(gi[t], gh, c, ln_c_w, ln_c_b)
+        if w_hr is not None:
+            h = torch.mm(h, w_hr.t())
         hs.append(h)
         cs.append(c)
-        if save:
-            for k in range(4):
-                gates[k].append(activated[k])
-            tcs.append(out[2])
-            if ln_c_w is not None:
-                cell_stats[0].append(out[3])
-                cell_stats[1].append(out[4])
-    return [
-        torch.stack(hs),
-        torch.stack(cs),
-        _stack_parts(gates, gi),
-        _stack_or_empty(tcs, gi),
-        _stack_or_empty(stats[0], gi),
-        _stack_or_empty(stats[1], gi),
-        _stack_or_empty(stats[2], gi),
-        _stack_or_empty(cell_stats[0], gi),
-        _stack_or_empty(cell_stats[1], gi),
-    ]
+    return [torch.stack(hs), torch.stack(cs)]
 
 
 def gru_forward(
@@ -270,7 +309,7 @@ def _through_ln_hh(dgh: Tensor, ln_hh: list[Tensor], ln_hh_w: Tensor | None, t: 
 
 def lstm_backward(
     dh_all: Tensor,
-    dc_all: Tensor,
+    dc_all: Tensor | None,
     c0: Tensor,
     c_all: Tensor,
     gates: Tensor,
@@ -284,41 +323,49 @@ def lstm_backward(
     ln_c_w: Tensor | None,
     mean_c: Tensor,
     rstd_c: Tensor,
+    w_hr: Tensor | None,
 ) -> list[Tensor]:
-    """Backward of :func:`lstm_forward` through time (one fused pointwise gradient per step)."""
+    """Backward of :func:`lstm_forward` through time. Returns the list above plus ``dh_all`` after the
+    recurrent contributions, ``(T, B, P)`` (for ``dW_hr``; empty without the projection ``w_hr``).
+
+    Per step: the recurrent ``mm``, the layer-norm backwards and a few pointwise kernels that write the gate
+    gradients straight into their rows of the output (``out=`` and in-place), with no per-step ``cat``,
+    copy or temporary of the size of all steps (fresh large buffers cost page faults on CPU).
+    """
     ln_hh = [raw_hh, mean_hh, rstd_hh]
-    steps, batch, hidden = dh_all.shape
+    steps, batch, width = dh_all.shape  # width: P with the projection, else H
     dgates = torch.empty_like(gates)
     dgh_raw = torch.empty_like(gates) if ln_hh_w is not None else dgates  # same tensor without layer norm
-    dcn_all = torch.empty_like(dh_all) if ln_c_w is not None else _empty(dh_all)
-    dh_next = torch.zeros([batch, hidden], dtype=dh_all.dtype, device=dh_all.device)
-    dc_next = torch.zeros_like(dh_next)
+    dcn_all = torch.empty_like(c_all) if ln_c_w is not None else _empty(dh_all)
+    dhp_all = torch.empty_like(dh_all) if w_hr is not None else _empty(dh_all)
+    dh_next = torch.zeros([batch, width], dtype=dh_all.dtype, device=dh_all.device)
+    dc_next = torch.zeros_like(c0)
     for t in range(steps - 1, -1, -1):
         dh = dh_all[t] + dh_next
+        if w_hr is not None:
+            dhp_all[t] = dh
+            dh = torch.mm(dh, w_hr)  # through h = (o * tanh(c)) W_hr^T
         i, f, g, o = gates[t].chunk(4, 1)
+        di, df, dg, do = dgates[t].chunk(4, 1)
         tc = tanh_c[t]
-        dcn = dh * o * (1.0 - tc * tc)
+        dcn = torch.mul(dh, o, out=dcn_all[t]) if ln_c_w is not None else dh * o
+        dcn.addcmul_(dcn, tc * tc, value=-1.0)  # dh * o * (1 - tanh^2)
         if ln_c_w is not None:
-            dcn_all[t] = dcn
             dcn = ln_backward(dcn, c_all[t], mean_c[t], rstd_c[t], ln_c_w)
-        dc = dc_all[t] + dc_next + dcn
+        dc = dcn + dc_next
+        if dc_all is not None:  # None: c_all itself was not used
+            dc += dc_all[t]
         c_prev = c0 if t == 0 else c_all[t - 1]
         dc_next = dc * f
-        dgate = torch.cat(
-            [
-                dc * g * i * (1.0 - i),
-                dc * c_prev * f * (1.0 - f),
-                dc * i * (1.0 - g * g),
-                dh * tc * o * (1.0 - o),
-            ],
-            1,
-        )
-        dgates[t] = dgate
-        draw = _through_ln_hh(dgate, ln_hh, ln_hh_w, t)
+        torch.mul(dc, g, out=di).mul_(i - i * i)  # i = sigmoid(.)
+        torch.mul(dc, c_prev, out=df).mul_(f - f * f)
+        torch.mul(dc, i, out=dg).addcmul_(dg, g * g, value=-1.0)  # g = tanh(.)
+        torch.mul(dh, tc, out=do).mul_(o - o * o)
+        draw = _through_ln_hh(dgates[t], ln_hh, ln_hh_w, t)
         if ln_hh_w is not None:
             dgh_raw[t] = draw
         dh_next = _through_w_hh(draw, w_hh, mask)
-    return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next]
+    return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next, dhp_all]
 
 
 def gru_backward(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
 State = tuple[Tensor, ...]
@@ -61,3 +62,17 @@ def get_backend(name: str) -> Backend:
         return _BACKENDS[name]
     except KeyError:
         raise ValueError(f"backend: expected one of {available_backends()}, got {name!r}") from None
+
+
+TORCH_KERNELS = ("cudnn", "native")  # one backend under two names: torch's own multi-layer kernels
+
+
+def kernel_name(name: str, module: Any) -> str:
+    """The name ``module.backend_used`` records for backend ``name``: torch's kernels (``"cudnn"`` or
+    ``"native"``, one backend) are ``"cudnn"`` where cuDNN runs them (parameters on CUDA, cuDNN available and
+    enabled) and ``"native"`` elsewhere (CPU); any other name is itself."""
+    if name not in TORCH_KERNELS:
+        return name
+    ref = next(module.parameters(), None)
+    on_cudnn = ref is not None and ref.device.type == "cuda" and torch.backends.cudnn.is_available()
+    return "cudnn" if on_cudnn and torch.backends.cudnn.enabled else "native"

@@ -38,7 +38,8 @@ from seqforge.cells.base import (
     state_tensors,
 )
 from seqforge.cells.cells import LayerWeights
-from seqforge.fused.registry import Backend, get_backend, register_backend
+from seqforge.fused.backends import traced_backend
+from seqforge.fused.registry import Backend, get_backend, kernel_name, register_backend
 from seqforge.layers.loop import StepRunner, recurrent_mask, run_backend
 from seqforge.layers.masks import check_length_range
 
@@ -169,7 +170,7 @@ class Recurrent(nn.Module):
     @backend.setter
     def backend(self, name: str) -> None:
         previous = self.__dict__.get("_backend")
-        self._backend, self.backend_used = name, name  # "auto" records its own choice in backend_used
+        self._backend, self.backend_used = name, kernel_name(name, self)  # "auto" records its own choice there
         self.backend_reason = "chosen by the user"
         try:
             get_backend(name).check(self)
@@ -184,7 +185,10 @@ class Recurrent(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> Recurrent:
         self._loops.clear()  # runners (scripted copies, compiled steps) are rebuilt for the new tensors
-        return super()._apply(fn, recurse)
+        result = super()._apply(fn, recurse)
+        if "backend_used" in self.__dict__:  # torch's kernels are named "cudnn" on CUDA, "native" elsewhere
+            self.backend_used = kernel_name(self.backend_used, self)
+        return result
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -210,8 +214,6 @@ class Recurrent(nn.Module):
             ``h_n`` is shaped like ``hx`` and holds each sequence's state after its last valid step (for the
             reverse direction: after step 0).
         """
-        if torch.jit.is_tracing():
-            self._warn_traced()
         packed_input = input if isinstance(input, PackedSequence) else None
         if packed_input is not None:
             if lengths is not None:
@@ -226,6 +228,8 @@ class Recurrent(nn.Module):
         lens = self._check_lengths(lengths, steps, batch, x.device)
         state = self._check_hx(hx, batch, unbatched, x)
         backend = "eager" if torch.compiler.is_exporting() else self.backend  # every backend's numbers, traceable
+        if torch.jit.is_tracing():
+            backend = traced_backend(self)  # a loop over time that the trace keeps, or a warning
         output, final = get_backend(backend).forward(self, x, state, lens)
         if unbatched:
             output, final = output.squeeze(1), tuple(s.squeeze(1) for s in final)
@@ -235,16 +239,6 @@ class Recurrent(nn.Module):
         if packed_input is not None and lens is not None:
             result = _repack_like(output, lens, packed_input, self.batch_first)
         return result, as_state(final, self.state_is_tensor)
-
-    def _warn_traced(self) -> None:
-        """``torch.jit.trace`` records the loop over time for the example's number of steps only: say so."""
-        warnings.warn(
-            f"{type(self).__name__}: torch.jit.trace records the loop over time for exactly this input's number "
-            f"of steps; the traced module is wrong at any other length (use torch.jit.script, which keeps the "
-            f"loop, or torch.export)",
-            torch.jit.TracerWarning,
-            stacklevel=3,
-        )
 
     def step(self, x_t: Tensor, state: State | None = None, masks: list[Tensor] | None = None
              ) -> tuple[Tensor, State]:  # fmt: skip
@@ -574,8 +568,7 @@ class LSTM(RecurrentBase):
         proj_size: if ``> 0``, an LSTM with projections exactly as ``torch.nn.LSTM``: ``h_t = W_{hr}(o_t \odot
             \tanh(c_t))`` with ``weight_hr_l{k}[_reverse] (proj_size, hidden_size)``; ``h`` (outputs and
             ``h_0/h_n``, ``(L*D, B, proj_size)``) is ``proj_size`` wide, ``c`` stays ``hidden_size``; the
-            output is ``D * proj_size`` wide. Runs on ``eager``, ``compile`` and ``cudnn``; ``script`` refuses it
-            and ``auto`` picks ``cudnn``.
+            output is ``D * proj_size`` wide. Runs on every backend.
         layer_norm: normalize the gate pre-activations and the cell state (see :class:`LayerNormLSTMCell`);
             adds ``ln_{ih,hh,cell}_{weight,bias}_l{k}[_reverse]`` parameters.
         recurrent_dropout: variational dropout on ``h_{t-1}`` before ``W_hh`` (Gal & Ghahramani, 2016): one

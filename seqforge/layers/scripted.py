@@ -4,15 +4,16 @@
 ``__prepare_scriptable__``, which returns a :class:`ScriptedLayer` twin with ``torch.nn``'s scripted
 signature (``forward(input, hx=None, lengths=None) -> (output, h_n)`` or ``(output, (h_n, c_n))``): the same
 parameters (same objects, same names), run by the layer loop of :mod:`seqforge.layers.loop` over the fused
-TorchScript loops (:class:`seqforge.fused.export.KernelRunner`, differentiated by TorchScript). Outside
-TorchScript the twin hands the call to the original layer, so the user's eager module keeps every feature
-(``PackedSequence``, backends) after ``torch.jit.script`` has swapped the twin in, as torch does for
-``__prepare_scriptable__``.
+TorchScript loops (:class:`seqforge.fused.export.KernelRunner`, differentiated by TorchScript), projections
+(``proj_size``) included. Outside TorchScript the twin hands the call to the original layer, so the user's
+eager module keeps every feature (``PackedSequence``, backends) after ``torch.jit.script`` has swapped the
+twin in, as torch does for ``__prepare_scriptable__``. :func:`seqforge.fused.export_torchscript` is this
+twin, scripted.
 
 ``torch.jit.trace`` records the loop over time for the example's number of steps only: every layer warns
 (``torch.jit.TracerWarning``) when it is traced; script instead.
 
-Zoneout and ``proj_size`` have no scripted loop and are refused with an error naming the option.
+Zoneout has no scripted loop and is refused with an error naming the option.
 """
 
 
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from seqforge.cells import functional as SF
 from seqforge.fused.export import KernelRunner
+from seqforge.fused.kernels import cell_weights
 from seqforge.layers.loop import LayerLoop
 
 
@@ -31,24 +33,24 @@ class ScriptedLayer(nn.Module):
 
     def __init__(self, layer: Any) -> None:
         super().__init__()
-        name = type(layer).__name__
-        for option in ("zoneout", "proj_size"):
-            if getattr(layer, option, 0):
-                raise ValueError(
-                    f"{name}: {option}={getattr(layer, option)!r} has no TorchScript loop; torch.jit.script and "
-                    f"torch.jit.trace need a layer without it"
-                )
+        if layer.zoneout:
+            raise ValueError(
+                f"{type(layer).__name__}: zoneout={layer.zoneout!r} has no TorchScript loop; torch.jit.script, "
+                f"torch.jit.trace and export_torchscript need a layer without it"
+            )
         self.mode: str = layer.mode
         self.input_size: int = layer.input_size
-        self.hidden_size: int = layer.hidden_size
-        self.num_states: int = len(layer.init_state(1)) if not layer.state_is_tensor else 1
+        # Width of each state: h is proj_size wide with projections, the LSTM's c is hidden_size wide.
+        self.state_sizes: List[int] = [layer.proj_size or layer.hidden_size]  # noqa: UP006
+        if layer.mode == "LSTM":
+            self.state_sizes.append(layer.hidden_size)
         self.num_stacked: int = layer.num_layers * layer.num_directions
         self.dropout: float = layer.dropout
         self.recurrent_dropout: float = layer.recurrent_dropout
         self.batch_first: bool = layer.batch_first
         for pname, param in layer.named_parameters():
             self.register_parameter(pname, param)
-        self.loop = LayerLoop([KernelRunner(layer.mode, list(cell.weights())) for cell in layer.cells],
+        self.loop = LayerLoop([KernelRunner(layer.mode, cell_weights(cell)) for cell in layer.cells],
                               layer.num_directions)  # fmt: skip
         self._eager = [layer]  # a list: neither a submodule nor scripted; used outside TorchScript only
         self.train(layer.training)
@@ -62,16 +64,16 @@ class ScriptedLayer(nn.Module):
             raise RuntimeError(f"{self.mode}: input has {input.size(-1)} features, expected {self.input_size}")
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
-        expected = [self.num_stacked, x.size(1), self.hidden_size]
         states: List[Tensor] = []  # noqa: UP006
-        if hx is None:
-            for _ in range(self.num_states):
+        for k, width in enumerate(self.state_sizes):
+            expected = [self.num_stacked, x.size(1), width]
+            if hx is None:
                 states.append(torch.zeros(expected, dtype=x.dtype, device=x.device))
-        else:
-            for h in hx:
-                h = h.unsqueeze(1) if unbatched else h
+            else:
+                h = hx[k].unsqueeze(1) if unbatched else hx[k]
                 if h.shape != expected:
-                    raise RuntimeError(f"{self.mode}: hx must have shape {expected}, got {h.shape}")
+                    what = "hx" if len(self.state_sizes) == 1 else f"hx[{k}]"
+                    raise RuntimeError(f"{self.mode}: {what} must have shape {expected}, got {h.shape}")
                 states.append(h)
         if lengths is not None:
             if lengths.dim() != 1 or lengths.size(0) != x.size(1):
@@ -132,7 +134,7 @@ class ScriptedCell(nn.Module):
         self.relu: bool = cell.mode == "RNN_RELU"
         for pname, param in cell.named_parameters():
             self.register_parameter(pname, param)
-        self.weights = [*cell.weights(), getattr(cell, "weight_hr", None)]
+        self.weights = cell_weights(cell)
         self._eager = [cell]  # used outside TorchScript only
 
     def check(self, input: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ Models with an encoder and a decoder (seq2seq, autoregressive forecaster) build 
 ``bidirectional`` is the encoder's.
 """
 
+from seqforge.models.autoencoder import RecurrentAutoencoder
 from seqforge.models.forecaster import Forecaster
 from seqforge.models.lm import LanguageModel
 from seqforge.models.many_to_one import SequenceClassifier
@@ -27,6 +28,7 @@ __all__ = [
     "ConditionalGenerator",
     "Forecaster",
     "LanguageModel",
+    "RecurrentAutoencoder",
     "Seq2Seq",
     "SequenceClassifier",
     "SequenceTagger",

@@ -16,12 +16,20 @@ ratios to the window's level, so a trending series does not leave the range the 
 season-wise when ``horizon > S``), so for a seasonal series it only has to learn the change from one
 season to the next. Every window needs at least ``S`` valid steps.
 
+Context beyond the history window (a global model over many series, e.g. :class:`seqforge.data.panel.PanelDataModule`):
+``future_size`` known-future covariates per horizon step, ``future`` ``(B, horizon, future_size)``, and
+static categorical features, ``static`` ``(B, len(static_cardinalities))`` int64 ids, each embedded in
+``static_embedding_dim`` dimensions. The direct head reads the encoder summary, the static embeddings and
+the flattened future covariates; the autoregressive decoder starts from a bridge of the summary and the
+static embeddings and reads each step's future covariates beside the fed-back value.
+
 Heads (the last output dim ``P``): ``"point"`` (``P = 1``), ``"gaussian"`` (``P = 2``: mean, variance)
 and ``"quantile"`` (``P = len(quantiles)``, one channel per quantile level).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -30,7 +38,7 @@ from torch import Tensor, nn
 
 from seqforge.layers.attention import length_mask
 from seqforge.layers.spec import RecurrentSpec, SpecLike
-from seqforge.models.common import SequenceEncoder, StateBridge
+from seqforge.models.common import SequenceEncoder, StateBridge, decoder_step, sequence_masks
 
 HEADS = ("point", "gaussian", "quantile")
 STRATEGIES = ("direct", "autoregressive")
@@ -62,6 +70,9 @@ class Forecaster(nn.Module):
         quantiles: tuple[float, ...] = (0.1, 0.5, 0.9),
         window_norm: str = "none",
         season: int | None = None,
+        future_size: int = 0,
+        static_cardinalities: Sequence[int] = (),
+        static_embedding_dim: int = 4,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -77,17 +88,24 @@ class Forecaster(nn.Module):
             raise ValueError(f"{name}: horizon must be >= 1, got {horizon}")
         if season is not None and season < 1:
             raise ValueError(f"{name}: season must be a period >= 1 (or None), got {season}")
+        if future_size < 0 or static_embedding_dim < 1 or any(c < 1 for c in static_cardinalities):
+            raise ValueError(f"{name}: future_size must be >= 0, static_embedding_dim >= 1 and every static "
+                             f"cardinality >= 1, got future_size={future_size}, static_embedding_dim="
+                             f"{static_embedding_dim}, static_cardinalities={list(static_cardinalities)}")
         self.season = season
+        self.future_size = future_size
+        # one embedding table per static categorical feature
+        self.static_embeddings = nn.ModuleList(nn.Embedding(c, static_embedding_dim) for c in static_cardinalities)
         self.horizon, self.strategy, self.head_kind, self.window_norm = horizon, strategy, head, window_norm
         self.quantiles = tuple(float(q) for q in quantiles) if head == "quantile" else ()
         self.num_params = {"point": 1, "gaussian": 2, "quantile": len(self.quantiles)}[head]
         spec = RecurrentSpec.of(name, rnn, hidden_size=64)
         self.encoder = SequenceEncoder(input_size=input_size, rnn=spec, owner=name)
-        width = self.encoder.output_size
+        width = self.encoder.output_size + static_embedding_dim * len(static_cardinalities)
         if strategy == "direct":
-            self.head = nn.Linear(width, horizon * self.num_params)
+            self.head = nn.Linear(width + horizon * future_size, horizon * self.num_params)
         else:
-            decoder = spec.build(1, bidirectional=False, owner=name)
+            decoder = spec.build(1 + future_size, bidirectional=False, owner=name)
             self.bridge = StateBridge(width, decoder)  # registered first, as before decoders had any cell
             self.decoder = decoder
             self.head = nn.Linear(spec.hidden_size, self.num_params)
@@ -135,11 +153,16 @@ class Forecaster(nn.Module):
         index = (lengths - self.season).unsqueeze(1) + k  # (B, H)
         return history[..., 0].gather(1, index)
 
-    def forward(self, history: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def forward(
+        self, history: Tensor, lengths: Tensor | None = None, future: Tensor | None = None, static: Tensor | None = None
+    ) -> Tensor:
+        """``future`` ``(B, horizon, future_size)`` and ``static`` ``(B, S)`` int64: needed when the net was
+        built with ``future_size > 0`` / ``static_cardinalities``, refused otherwise."""
+        self._check_context(history, future, static)
         level = self.level(history, lengths)  # (B, 1)
         if self.window_norm != "none":
             history = torch.cat([history[..., :1] - level.unsqueeze(1), history[..., 1:]], dim=-1)
-        out = self._forecast(history, lengths)  # (B, H, P), relative to the level
+        out = self._forecast(history, lengths, future, static)  # (B, H, P), relative to the level
         if self.season is not None:  # relative to the seasonal naive forecast instead
             level = self.seasonal_naive(history, lengths) + level  # (B, H)
         elif self.window_norm == "none":
@@ -148,17 +171,43 @@ class Forecaster(nn.Module):
             return torch.stack([out[..., 0] + level, out[..., 1]], dim=-1)
         return out + level.unsqueeze(-1)
 
-    def _forecast(self, history: Tensor, lengths: Tensor | None) -> Tensor:
+    def _check_context(self, history: Tensor, future: Tensor | None, static: Tensor | None) -> None:
+        name, B = type(self).__name__, history.shape[0]
+        expected = (B, self.horizon, self.future_size)
+        if self.future_size and (future is None or tuple(future.shape) != expected):
+            got = None if future is None else tuple(future.shape)
+            raise ValueError(f"{name}: future must be (B, horizon, future_size) = {expected}, got {got}")
+        if not self.future_size and future is not None and future.numel():
+            raise ValueError(f"{name}: future covariates {tuple(future.shape)} given to a net built with future_size=0")
+        num_static = len(self.static_embeddings)
+        if num_static and (static is None or tuple(static.shape) != (B, num_static)):
+            got = None if static is None else tuple(static.shape)
+            raise ValueError(f"{name}: static must be (B, {num_static}) int64 ids, got {got}")
+        if not num_static and static is not None and static.numel():
+            raise ValueError(f"{name}: static features {tuple(static.shape)} given to a net built without "
+                             "static_cardinalities")
+
+    def _forecast(
+        self, history: Tensor, lengths: Tensor | None, future: Tensor | None, static: Tensor | None
+    ) -> Tensor:
         _, state = self.encoder(history, lengths)
         summary = self.encoder.summary(state)  # (B, D*H)
+        if len(self.static_embeddings):
+            assert static is not None
+            embedded = [table(static[:, i]) for i, table in enumerate(self.static_embeddings)]  # S x (B, E)
+            summary = torch.cat([summary, *embedded], dim=-1)
         B = history.shape[0]
         if self.strategy == "direct":
+            if self.future_size:
+                assert future is not None
+                summary = torch.cat([summary, future.flatten(1)], dim=-1)  # (B, width + H * F)
             return self._params(self.head(summary).view(B, self.horizon, self.num_params))
         last = history[..., 0].gather(1, self._lengths(history, lengths).unsqueeze(1) - 1)  # (B, 1)
         hidden, value, outs = self.bridge(summary), last, []
-        masks = self.decoder.recurrent_masks(B)  # one recurrent-dropout draw for the whole horizon
-        for _ in range(self.horizon):
-            out, hidden = self.decoder.step(value, hidden, masks)  # (B, H)
+        masks = sequence_masks(self.decoder, B)  # one recurrent-dropout draw for the whole horizon
+        for k in range(self.horizon):
+            step_input = torch.cat([value, future[:, k]], dim=-1) if future is not None and self.future_size else value
+            out, hidden = decoder_step(self.decoder, step_input, hidden, masks)  # (B, H)
             step = self._params(self.head(out))  # (B, P)
             outs.append(step)
             value = self.point(step.unsqueeze(1))  # (B, 1)
@@ -171,7 +220,10 @@ class Forecaster(nn.Module):
     def step(self, x_t: Tensor, state: Any) -> tuple[Tensor, Any]:
         """Streaming: the next history value ``x_t`` ``(B, input_size)`` -> ``(forecast (B, horizon, P), state)``
         from the history fed so far, as :meth:`forward`. Needs ``strategy="direct"``, ``window_norm="none"`` and no
-        ``season`` (those read the whole window) and a unidirectional encoder."""
+        ``season`` (those read the whole window), no future or static context and a unidirectional encoder."""
+        if self.future_size or len(self.static_embeddings):
+            raise ValueError(f"{type(self).__name__}: step() streams the history alone; this net also reads future "
+                             "covariates or static features (use forward)")
         for option, value, streamable in (("strategy", self.strategy, "direct"), ("window_norm", self.window_norm,
                                           "none"), ("season", self.season, None)):  # fmt: skip
             if value != streamable:

@@ -1,5 +1,6 @@
 """One LightningModule per topology; each holds a plain ``nn.Module`` net."""
 
+from seqforge.tasks.anomaly import AnomalyTask
 from seqforge.tasks.base import SequenceTask
 from seqforge.tasks.classification import ClassificationTask, RegressionTask
 from seqforge.tasks.forecasting import ForecastingTask
@@ -9,6 +10,7 @@ from seqforge.tasks.seq2seq import Seq2SeqTask
 from seqforge.tasks.tagging import TaggingTask
 
 __all__ = [
+    "AnomalyTask",
     "ClassificationTask",
     "ForecastingTask",
     "GenerationTask",

@@ -7,11 +7,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, SymmetricMeanAbsolutePercentageError
 
+from seqforge.data.forecast_io import write_forecast_csv
 from seqforge.layers.masks import length_mask
 from seqforge.metrics import (
     gaussian_crps,
@@ -31,13 +34,19 @@ if TYPE_CHECKING:
     from seqforge.models.forecaster import Forecaster
 
 
+PANEL_BATCH = ("history", "lengths", "target", "future", "static", "series")
+
+
 def quantile_loss(pred: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
     """Pinball loss averaged over all entries: ``pred`` ``(B, H, Q)``, ``target`` ``(B, H)``, ``quantiles`` ``(Q,)``."""
     return pinball_loss(pred, target, quantiles).mean()
 
 
 class ForecastingTask(SequenceTask):
-    """Forecasting with a :class:`seqforge.models.Forecaster` on ``(history, lengths, target)`` batches.
+    """Forecasting with a :class:`seqforge.models.Forecaster` on ``(history, lengths, target)`` batches, or on
+    ``(history, lengths, target, future, static, series)`` batches of many series
+    (:class:`seqforge.data.panel.PanelDataModule`): the net also reads ``future`` and ``static``, and the
+    metrics invert each row's own series scaler and divide by its series' MASE scale.
 
     The loss follows the net's head: ``loss`` (``"mse"`` or ``"mae"``) for a point head, Gaussian NLL for
     a Gaussian head, pinball loss for a quantile head. Metrics use the point forecast (mean or median) in
@@ -114,8 +123,12 @@ class ForecastingTask(SequenceTask):
 
     def model_step(self, batch: Any) -> dict[str, Any]:
         name = type(self).__name__
-        history, lengths, target = unpack_batch(name, batch, ("history", "lengths", "target"))
-        out = self.net(history, lengths)  # (B, H, P)
+        if isinstance(batch, (tuple, list)) and len(batch) == len(PANEL_BATCH):  # many series (PanelDataModule)
+            history, lengths, target, future, static, series = unpack_batch(name, batch, PANEL_BATCH)
+            out = self.net(history, lengths, future=future, static=static)  # (B, H, P)
+        else:
+            history, lengths, target = unpack_batch(name, batch, ("history", "lengths", "target"))
+            series, out = None, self.net(history, lengths)
         if out.shape[:2] != target.shape:
             raise ValueError(f"{name}: net forecasts {tuple(out.shape[:2])} (B, horizon) but targets are "
                              f"{tuple(target.shape)}; do the datamodule's and the net's horizon match?")
@@ -128,7 +141,7 @@ class ForecastingTask(SequenceTask):
             loss = (F.mse_loss if self.hparams.loss == "mse" else F.l1_loss)(out[..., 0], target)
         return {
             "loss": loss, "preds": self.net.point(out).detach(), "target": target, "batch_size": target.shape[0],
-            "history": history, "lengths": lengths, "out": out.detach(),
+            "history": history, "lengths": lengths, "out": out.detach(), "series": series,
         }  # fmt: skip
 
     def scaler(self) -> Any:
@@ -136,21 +149,33 @@ class ForecastingTask(SequenceTask):
         scaler = datamodule_attr(self, "scaler")
         return scaler if scaler is not None else getattr(getattr(self, "datamodule", None), "scaler", None)
 
-    def to_original(self, x: Tensor) -> Tensor:
+    def to_original(self, x: Tensor, series: Tensor | None = None) -> Tensor:
+        """``x`` ``(B, ...)`` in original units; ``series`` ``(B,)``: each row's series, whose scaler applies
+        (a :class:`seqforge.data.panel.PanelDataModule` scales every series on its own)."""
         scaler = self.scaler()
-        return scaler.inverse_transform(x) if scaler is not None else x
+        if scaler is None:
+            return x
+        return scaler.inverse_transform(x) if series is None else scaler.inverse_transform(x, series)
 
     @torch.no_grad()
-    def forecast(self, history: Tensor, lengths: Tensor | None = None) -> dict[str, Any]:
-        """Forecast in original units from scaled ``history`` ``(B, W, input_size)``.
+    def forecast(
+        self, history: Tensor, lengths: Tensor | None = None, future: Tensor | None = None,
+        static: Tensor | None = None, series: Tensor | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Forecast in original units from scaled ``history`` ``(B, W, input_size)`` (and, for a net over
+        many series, ``future`` ``(B, H, F)``, ``static`` ``(B, S)`` and the rows' ``series`` ``(B,)``).
 
         Returns ``{"prediction": (B, H), "intervals": {level: (lower, upper)}}`` as numpy arrays (no
         intervals for a point head): the keywords of :func:`seqforge.data.forecast_io.write_forecast_csv`.
         """
-        out = self.net(history, lengths)  # (B, H, P)
-        bounds = {level: (self.to_original(lo).cpu().numpy(), self.to_original(hi).cpu().numpy())
-                  for level, (lo, hi) in self.intervals(out).items()}  # fmt: skip
-        return {"prediction": self.to_original(self.net.point(out)).cpu().numpy(), "intervals": bounds}
+        context = {} if future is None and static is None else {"future": future, "static": static}
+        out = self.net(history, lengths, **context)  # (B, H, P)
+
+        def orig(x: Tensor) -> Any:
+            return self.to_original(x, series).cpu().numpy()
+
+        bounds = {level: (orig(lo), orig(hi)) for level, (lo, hi) in self.intervals(out).items()}
+        return {"prediction": orig(self.net.point(out)), "intervals": bounds}
 
     def intervals(self, out: Tensor) -> dict[float, tuple[Tensor, Tensor]]:
         """``{level: (lower, upper)}``, each ``(B, H)``, in the space of ``out`` ``(B, H, P)`` (scaled)."""
@@ -158,26 +183,29 @@ class ForecastingTask(SequenceTask):
             return {level: gaussian_interval(out[..., 0], out[..., 1].sqrt(), level) for level in self.levels}
         return {level: (out[..., lo], out[..., hi]) for level, (lo, hi) in self.interval_ends.items()}
 
-    def crps(self, out: Tensor, target: Tensor) -> Tensor:
+    def crps(self, out: Tensor, target: Tensor, series: Tensor | None = None) -> Tensor:
         """CRPS ``(B, H)`` in original units of the forecast ``out`` ``(B, H, P)`` (scaled) at ``target``
-        ``(B, H)`` (original units)."""
+        ``(B, H)`` (original units); ``series`` as in :meth:`to_original`."""
         if self.net.head_kind == "quantile":  # quantiles map through the (increasing) inverse scaling
-            return quantile_crps(self.to_original(out), target, self.quantiles)
+            return quantile_crps(self.to_original(out, series), target, self.quantiles)
         mean, std = out[..., 0], out[..., 1].sqrt()
         scaler = self.scaler()
         if scaler is None:
             return gaussian_crps(mean, std, target)
-        mean, std = mean * scaler.scale + scaler.shift, std * scaler.scale  # of the log under log_standard
+        shift, scale = (scaler.shift, scaler.scale) if series is None else scaler.rows(series, mean)
+        mean, std = mean * scale + shift, std * scale  # of the log under log_standard
         return (lognormal_crps if scaler.kind == "log_standard" else gaussian_crps)(mean, std, target)
 
     def update_metrics(self, stage: str, out: dict[str, Any]) -> None:
-        metrics = self.metrics(stage)
-        pred, target = self.to_original(out["preds"]), self.to_original(out["target"])
+        metrics, series = self.metrics(stage), out["series"]
+        pred, target = self.to_original(out["preds"], series), self.to_original(out["target"], series)
         for name in ("mae", "rmse", "smape"):
             metrics[name].update(pred, target)
         scale = datamodule_attr(self, "mase_scale")
-        if scale is None:  # each window's own in-sample naive (one-step) error
-            history = self.to_original(out["history"][..., 0])  # (B, W)
+        if series is not None and scale is not None:  # one MASE scale per series (the panel refuses constant ones)
+            scale = torch.tensor(scale, dtype=pred.dtype, device=pred.device)[series]
+        elif scale is None:  # each window's own in-sample naive (one-step) error
+            history = self.to_original(out["history"][..., 0], series)  # (B, W)
             steps = history.diff(dim=1).abs()
             valid = length_mask(out["lengths"].to(steps.device) - 1, steps.shape[1])  # (B, W - 1): valid diffs
             scale = (steps * valid).sum(1) / valid.sum(1).clamp(min=1)
@@ -187,9 +215,9 @@ class ForecastingTask(SequenceTask):
         metrics["mase"].update((pred - target).abs().mean(dim=1) / scale)
         if self.net.head_kind == "point":
             return
-        metrics["crps"].update(self.crps(out["out"], target))
+        metrics["crps"].update(self.crps(out["out"], target, series))
         for level, (lower, upper) in self.intervals(out["out"]).items():
-            lower, upper = self.to_original(lower), self.to_original(upper)
+            lower, upper = self.to_original(lower, series), self.to_original(upper, series)
             metrics[f"coverage_{level_name(level)}"].update(interval_coverage(lower, upper, target))
             metrics[f"width_{level_name(level)}"].update(upper - lower)
 
@@ -197,7 +225,8 @@ class ForecastingTask(SequenceTask):
         k = self.hparams.num_plots
         self.examples = None
         if k > 0:
-            self.examples = {key: out[key][:k].detach().cpu() for key in ("history", "lengths", "target", "out")}
+            self.examples = {key: None if out[key] is None else out[key][:k].detach().cpu()
+                             for key in ("history", "lengths", "target", "out", "series")}  # fmt: skip
             testing = self._trainer is not None and self.trainer.testing  # no trainer: called directly
             self.examples["stage"] = "test" if testing else "val"
 
@@ -219,16 +248,60 @@ class ForecastingTask(SequenceTask):
         point = self.net.point(out)
         widest = max(self.levels, default=None)
         lower, upper = self.intervals(out)[widest] if widest is not None else (None, None)
-        stage = examples.get("stage", "val")
+        stage, series = examples.get("stage", "val"), examples.get("series")
         for i in range(out.shape[0]):
             n = int(examples["lengths"][i])
 
             def orig(x: Tensor | None, i: int = i) -> Any:
-                return None if x is None else self.to_original(x[i]).numpy()
+                return None if x is None else self.to_original(x, series)[i].numpy()
 
             band = "" if widest is None else f", {widest:.0%} interval"
             fig = forecast_figure(
-                self.to_original(examples["history"][i, :n, 0]).numpy(), orig(examples["target"]), orig(point),
+                orig(examples["history"][..., 0])[:n], orig(examples["target"]), orig(point),
                 orig(lower), orig(upper), title=f"{stage} example {i}{band}",
             )  # fmt: skip
             writer.add_figure(f"{stage}/forecast_{i}", fig, global_step=self.global_step)
+
+
+def write_panel_forecasts(
+    task: L.LightningModule,
+    output_file: str | Path,
+    path: str | Path | None = None,
+    plot_folder: str | Path | None = None,
+    num_plots: int = 3,
+) -> dict[str, Any]:
+    """Forecast every series of a long table past its last target and write the forecasts as CSV.
+
+    ``task`` holds a :class:`seqforge.data.panel.PanelDataModule` with fitted state (``load_from_checkpoint``
+    attaches it); ``path``: the table (default: the training one), read and checked like the training data,
+    each series forecast from its last ``window`` rows over its future rows (see
+    :meth:`~seqforge.data.panel.PanelDataModule.forecast_inputs`). The CSV (:func:`write_forecast_csv`) has
+    ``series, step, time, prediction`` (the mean, or the median of a quantile head) and the interval bounds
+    ``lower_<pct>, upper_<pct>`` of each level in ``task.levels``. With ``plot_folder``, the first
+    ``num_plots`` series get ``<series>.png`` there (history, forecast, widest interval). Returns
+    :meth:`ForecastingTask.forecast`'s dictionary plus ``series_ids`` and ``times``.
+    """
+    dm: Any = getattr(task, "datamodule", None)
+    if not isinstance(task, ForecastingTask) or not hasattr(dm, "forecast_inputs"):
+        raise TypeError(f"write_panel_forecasts: needs a ForecastingTask with a PanelDataModule (a table of many "
+                        f"series), got a {type(task).__name__} with a {type(dm).__name__}")
+    inputs = dm.forecast_inputs(path)
+    history, lengths, future, static, series = (x.to(task.device) for x in inputs["batch"])
+    task.eval()
+    result = task.forecast(history, lengths, future=future, static=static, series=series)
+    Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+    write_forecast_csv(output_file, result["prediction"], result["intervals"], series=inputs["series_ids"],
+                       times=inputs["times"])  # fmt: skip
+    if plot_folder is not None:
+        folder = Path(plot_folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        widest = max(task.levels, default=None)
+        for i, name in enumerate(inputs["series_ids"][:num_plots]):
+            lower, upper = result["intervals"][widest] if widest is not None else (None, None)
+            fig = forecast_figure(
+                inputs["history"][i], np.full(dm.horizon, np.nan), result["prediction"][i],
+                None if lower is None else lower[i], None if upper is None else upper[i],
+                title=f"{name}: forecast {inputs['times'][i][0]} to {inputs['times'][i][-1]} (no truth yet)",
+            )  # fmt: skip
+            fig.savefig(folder / f"{name}.png", dpi=100)
+    return {**result, "series_ids": inputs["series_ids"], "times": inputs["times"]}
