@@ -288,7 +288,7 @@ def test_docstring_examples_run(module):
         lambda o: seqforge.models.Forecaster(horizon=2, rnn={"hidden_size": 4, **o}, strategy="autoregressive"),
     ],
 )
-def test_rnn_options_reach_every_recurrent_layer(build):
+def test_regularizer_keys_of_the_spec_reach_every_recurrent_layer(build):
     net = build({"recurrent_dropout": 0.25, "zoneout": 0.1})
     layers = [m for m in net.modules() if isinstance(m, seqforge.layers.RecurrentBase)]
     assert layers and all(m.recurrent_dropout == 0.25 and m.zoneout == 0.1 for m in layers)
@@ -372,3 +372,24 @@ def test_every_model_runs_any_cell_with_its_bridge_and_decoding(spec: object) ->
     assert [s.shape for s in (state if isinstance(state, tuple) else (state,))] == [
         s.shape for s in (reference if isinstance(reference, tuple) else (reference,))
     ]
+
+
+
+@pytest.mark.parametrize(("node", "cls"), [
+    ("{_target_:helpers.cells.PeepholeLSTMCell}", "PeepholeLSTMCell"),
+    ("{_target_:helpers.cells.PeepholeLSTMCell,_partial_:true}", "PeepholeLSTMCell"),
+    ("{_target_:seqforge.cells.CfCCell,backbone_units:7}", "CfCCell"),
+])  # fmt: skip
+def test_a_config_cell_node_builds_with_or_without_partial_and_passes_its_keys(node: str, cls: str) -> None:
+    """``model.net.rnn`` is ``_recursive_: false``: the model, not Hydra, builds the cell node per layer."""
+    from hydra.utils import instantiate
+
+    from seqforge.utils.config import compose_config
+
+    cfg = compose_config("train", ["+experiment=ucr_gru", f"model.net.rnn.cell={node}", "model.net.rnn.hidden_size=4"])
+    net = instantiate(cfg.model.net, input_size=12, num_classes=9)
+    cells = net.encoder.rnn.cells
+    assert len(cells) == 4 and all(type(c).__name__ == cls for c in cells)  # 2 layers x 2 directions
+    assert net(torch.randn(2, 5, 12)).shape == (2, 9)
+    if cls == "CfCCell":
+        assert all(c.backbone_units == 7 for c in cells)

@@ -8,6 +8,7 @@ cumulative product of its gates underflows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -19,6 +20,7 @@ from torch.func import functional_call
 from seqforge.cells.cfc import CfCCell
 from seqforge.cells.indrnn import IndRNNCell
 from seqforge.cells.mingru import MinGRUCell
+from seqforge.layers.recurrent import Recurrent
 
 F64 = torch.float64
 TOL = 1e-12  # numpy formula vs cell, float64
@@ -411,3 +413,62 @@ def test_cfc_trains_with_time_gaps() -> None:
     variance = 10 * (4 / 3) / 100  # Var(y): E[Δt^2] = 4/3 per step
     cell = CfCCell(2, 16, backbone_units=32, time_gaps=True)
     assert _train(cell, _final_state, batch, lr=1e-2) < 0.5 * variance  # measured 0.23 * variance
+
+
+# ------------------------------------------------------------------ CfC time gaps through stacked, reversed layers
+def _cfc_reference(layer: Recurrent, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sequence loop over ``layer.cells``: every layer reads ``Δt`` (the last feature of ``x``), a reverse
+    direction at step ``t`` the gap to the step it comes from (``Δt_{t+1}``; ``Δt_0`` at its first step)."""
+    T, B, _ = x.shape
+    D, H = layer.num_directions, layer.hidden_size
+    out = x.new_zeros(T, B, D * H)
+    finals = []
+    for b in range(B):
+        L = int(lengths[b])
+        gaps = x[:L, b, -1:]  # (L, 1)
+        inp = x[:L, b, :-1]  # (L, I - 1) features without Δt
+        h_n = []
+        for layer_index in range(layer.num_layers):
+            outs = []
+            for direction in range(D):
+                cell = layer.cells[layer_index * D + direction]
+                h = x.new_zeros(1, H)
+                steps = range(L) if direction == 0 else range(L - 1, -1, -1)
+                hs = [None] * L
+                for t in steps:
+                    gap = gaps[t] if direction == 0 else gaps[(t + 1) % L]
+                    h, _ = cell(torch.cat([inp[t], gap]).unsqueeze(0), h)
+                    hs[t] = h[0]
+                outs.append(torch.stack(hs))
+                h_n.append(h[0])
+            inp = torch.cat(outs, dim=1)  # (L, D*H), the next layer's input before its Δt
+        out[:L, b] = inp
+        finals.append(torch.stack(h_n))
+    return out, torch.stack(finals, dim=1)  # (T, B, D*H), (L*D, B, H)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_cfc_time_gaps_reach_every_layer_and_the_reverse_direction(bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    cell = functools.partial(CfCCell, backbone_units=6, time_gaps=True, dtype=F64)
+    layer = randomize_(Recurrent(cell, 3 + 1, 5, num_layers=2, bidirectional=bidirectional, backend="eager"))
+    D = layer.num_directions
+    assert [c.input_size for c in layer.cells] == [4] * D + [5 * D + 1] * D  # deeper cells: outputs, then Δt
+    lengths = torch.tensor([6, 3, 1, 5])
+    x = torch.cat([torch.randn(6, 4, 3, dtype=F64), torch.rand(6, 4, 1, dtype=F64) * 2], dim=2).requires_grad_()
+    out, h_n = layer(x, lengths=lengths)
+    ref_out, ref_h = _cfc_reference(layer, x, lengths)
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0)
+    torch.testing.assert_close(h_n, ref_h, atol=1e-12, rtol=0)
+    weights = torch.randn_like(out)
+    params = [x, *layer.parameters()]
+    grads = torch.autograd.grad((out * weights).sum() + h_n.sum(), params)
+    ref_grads = torch.autograd.grad((ref_out * weights).sum() + ref_h.sum(), params)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    if not bidirectional:  # a decoder's steps hand Δt to the deeper layer too
+        state, steps = None, []
+        for t in range(x.shape[0]):
+            h, state = layer.step(x[t], state)
+            steps.append(h)
+        torch.testing.assert_close(torch.stack(steps), layer(x)[0], atol=1e-12, rtol=0)

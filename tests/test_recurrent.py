@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -404,3 +405,47 @@ def test_conversions_that_make_new_parameters_keep_one_object_per_parameter() ->
         torch.__future__.set_overwrite_module_params_on_conversion(False)
     assert layer.weight_ih_l0_reverse is layer.cells[1].weight_ih and layer.cells[1].weight_ih.dtype == torch.float64
     assert len(list(layer.parameters())) == 8
+
+
+# ------------------------------------------------------------------ decoders: one recurrent-dropout draw per sequence
+@pytest.mark.parametrize("build", [lambda: seqforge.GRU(3, 4, num_layers=2, recurrent_dropout=0.5),
+                                   lambda: seqforge.LSTM(3, 4, num_layers=2, recurrent_dropout=0.5),
+                                   lambda: seqforge.Recurrent(PeepholeLSTMCell, 3, 4, num_layers=2,
+                                                              recurrent_dropout=0.5)])
+def test_steps_with_the_sequence_masks_equal_forward_in_training(build: Callable[[], seqforge.Recurrent]) -> None:
+    """``step(x_t, state, masks)`` with :meth:`recurrent_masks` is the variational dropout ``forward`` applies:
+    the same draw, constant over time (float64, training mode)."""
+    layer = build().double().train()
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    torch.manual_seed(7)
+    out, final = layer(x)
+    torch.manual_seed(7)
+    masks = layer.recurrent_masks(2)
+    assert masks is not None and len(masks) == 2 and all(m.shape == (2, 4) for m in masks)
+    state, steps = None, []
+    for t in range(x.shape[0]):
+        h, state = layer.step(x[t], state, masks)
+        steps.append(h)
+    torch.testing.assert_close(torch.stack(steps), out, atol=1e-12, rtol=0)
+    for got, want in zip(_parts(state), _parts(final)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    assert layer.eval().recurrent_masks(2) is None
+
+
+def test_seq2seq_and_forecaster_decoders_keep_one_mask_per_sequence() -> None:
+    from seqforge.models import Forecaster, Seq2Seq
+
+    s2s = Seq2Seq(8, 8, rnn={"hidden_size": 4, "recurrent_dropout": 0.5}, embedding_dim=3).train()
+    state = s2s.encode(torch.randint(3, 8, (2, 5)), torch.tensor([5, 3]))
+    masks = state["masks"]
+    assert masks is not None and all(m.shape == (2, 4) for m in masks)
+    for _ in range(3):
+        _, state = s2s.decode_step(torch.tensor([1, 1]), state)
+        assert state["masks"] is masks
+    assert s2s.eval().encode(torch.randint(3, 8, (2, 5)), torch.tensor([5, 3]))["masks"] is None
+    fc = Forecaster(horizon=4, rnn={"hidden_size": 4, "recurrent_dropout": 0.5}, strategy="autoregressive").train()
+    drawn = []
+    original = fc.decoder.step
+    fc.decoder.step = lambda x, s, m=None: (drawn.append(m), original(x, s, m))[1]  # type: ignore[method-assign]
+    fc(torch.randn(2, 6, 1))
+    assert len(drawn) == 4 and drawn[0] is not None and all(m is drawn[0] for m in drawn)

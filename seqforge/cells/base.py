@@ -11,6 +11,10 @@ A cell is an ``nn.Module`` built as ``cell(input_size, hidden_size, **options)``
 - ``forward(x_t, state) -> (h_t, new_state)`` with ``x_t (B, input_size)``, ``h_t (B, output_size)`` and
   ``new_state`` shaped like ``state``.
 
+Optional: an attribute ``time_gaps = True`` says the last feature of ``x_t`` is ``Δt_t``, the time elapsed
+since the previous step; :class:`seqforge.Recurrent` then builds deeper layers' cells with one input feature
+more and hands them the gaps too, and gives a reverse direction the gaps of the reversed sequence.
+
 Cells whose ``forward`` must keep another signature (the ``torch.nn``-compatible built-ins: ``forward(input,
 hx=None)``) expose the contract as a method ``step(x_t, state) -> (h_t, new_state)``; :func:`step_method`
 is the one place that chooses between the two.

@@ -50,11 +50,12 @@ class CfCCell(nn.Module):
     ``time_gaps=True`` the **last feature** of ``x_t`` is ``Δt``, the time elapsed since the previous
     step (expected ``>= 0``), and ``u_t = x_t[:, :-1]``: the cell learns from ``input_size - 1``
     features, so ``input_size`` counts the time column. Feeding a column of ones is the same as
-    ``time_gaps=False`` with one input feature fewer (the parameter shapes are identical). Only a first-layer,
-    forward cell reads ``Δt`` correctly: a deeper layer's input is the layer below's output (its last unit
-    is no elapsed time), and a reversed pass reaching step ``t`` comes from step ``t + 1`` (gap
-    ``Δt_{t+1}``). A layer that builds every cell with the same options should therefore use
-    ``time_gaps=True`` with one layer and one direction.
+    ``time_gaps=False`` with one input feature fewer (the parameter shapes are identical). Through
+    :class:`seqforge.Recurrent` the gaps reach every layer and direction: a deeper layer's cells are built with
+    one input feature more and read the layer below's output with the ``Δt`` column appended, and a reverse
+    direction reads the gaps of the reversed sequence (at step ``t``, reached from step ``t + 1``, the gap
+    ``Δt_{t+1}``; at its first step ``Δt_0``), within each sequence's length (see
+    :mod:`seqforge.layers.loop`).
 
     Initialization: Glorot-uniform weights (as the authors' code), zero biases.
 

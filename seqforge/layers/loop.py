@@ -13,6 +13,11 @@ runner has the signature
 where ``final_state`` is the state after each sequence's last valid step. The loop is written in the
 TorchScript subset: with scriptable runners the whole :class:`LayerLoop` scripts (see
 :mod:`seqforge.fused.export`).
+
+With ``time_gaps`` (cells whose last input feature is ``Δt_t``, the time since the previous step, such as
+``CfCCell(time_gaps=True)``), the loop hands the gaps to every layer: deeper layers read their input with the
+first layer's ``Δt`` column appended, and a reverse direction reads the gaps of the reversed sequence (see
+:func:`reverse_gaps`).
 """
 
 from __future__ import annotations
@@ -32,14 +37,17 @@ from seqforge.layers.masks import reverse_index, reverse_time, select_valid, tim
 class LayerLoop(nn.Module):
     """Runs ``runners`` (``num_layers * num_directions`` of them) as a stacked, optionally bidirectional layer.
 
-    ``forward(x (T, B, I), hx [(L*D, B, ...)], lengths, training, dropout, recurrent_dropout, zoneout)``
-    returns ``(output (T, B, D*H) zero on padding, [final (L*D, B, ...)])``.
+    ``forward(x (T, B, I), hx [(L*D, B, ...)], lengths, training, dropout, recurrent_dropout, zoneout, masks)``
+    returns ``(output (T, B, D*H) zero on padding, [final (L*D, B, ...)])``. ``masks`` (one per runner) are
+    recurrent-dropout masks drawn beforehand (a decoder's steps share one draw, see ``Recurrent.step``);
+    without them the loop draws its own when ``training and recurrent_dropout > 0``.
     """
 
-    def __init__(self, runners: Sequence[nn.Module], num_directions: int) -> None:
+    def __init__(self, runners: Sequence[nn.Module], num_directions: int, time_gaps: bool = False) -> None:
         super().__init__()
         self.runners = nn.ModuleList(runners)
         self.num_directions = num_directions
+        self.time_gaps = time_gaps
 
     def forward(
         self,
@@ -50,6 +58,7 @@ class LayerLoop(nn.Module):
         dropout: float,
         recurrent_dropout: float,
         zoneout: float,
+        masks: list[Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         valid: Tensor | None = None
         index: Tensor | None = None
@@ -57,17 +66,31 @@ class LayerLoop(nn.Module):
             valid = time_mask(lengths, x.size(0))  # (T, B)
             index = reverse_index(lengths, x.size(0))
             x = select_valid(x, valid)  # NaN/Inf in padding never enters, in value or gradient
+        gaps: Tensor | None = None  # (T, B, 1) Δt of every step, for cells that read it
+        gaps_reversed: Tensor | None = None
+        if self.time_gaps:
+            gaps = x[:, :, -1:]
+            if self.num_directions == 2:
+                gaps_reversed = reverse_gaps(gaps, lengths)
         finals: list[list[Tensor]] = [[] for _ in range(len(hx))]
         outs: list[Tensor] = []
         layer_input = x
         last_layer = len(self.runners) - self.num_directions
         for k, runner in enumerate(self.runners):
             direction = k % self.num_directions
-            inp = layer_input if direction == 0 else reverse_time(layer_input, index)
+            inp = layer_input
+            if gaps is not None and k >= self.num_directions:  # a deeper layer: its input, then Δt
+                inp = torch.cat([inp, gaps], 2)
+            if direction == 1:
+                inp = reverse_time(inp, index)
+                if gaps_reversed is not None:
+                    inp = torch.cat([inp[:, :, :-1], gaps_reversed], 2)
             state = [s[k] for s in hx]
             mask: Tensor | None = None
-            if training and recurrent_dropout > 0.0:
-                mask = torch.bernoulli(torch.full_like(state[0], 1.0 - recurrent_dropout)) / (1.0 - recurrent_dropout)
+            if masks is not None:
+                mask = masks[k]
+            elif training and recurrent_dropout > 0.0:
+                mask = recurrent_mask(state[0], recurrent_dropout)
             h_all, final = runner(inp, state, lengths, valid, mask, training, zoneout)
             for j in range(len(final)):
                 finals[j].append(final[j])
@@ -80,6 +103,25 @@ class LayerLoop(nn.Module):
                     layer_input = F.dropout(layer_input, dropout, training)
                 outs = []
         return layer_input, [torch.stack(f) for f in finals]
+
+
+def recurrent_mask(like: Tensor, p: float) -> Tensor:
+    """A variational recurrent-dropout mask shaped as ``like`` (a ``(B, ...)`` state): kept units ``1 / (1 - p)``."""
+    return torch.bernoulli(torch.full_like(like, 1.0 - p)) / (1.0 - p)
+
+
+def reverse_gaps(gaps: Tensor, lengths: Tensor | None) -> Tensor:
+    """The time gaps ``(T, B, 1)`` as a reverse direction reads them, the gaps of the reversed sequence: its
+    step ``s`` is the original step ``t = L - 1 - s``, reached from step ``t + 1``, so it reads ``Δt_{t+1}``; its
+    first step (no step before it, as the forward direction's first) reads ``Δt_0``. Padding stays in place."""
+    steps, batch = gaps.size(0), gaps.size(1)
+    s = torch.arange(steps, device=gaps.device).unsqueeze(1)  # (T, 1)
+    if lengths is None:
+        length = torch.full((1, batch), steps, dtype=torch.long, device=gaps.device)
+    else:
+        length = lengths.to(gaps.device).view(1, batch)
+    index = torch.where(s < length, (length - s) % length, s)  # (T, B)
+    return gaps.gather(0, index.unsqueeze(2).expand(gaps.shape))
 
 
 StepFn = Callable[[nn.Module, Tensor, tuple[Tensor, ...], "Tensor | None", bool], tuple[Tensor, Any]]
@@ -153,14 +195,15 @@ RunnerFactory = Callable[[nn.Module, bool], nn.Module]
 
 
 def run_backend(module: Any, key: str, runner: RunnerFactory, x: Tensor, hx: tuple[Tensor, ...],
-                lengths: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
+                lengths: Tensor | None, masks: list[Tensor] | None = None
+                ) -> tuple[Tensor, tuple[Tensor, ...]]:  # fmt: skip
     """Run ``module``'s :class:`LayerLoop` with one ``runner(cell, state_is_tensor)`` per cell (built once per
     ``key`` and cached on the module). What every backend but ``cudnn`` calls."""
     loop = module._loops.get(key)
     if loop is None:
         loop = module._loops[key] = LayerLoop([runner(c, module.state_is_tensor) for c in module.cells],
-                                              module.num_directions)  # fmt: skip
+                                              module.num_directions, module.time_gaps)  # fmt: skip
     loop.train(module.training)
     out, finals = loop(x, list(hx), lengths, module.training, module.dropout, module.recurrent_dropout,
-                       module.zoneout)  # fmt: skip
+                       module.zoneout, masks)  # fmt: skip
     return out, tuple(finals)

@@ -40,7 +40,7 @@ from seqforge.cells.base import (
 from seqforge.cells.cells import LayerWeights
 from seqforge.fused.backends import traced_backend
 from seqforge.fused.registry import Backend, get_backend, kernel_name, register_backend
-from seqforge.layers.loop import StepRunner, run_backend
+from seqforge.layers.loop import StepRunner, recurrent_mask, run_backend
 from seqforge.layers.masks import check_length_range
 
 
@@ -138,8 +138,10 @@ class Recurrent(nn.Module):
         self.cell_name = cell_name(cell)
         first = build_cell(cell, input_size, hidden_size, **cell_kwargs)
         self.output_size: int = output_size(first)  # width of h per direction (the cells' output_size)
-        sizes = [input_size if k < self.num_directions else self.output_size * self.num_directions
-                 for k in range(num_layers * self.num_directions)]  # fmt: skip
+        # a cell reading Δt as its last input feature gets it at every layer (see seqforge.layers.loop)
+        self.time_gaps = getattr(first, "time_gaps", False) is True
+        deeper = self.output_size * self.num_directions + int(self.time_gaps)
+        sizes = [input_size if k < self.num_directions else deeper for k in range(num_layers * self.num_directions)]
         self.cells = nn.ModuleList([first, *(build_cell(cell, size, hidden_size, **cell_kwargs) for size in sizes[1:])])
         self.state_is_tensor = self._check_cells(sizes)
         self._loops = _RunnerCache()
@@ -238,18 +240,32 @@ class Recurrent(nn.Module):
             result = _repack_like(output, lens, packed_input, self.batch_first)
         return result, as_state(final, self.state_is_tensor)
 
-    def step(self, x_t: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+    def step(self, x_t: Tensor, state: State | None = None, masks: list[Tensor] | None = None
+             ) -> tuple[Tensor, State]:  # fmt: skip
         """One time step of every layer (for decoders): ``x_t (B, I)`` -> ``(h_t (B, H), new_state)``.
 
-        ``state`` and ``new_state`` are shaped as in :meth:`forward`. Runs the eager runners of the same loop
-        (a one-step recurrent-dropout mask is drawn per call). Unidirectional layers only.
+        ``state`` and ``new_state`` are shaped as in :meth:`forward`. Runs the eager runners of the same loop.
+        ``masks``: the sequence's recurrent-dropout masks from :meth:`recurrent_masks`, the same at every step
+        (variational dropout, as :meth:`forward` draws them); without them a step in training with
+        ``recurrent_dropout`` draws its own. Unidirectional layers only.
         """
         if self.bidirectional:
             raise ValueError(f"{type(self).__name__}: step() runs one direction; this layer is bidirectional")
         x, _ = self._check_input(x_t.unsqueeze(0), what="x_t")
         hx = self._check_hx(state, x.shape[1], False, x)
-        out, final = run_backend(self, "eager", StepRunner, x, hx, None)
+        out, final = run_backend(self, "eager", StepRunner, x, hx, None, masks)
         return out[0], as_state(final, self.state_is_tensor)
+
+    def recurrent_masks(self, batch_size: int) -> list[Tensor] | None:
+        """One draw of the variational recurrent-dropout masks for ``batch_size`` sequences, one ``(B, ...)`` per
+        layer and direction (shaped as ``state[0]``), drawn as :meth:`forward` draws them; hand them to every
+        :meth:`step` of the sequences. ``None`` unless training with ``recurrent_dropout > 0``."""
+        if not (self.training and self.recurrent_dropout > 0.0):
+            return None
+        ref = self._reference()
+        device, dtype = (None, None) if ref is None else (ref.device, ref.dtype)
+        first = self._zero_tensors(batch_size, device, dtype)[0]  # (L*D, B, ...)
+        return [recurrent_mask(first[k], self.recurrent_dropout) for k in range(len(self.cells))]
 
     def _reference(self) -> Tensor | None:
         return next(self.parameters(), None)

@@ -5,7 +5,7 @@ Every model in :mod:`seqforge.models` takes its recurrent settings as one argume
 them in its own signature; in a config they are the node ``model.net.rnn``::
 
     python scripts/train.py +experiment=ucr_gru model.net.rnn.hidden_size=64 model.net.rnn.cell=mingru
-    python scripts/train.py +experiment=ucr_gru 'model.net.rnn.cell={_target_:mypkg.cells.MyCell,_partial_:true}'
+    python scripts/train.py +experiment=ucr_gru 'model.net.rnn.cell={_target_:mypkg.cells.MyCell,my_option:3}'
 
 A model with an encoder and a decoder (:class:`~seqforge.models.Seq2Seq`, the autoregressive
 :class:`~seqforge.models.Forecaster`) builds both from the same spec; ``bidirectional`` applies to the

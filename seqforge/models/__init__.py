@@ -9,8 +9,9 @@ its keys, or ``None`` for the model's defaults. The keys are ``cell`` (a name, `
 
 In a config the spec is the node ``model.net.rnn``: ``model.net.rnn.hidden_size=64``,
 ``model.net.rnn.cell=gru``, ``model.net.rnn.zoneout=0.1``, or your own cell with its keywords,
-``'model.net.rnn.cell={_target_:mypkg.cells.MyCell,_partial_:true,my_option:3}'`` (``_partial_: true`` is
-required: the model builds the cell once per layer and direction with ``(input_size, hidden_size)``).
+``'model.net.rnn.cell={_target_:mypkg.cells.MyCell,my_option:3}'``: the model builds it once per layer and
+direction as ``MyCell(input_size, hidden_size, my_option=3)`` (the ``rnn`` node is ``_recursive_: false``, so
+Hydra leaves the cell node to the model; ``_partial_: true`` is accepted and changes nothing).
 Models with an encoder and a decoder (seq2seq, autoregressive forecaster) build both from the one spec;
 ``bidirectional`` is the encoder's.
 """

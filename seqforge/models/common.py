@@ -54,6 +54,19 @@ def last_layer_state(h_n: Tensor, num_layers: int, bidirectional: bool) -> Tenso
     return top.transpose(0, 1).reshape(h_n.shape[-2], D * h_n.shape[-1])
 
 
+def sequence_masks(decoder: nn.Module, batch_size: int) -> list[Tensor] | None:
+    """The decoder's recurrent-dropout masks for ``batch_size`` sequences, drawn once (see
+    :meth:`Recurrent.recurrent_masks`); ``None`` outside training (and for layers without them, e.g. int8)."""
+    draw = getattr(decoder, "recurrent_masks", None)
+    return draw(batch_size) if decoder.training and draw is not None else None
+
+
+def decoder_step(decoder: nn.Module, x_t: Tensor, state: State, masks: list[Tensor] | None) -> tuple[Tensor, State]:
+    """``decoder.step(x_t, state)``, with the sequence's ``masks`` from :func:`sequence_masks` when there are any."""
+    step: Any = decoder.step
+    return step(x_t, state) if masks is None else step(x_t, state, masks)
+
+
 class SequenceEncoder(nn.Module):
     """Token embedding (``vocab_size``) or float features (``input_size``), then a recurrent stack.
 

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from seqforge.layers.attention import length_mask
 from seqforge.layers.spec import RecurrentSpec, SpecLike
-from seqforge.models.common import SequenceEncoder, StateBridge
+from seqforge.models.common import SequenceEncoder, StateBridge, decoder_step, sequence_masks
 
 HEADS = ("point", "gaussian", "quantile")
 STRATEGIES = ("direct", "autoregressive")
@@ -204,9 +204,10 @@ class Forecaster(nn.Module):
             return self._params(self.head(summary).view(B, self.horizon, self.num_params))
         last = history[..., 0].gather(1, self._lengths(history, lengths).unsqueeze(1) - 1)  # (B, 1)
         hidden, value, outs = self.bridge(summary), last, []
+        masks = sequence_masks(self.decoder, B)  # one recurrent-dropout draw for the whole horizon
         for k in range(self.horizon):
             step_input = torch.cat([value, future[:, k]], dim=-1) if future is not None and self.future_size else value
-            out, hidden = self.decoder.step(step_input, hidden)  # (B, H)
+            out, hidden = decoder_step(self.decoder, step_input, hidden, masks)  # (B, H)
             step = self._params(self.head(out))  # (B, P)
             outs.append(step)
             value = self.point(step.unsqueeze(1))  # (B, 1)

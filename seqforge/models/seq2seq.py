@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from seqforge.layers.attention import ATTENTION_KINDS, length_mask, make_attention
 from seqforge.layers.spec import RecurrentSpec, SpecLike
-from seqforge.models.common import SequenceEncoder, StateBridge, check_token_ids
+from seqforge.models.common import SequenceEncoder, StateBridge, check_token_ids, decoder_step, sequence_masks
 from seqforge.models.decoding import beam_search, sample_decode, select_rows
 
 
@@ -98,7 +98,7 @@ class Seq2Seq(nn.Module):
             hidden = self.bridge(self.encoder.summary(enc_state))
         else:
             hidden = self.decoder.init_state(B, memory.device, memory.dtype)
-        state: dict[str, Any] = {"hidden": hidden, "attn": None}
+        state: dict[str, Any] = {"hidden": hidden, "attn": None, "masks": sequence_masks(self.decoder, B)}
         if self.attention_kind != "none":
             keys, values = self.attention.project_memory(self.memory_proj(memory))  # once per source
             state.update(
@@ -115,7 +115,7 @@ class Seq2Seq(nn.Module):
         x = self.dropout(self.tgt_embedding(tokens))  # (B, E)
         if self.attention_kind != "none":
             x = torch.cat([x, state["feed"]], dim=-1)
-        out, hidden = self.decoder.step(x, state["hidden"])  # (B, H)
+        out, hidden = decoder_step(self.decoder, x, state["hidden"], state.get("masks"))  # (B, H)
         new = dict(state, hidden=hidden)
         if self.attention_kind != "none":
             context, weights = self.attention(out, new["keys"], new["values"], new["mask"], projected=True)
