@@ -98,7 +98,7 @@ def test_mlflow_file_store_holds_metrics_params_and_forecast_plots(forecast_run:
     assert math.isclose(float(val_mae[-1][1]), metrics["val/mae"], rel_tol=1e-6)
     test_mae = (run / "metrics" / "test" / "mae").read_text().split()
     assert math.isclose(float(test_mae[1]), metrics["test/mae"], rel_tol=1e-6)
-    assert (run / "params" / "model" / "net" / "cell").read_text() == "lstm"
+    assert (run / "params" / "model" / "net" / "rnn" / "cell").read_text() == "lstm"
     for example in ("forecast_0", "forecast_1"):
         plots = sorted((run / "artifacts" / "val" / example).glob("step_*.png"))
         assert len(plots) == 2, plots  # one per validation epoch
