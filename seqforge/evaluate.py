@@ -16,7 +16,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from seqforge.checkpoint import datamodule_for, load_from_checkpoint, read_checkpoint
-from seqforge.train import instantiate_group
+from seqforge.train import instantiate_group, quiet_third_party
 from seqforge.utils.config import ConfigError, EvalSchema, check_config, instantiate_node
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.ckpt_path:
         raise ConfigError("config 'ckpt_path': evaluate needs a checkpoint: scripts/eval.py ckpt_path=PATH")
     check_config(cfg, EvalSchema, ("data", "trainer", "logger"))
+    quiet_third_party()
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))

@@ -40,6 +40,7 @@ from seqforge.data.ucr import read_ts
 from seqforge.data.vocab import Vocabulary, detokenize, tokenize
 from seqforge.layers.crf import CRF
 from seqforge.tasks.forecasting import write_panel_forecasts
+from seqforge.train import quiet_third_party
 from seqforge.utils.config import ConfigError, PredictSchema, check_top_level
 
 log = logging.getLogger(__name__)
@@ -355,6 +356,7 @@ def predict_from_config(cfg: DictConfig) -> list[Prediction]:
     check_top_level(cfg, PredictSchema)
     if (cfg.input is None) == (cfg.input_file is None):
         raise ConfigError("config 'input'/'input_file': give exactly one (input=\"...\" or input_file=PATH)")
+    quiet_third_party()
     if cfg.seed is not None:
         L.seed_everything(cfg.seed)
     task = load_from_checkpoint(cfg.ckpt_path, allow=tuple(cfg.allow_targets))

@@ -217,7 +217,7 @@ def test_eval_and_predict_take_allow_targets(trained: dict[str, Any], tmp_path: 
     predict_args = [f"ckpt_path={path}", f"input='{series}'"]
     with pytest.raises(UnsafeCheckpointError, match="user_cells_b.MyClassifier"):
         predict_from_config(compose_config("predict", predict_args))
-    eval_args = [f"ckpt_path={path}", "+trainer.limit_test_batches=1", "trainer.accelerator=cpu", "~logger"]
+    eval_args = [f"ckpt_path={path}", "trainer.limit_test_batches=1", "trainer.accelerator=cpu", "~logger"]
     with pytest.raises(UnsafeCheckpointError, match="user_cells_b.MyClassifier"):
         evaluate(compose_config("eval", eval_args, tmp_path / "eval"))
     assert not marker.exists()

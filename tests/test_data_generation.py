@@ -65,8 +65,8 @@ def test_classify_generated_runs_on_tiny_checkpoints(tmp_path: Path) -> None:
     """Both experiments train (one tiny epoch each); the check returns a share in [0, 1] and chance 1/9."""
     small = [
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=2",
-        "+trainer.limit_val_batches=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
         "test=false",
         "model.net.rnn.hidden_size=8",
     ]
@@ -83,8 +83,8 @@ def test_classify_generated_runs_on_tiny_checkpoints(tmp_path: Path) -> None:
 def test_classify_generated_refuses_mismatched_normalization(tmp_path: Path) -> None:
     small = [
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=1",
-        "+trainer.limit_val_batches=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
         "test=false",
         "model.net.rnn.hidden_size=8",
     ]
@@ -101,7 +101,7 @@ def test_g2p_word_error_rate_counts_distinct_words(tmp_path: Path) -> None:
         "data.max_words=300",
         f"data.data_dir={tmp_path / 'data'}",
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=2",
+        "trainer.limit_train_batches=2",
         "test=false",
         "model.net.rnn.hidden_size=8",
     ]

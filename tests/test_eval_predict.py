@@ -50,7 +50,7 @@ def test_load_from_checkpoint_round_trips(checkpoints: dict[str, dict]) -> None:
 
 def test_evaluate_reproduces_the_test_metrics(checkpoints: dict[str, dict], tmp_path: Path) -> None:
     metrics = checkpoints["ucr_lstm"]
-    cfg = compose_config("eval", [f"ckpt_path={metrics['best_ckpt_path']}", "+trainer.limit_test_batches=1",
+    cfg = compose_config("eval", [f"ckpt_path={metrics['best_ckpt_path']}", "trainer.limit_test_batches=1",
                                   "trainer.accelerator=cpu"], tmp_path)
     result = evaluate(cfg)
     assert result["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
@@ -139,7 +139,7 @@ def test_loading_never_executes_code_from_the_file(checkpoints: dict[str, dict],
 
 
 def _eval_config(metrics: dict, tmp_path: Path, *overrides: str):
-    return compose_config("eval", [f"ckpt_path={metrics['best_ckpt_path']}", "+trainer.limit_test_batches=2",
+    return compose_config("eval", [f"ckpt_path={metrics['best_ckpt_path']}", "trainer.limit_test_batches=2",
                                    "trainer.accelerator=cpu", "~logger", *overrides], tmp_path)
 
 

@@ -81,8 +81,8 @@ def forecast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
     env.update(SEQFORGE_LOG_DIR=str(tmp_path / "logs"), OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))  # fmt: skip
     args = [sys.executable, str(REPO / "scripts" / "train.py"), "+experiment=sine_forecast", "logger=[mlflow,wandb]",
-            "trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-            "+trainer.limit_test_batches=1", *QUIET]  # fmt: skip
+            "trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", *QUIET]  # fmt: skip
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "logs" / "sine_forecast" / "runs").iterdir()

@@ -170,7 +170,7 @@ def test_run_records_derived_settings_and_keeps_overrides(tmp_path: Path) -> Non
     write_ts(tmp_path / "Wave_TRAIN.ts", rows, dims=1)
     write_ts(tmp_path / "Wave_TEST.ts", rows[:6], dims=1)
     overrides = ["+experiment=ucr_auto", "data.name=Wave", f"data.path={tmp_path}", "data.batch_size=5",
-                 "trainer.max_epochs=2", "trainer.accelerator=cpu", "+trainer.limit_val_batches=1",
+                 "trainer.max_epochs=2", "trainer.accelerator=cpu", "trainer.limit_val_batches=1",
                  "callbacks.rich_progress_bar=null", "extras.print_config=false", "model.net.rnn.hidden_size=8"]
     run = tmp_path / "run"
     metrics = train(compose_config("train", overrides, run))

@@ -449,3 +449,14 @@ def test_seq2seq_and_forecaster_decoders_keep_one_mask_per_sequence() -> None:
     fc.decoder.step = lambda x, s, m=None: (drawn.append(m), original(x, s, m))[1]  # type: ignore[method-assign]
     fc(torch.randn(2, 6, 1))
     assert len(drawn) == 4 and drawn[0] is not None and all(m is drawn[0] for m in drawn)
+
+
+@pytest.mark.parametrize("backend", ["eager", "script"])
+def test_jit_script_of_a_recurrent_over_a_user_cell_is_refused_saying_what_works(backend: str) -> None:
+    layer = seqforge.Recurrent(PeepholeLSTMCell, 3, 5, backend=backend)
+    with pytest.raises(TypeError, match=r"PeepholeLSTMCell.*no TorchScript form; use torch.export"):
+        torch.jit.script(layer)
+    x, lengths = torch.randn(7, 2, 3), torch.tensor([7, 4])
+    program = torch.export.export(layer, (x,), {"lengths": lengths})  # what the message offers works
+    out, _ = program.module()(x, lengths=lengths)
+    torch.testing.assert_close(out, layer(x, lengths=lengths)[0])

@@ -37,7 +37,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
 
 @pytest.mark.slow  # three gloo processes, then one: about a minute
 def test_three_processes_test_every_sample_once(tmp_path: Path) -> None:
-    sizes = ["data.num_val=97", "data.num_test=97", "trainer.max_epochs=1", "+trainer.limit_train_batches=2"]
+    sizes = ["data.num_val=97", "data.num_test=97", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
     ddp = _metrics(tmp_path / "ddp", *sizes, "trainer=ddp_cpu", "trainer.devices=3")  # 33/32/32 samples: 2/1/1 batches
     single = _metrics(tmp_path / "single", *sizes, "train=false", f"ckpt_path={ddp['best_ckpt_path']}")
     for key in ("test/acc", "test/loss", "test/f1"):

@@ -240,8 +240,8 @@ def test_optuna_sweep_of_three_trials_resumed_to_six_has_six_distinct_parameter_
     import optuna
 
     args = [TRAIN, "+experiment=parity_gru", "hparams_search=ucr_optuna", *QUIET, "hydra.sweeper.n_trials=3",
-            "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-            "+trainer.limit_test_batches=1", "callbacks.early_stopping=null"]
+            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "callbacks.early_stopping=null"]
     first = run_script(args, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     sweep_dir = only_sweep_dir(tmp_path)
@@ -365,8 +365,8 @@ def test_optuna_sweep_saves_its_results_and_plots(optuna_sweep) -> None:
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000, name
 
 
-TINY_FIT = ["callbacks.early_stopping=null", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
-            "+trainer.limit_test_batches=1"]
+TINY_FIT = ["callbacks.early_stopping=null", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1"]
 
 
 def test_pruner_stops_trials_from_their_validation_metric_and_the_study_records_them_pruned(tmp_path: Path) -> None:

@@ -104,8 +104,8 @@ def test_train_script_leaves_checkpoint_events_and_metrics(tmp_path: Path) -> No
 @pytest.mark.slow  # two extra Python processes: ~10 s idle, ~30 s on a loaded 2-core machine
 def test_ddp_cpu_two_processes_log_metrics_once(tmp_path: Path) -> None:
     args = [str(REPO / "scripts" / "train.py"), "+experiment=parity_gru", "trainer=ddp_cpu", "logger=csv", *QUIET,
-            "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
-            "+trainer.limit_test_batches=2"]
+            "trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2"]
     result = run_script(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MEMBER: 2/2" in result.stdout + result.stderr
@@ -121,8 +121,8 @@ def test_ddp_cpu_two_processes_log_metrics_once(tmp_path: Path) -> None:
 def test_short_run_keeps_best_and_last_checkpoints_and_logs_scalars(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    overrides = ["+experiment=parity_gru", "trainer.max_epochs=3", "+trainer.limit_train_batches=2",
-                 "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", *QUIET]
+    overrides = ["+experiment=parity_gru", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+                 "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", *QUIET]
     metrics = train(compose_config("train", overrides, tmp_path))
     best = torch.load(metrics["best_ckpt_path"], weights_only=True)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -299,8 +299,8 @@ NOTES = ["LeafSpec", "litlogger", "smaller than the logging interval", "does not
 
 def test_the_main_job_prints_no_third_party_notes_but_keeps_our_warnings(tmp_path: Path) -> None:
     args = [str(REPO / "scripts" / "train.py"), "+experiment=ucr_gru", "trainer.max_epochs=1",
-            "model.net.rnn.num_layers=1", "model.net.rnn.hidden_size=8", "+trainer.limit_val_batches=1",
-            "+trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path / 'run'}",
+            "model.net.rnn.num_layers=1", "model.net.rnn.hidden_size=8", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path / 'run'}",
             "+callbacks.warn._target_=helpers.warn_at.SeqforgeWarningAtFitStart"]
     result = run_script(args, tmp_path, extra_path=(str(REPO / "tests"),))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -372,9 +372,10 @@ TRAINER_FLAGS = {
     "num_sanity_val_steps": (0, lambda t: t.num_sanity_val_steps),
     "log_every_n_steps": (3, lambda t: t.log_every_n_steps),
     "deterministic": (True, lambda t: torch.are_deterministic_algorithms_enabled()),  # set globally by the Trainer
-    "+limit_train_batches": (5, lambda t: t.limit_train_batches),
-    "+limit_val_batches": (0.5, lambda t: t.limit_val_batches),
-    "+limit_test_batches": (2, lambda t: t.limit_test_batches),
+    "limit_train_batches": (5, lambda t: t.limit_train_batches),
+    "limit_val_batches": (0.5, lambda t: t.limit_val_batches),
+    "limit_test_batches": (2, lambda t: t.limit_test_batches),
+    "limit_predict_batches": (3, lambda t: t.limit_predict_batches),
 }
 EXPECTED = {"max_time": 120.0, "accelerator": "CPUAccelerator", "min_epochs": 2}
 

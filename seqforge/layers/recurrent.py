@@ -357,6 +357,15 @@ class Recurrent(nn.Module):
             out.append(part.unsqueeze(1) if unbatched else part)
         return tuple(out)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script`` of a ``Recurrent`` is refused with what works instead (the built-in layers
+        ``RNN``/``LSTM``/``GRU`` script through their TorchScript twin)."""
+        raise TypeError(
+            f"torch.jit.script({type(self).__name__}({self.cell_name}, ...)): seqforge.Recurrent has no "
+            "TorchScript form; use torch.export / seqforge.export (any cell), backend='script' (scripts the cell "
+            "inside a scripted loop, in eager Python), or seqforge.RNN/LSTM/GRU, which torch.jit.script accepts"
+        )
+
     def extra_repr(self) -> str:
         s = f"{self.cell_name}, {self.input_size}, {self.hidden_size}"
         defaults = {"num_layers": 1, "batch_first": False, "dropout": 0.0, "bidirectional": False,
