@@ -52,22 +52,33 @@ def mixed_batch(batch: int, steps: int, seed: int) -> tuple[Tensor, Tensor]:
     return torch.randn(batch, steps, 3, generator=gen), lengths
 
 
-@pytest.fixture(scope="module")
-def bilstm() -> LayerOutputs:
+def bilstm(proj_size: int) -> LayerOutputs:
+    """A 2-layer bidirectional LSTM, hidden size 5, projected to ``proj_size`` when not 0."""
     torch.manual_seed(0)
-    return LayerOutputs(seqforge.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True)).eval()
+    layer = seqforge.LSTM(3, 5, num_layers=2, bidirectional=True, batch_first=True, proj_size=proj_size)
+    return LayerOutputs(layer).eval()
+
+
+def output_sizes(proj_size: int) -> tuple[int, int, int]:
+    """Last dimensions of ``(output, h_n, c_n)`` of :func:`bilstm`: ``h`` has ``proj_size`` features when set."""
+    h = proj_size or 5
+    return 2 * h, h, 5
 
 
 DYNAMIC = {"x": {0: torch.export.Dim("batch"), 1: torch.export.Dim("time")}, "lengths": {0: torch.export.Dim("batch")}}
 
 
-def test_torch_export_bilstm_with_lengths_matches_eager_at_other_shapes(bilstm: LayerOutputs) -> None:
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_torch_export_bilstm_with_lengths_matches_eager_at_other_shapes(proj_size: int) -> None:
+    model = bilstm(proj_size)
     example = mixed_batch(4, 6, seed=0)
-    program = torch.export.export(bilstm, example, dynamic_shapes=DYNAMIC)
+    program = torch.export.export(model, example, dynamic_shapes=DYNAMIC)
     exported = program.module()
     for k, (batch, steps) in enumerate(SHAPES):
         x, lengths = mixed_batch(batch, steps, seed=k + 1)
-        for got, want in zip(exported(x, lengths), bilstm(x, lengths)):
+        outputs = exported(x, lengths)
+        assert tuple(out.shape[-1] for out in outputs) == output_sizes(proj_size)
+        for got, want in zip(outputs, model(x, lengths)):
             assert got.shape == want.shape
             torch.testing.assert_close(got, want, atol=TOL, rtol=0)
     # the length check lives in the graph: a length outside [1, T] fails when the program runs
@@ -78,15 +89,18 @@ def test_torch_export_bilstm_with_lengths_matches_eager_at_other_shapes(bilstm: 
             exported(x, lengths)
 
 
-def test_onnx_bilstm_with_lengths_matches_eager_at_other_shapes(bilstm: LayerOutputs, tmp_path) -> None:
+# the projected ONNX export takes about a minute on 2 shared cores
+@pytest.mark.parametrize("proj_size", [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_onnx_bilstm_with_lengths_matches_eager_at_other_shapes(proj_size: int, tmp_path) -> None:
+    model = bilstm(proj_size)
     path = tmp_path / "bilstm.onnx"
-    torch.onnx.export(bilstm, mixed_batch(4, 6, seed=0), str(path), dynamic_shapes=DYNAMIC,
+    torch.onnx.export(model, mixed_batch(4, 6, seed=0), str(path), dynamic_shapes=DYNAMIC,
                       input_names=["x", "lengths"], output_names=["output", "h_n", "c_n"], verbose=False)  # fmt: skip
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for k, (batch, steps) in enumerate(SHAPES):
         x, lengths = mixed_batch(batch, steps, seed=k + 1)
         got = session.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})
-        for g, want in zip(got, bilstm(x, lengths)):
+        for g, want in zip(got, model(x, lengths)):
             assert g.shape == tuple(want.shape)
             torch.testing.assert_close(torch.from_numpy(g), want.detach(), atol=TOL, rtol=0)
 
