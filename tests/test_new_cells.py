@@ -252,6 +252,19 @@ def test_step_shape_errors(name: str) -> None:
             r"IndRNNCell: recurrent_max_abs must be a positive finite number or None, got 0.0",
         ),
         (lambda: IndRNNCell(3, 4, recurrent_max_abs=float("inf")), r"recurrent_max_abs .* got inf"),
+        (
+            lambda: IndRNNCell(3, 4, recurrent_init=(0.5, 0.2)),
+            r"IndRNNCell: recurrent_init must be None or two finite numbers \(low, high\) with low <= high, "
+            r"got \(0.5, 0.2\)",
+        ),
+        (lambda: IndRNNCell(3, 4, recurrent_init=[0.1]), r"recurrent_init must be None or two .* got \[0.1\]"),
+        (lambda: IndRNNCell(3, 4, recurrent_init="01"), r"recurrent_init must be None or two .* got '01'"),
+        (lambda: IndRNNCell(3, 4, recurrent_init=(0, float("nan"))), r"recurrent_init must be None .* got \(0, nan\)"),
+        (
+            lambda: IndRNNCell(3, 4, recurrent_max_abs=1.0, recurrent_init=(0.9, 1.1)),
+            r"IndRNNCell: recurrent_init must lie inside \[-recurrent_max_abs, recurrent_max_abs\] = \[-1.0, 1.0\] "
+            r"\(the clamp would change it\), got \(0.9, 1.1\)",
+        ),
         (lambda: MinGRUCell(True, 4), r"MinGRUCell: input_size must be a positive int, got True"),
         (lambda: MinGRUCell(3, -1), r"MinGRUCell: hidden_size must be a positive int, got -1"),
         (lambda: CfCCell(3, 0), r"CfCCell: hidden_size must be a positive int, got 0"),
@@ -281,6 +294,30 @@ def test_indrnn_clip_and_init() -> None:
     torch.testing.assert_close(h, torch.tensor([[0.5, 0.25]], dtype=F64))
     h.sum().backward()
     assert small.weight_hh.grad.tolist() == [0.0, 1.0]
+
+
+def test_indrnn_recurrent_init_remembers_the_sequence() -> None:
+    """recurrent_init=(2^(-1/T), 2^(1/T)) with m=2^(1/T) (the authors' adding-problem last layer): u fills that
+    range, and with W = 0, b = 0 each unit's state after T steps is u^T h_0 (numpy, float64), between h_0/2
+    and 2 h_0: the cell neither forgets nor explodes over the sequence."""
+    T = 200
+    low, high = 2 ** (-1 / T), 2 ** (1 / T)
+    torch.manual_seed(8)
+    cell = IndRNNCell(2, 4000, recurrent_max_abs=high, recurrent_init=[low, high], dtype=F64)  # a list, as Hydra
+    u = cell.weight_hh.detach()
+    assert cell.recurrent_init == (low, high) and low <= u.min() and u.max() <= high
+    assert u.min() - low < 1e-5 and high - u.max() < 1e-5  # 4000 draws over a width of 0.007 reach both ends
+    assert "recurrent_init=(" in repr(cell)
+    with torch.no_grad():
+        cell.weight_ih.zero_()
+    h0 = torch.rand(3, 4000, dtype=F64) + 0.5
+    _, h_T = step_loop(cell, torch.randn(T, 3, 2, dtype=F64), h0)
+    ref = u.numpy() ** T * h0.numpy()
+    np.testing.assert_allclose(h_T.detach().numpy(), ref, rtol=1e-12, atol=0)
+    ratio = (h_T / h0).detach()
+    assert 0.5 - 1e-12 <= ratio.min() and ratio.max() <= 2.0 + 1e-12
+    assert ratio.min() < 0.51 and ratio.max() > 1.99  # the ends of the range are reached
+    assert IndRNNCell(2, 400, recurrent_init=(-0.5, -0.25)).weight_hh.max() <= -0.25  # no bound: any range
 
 
 # ---------------------------------------------------------------- minGRU: parallel scan == step loop

@@ -10,6 +10,7 @@ per-step shape check and the zero state of the cell contract.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -54,6 +55,27 @@ def zero_state(
     return torch.zeros(batch_size, hidden_size, device=device, dtype=dtype)
 
 
+def _check_init_range(recurrent_init: object, max_abs: float | None) -> tuple[float, float] | None:
+    """``recurrent_init`` as ``(low, high)`` floats, or ``None``; ``ValueError`` naming it when it is not two
+    finite numbers ``low <= high`` (inside ``[-max_abs, max_abs]`` when a bound is set)."""
+    if recurrent_init is None:
+        return None
+    pair = list(recurrent_init) if isinstance(recurrent_init, Sequence) and not isinstance(recurrent_init, str) else []
+    finite = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+    if len(pair) != 2 or not finite or pair[0] > pair[1]:
+        raise ValueError(
+            f"IndRNNCell: recurrent_init must be None or two finite numbers (low, high) with low <= high, "
+            f"got {recurrent_init!r}"
+        )
+    low, high = float(pair[0]), float(pair[1])
+    if max_abs is not None and (low < -max_abs or high > max_abs):
+        raise ValueError(
+            f"IndRNNCell: recurrent_init must lie inside [-recurrent_max_abs, recurrent_max_abs] = "
+            f"[{-max_abs}, {max_abs}] (the clamp would change it), got {recurrent_init!r}"
+        )
+    return low, high
+
+
 class IndRNNCell(nn.Module):
     r"""IndRNN cell: every unit sees the whole input but only its own previous value.
 
@@ -71,7 +93,11 @@ class IndRNNCell(nn.Module):
     while it stays there).
 
     Initialization (the paper's adding-problem setup as we read it): ``u ~ U(0, min(1, m))``, so every unit
-    starts as a non-exploding leaky integrator; ``W ~ N(0, 0.001^2)``; ``b = 0``.
+    starts as a non-exploding leaky integrator; ``W ~ N(0, 0.001^2)``; ``b = 0``. ``recurrent_init =
+    (low, high)`` draws ``u ~ U(low, high)`` instead: the authors' adding-problem code starts its last layer at
+    ``(2 ** (-1 / T), 2 ** (1 / T))`` with ``m = 2 ** (1 / T)``, units whose state changes by a factor
+    between 1/2 and 2 over the ``T`` steps, so they start out remembering the whole sequence. (That code
+    also clips the stored ``u`` into ``[-m, m]`` before each update; here the clamp sits in ``forward``.)
 
     Args:
         input_size: features ``I`` of ``x_t``.
@@ -79,6 +105,9 @@ class IndRNNCell(nn.Module):
         bias: learn ``b``.
         nonlinearity: ``"relu"`` (default) or ``"tanh"``.
         recurrent_max_abs: bound ``m > 0`` on ``|u|``, or ``None`` for no bound.
+        recurrent_init: ``(low, high)`` of the uniform init of ``u`` (finite, ``low <= high``, inside
+            ``[-m, m]`` when ``m`` is set), or ``None`` for ``(0, min(1, m))``. A list works too (Hydra:
+            ``recurrent_init: [0.9965, 1.0035]``).
 
     Shapes: ``forward(x_t (B, I), state (B, H)) -> (h_t (B, H), new_state (B, H))``, with ``new_state`` the
     same tensor as ``h_t``; ``init_state(B)`` gives zeros ``(B, H)``.
@@ -98,6 +127,7 @@ class IndRNNCell(nn.Module):
         bias: bool = True,
         nonlinearity: str = "relu",
         recurrent_max_abs: float | None = None,
+        recurrent_init: Sequence[float] | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -113,6 +143,7 @@ class IndRNNCell(nn.Module):
             raise ValueError(
                 f"IndRNNCell: recurrent_max_abs must be a positive finite number or None, got {recurrent_max_abs!r}"
             )
+        init_range = _check_init_range(recurrent_init, recurrent_max_abs)
         super().__init__()
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -120,6 +151,7 @@ class IndRNNCell(nn.Module):
         self.recurrent_max_abs = recurrent_max_abs
         self._clip = recurrent_max_abs is not None
         self._max_abs = 0.0 if recurrent_max_abs is None else float(recurrent_max_abs)
+        self.recurrent_init = init_range
         factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(hidden_size, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(hidden_size, **factory))
@@ -130,8 +162,9 @@ class IndRNNCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """``u ~ U(0, min(1, recurrent_max_abs))``, ``W ~ N(0, 0.001^2)``, ``b = 0`` (see the class docs)."""
-        nn.init.uniform_(self.weight_hh, 0.0, min(1.0, self._max_abs) if self._clip else 1.0)
+        """``u ~ U(recurrent_init)`` (default ``U(0, min(1, m))``), ``W ~ N(0, 0.001^2)``, ``b = 0`` (class docs)."""
+        low, high = self.recurrent_init or (0.0, min(1.0, self._max_abs) if self._clip else 1.0)
+        nn.init.uniform_(self.weight_hh, low, high)
         nn.init.normal_(self.weight_ih, 0.0, 0.001)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
@@ -156,4 +189,6 @@ class IndRNNCell(nn.Module):
         s = f"{self.input_size}, {self.hidden_size}, nonlinearity={self.nonlinearity!r}"
         if self.bias is None:
             s += ", bias=False"
-        return s if self.recurrent_max_abs is None else s + f", recurrent_max_abs={self.recurrent_max_abs}"
+        if self.recurrent_max_abs is not None:
+            s += f", recurrent_max_abs={self.recurrent_max_abs}"
+        return s if self.recurrent_init is None else s + f", recurrent_init={self.recurrent_init}"
