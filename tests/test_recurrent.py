@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.cells import IndRNNCell, PeepholeLSTMCell
+from helpers.cells import IndRNNCell, PeepholeLSTMCell, SplitIndRNNCell, SplitPeepholeLSTMCell
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
@@ -24,6 +24,7 @@ from seqforge.cells import CellContractError
 
 TOL = 1e-10  # compared with <=
 USER_CELLS = [PeepholeLSTMCell, IndRNNCell]
+SPLIT_CELLS = [SplitPeepholeLSTMCell, SplitIndRNNCell]  # the contract's optional input split
 
 
 def _parts(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -105,6 +106,21 @@ def test_user_cell_equals_a_per_sequence_python_loop(cell: type, backend: str) -
     assert layer.backend_used == ("script" if backend == "auto" else backend)
 
 
+@pytest.mark.parametrize("cell", SPLIT_CELLS)
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_script_runs_the_input_split_and_equals_a_per_sequence_loop_over_forward(cell: type, with_lengths: bool
+                                                                                 ) -> None:  # fmt: skip
+    """The scripted loop runs ``project_input`` once and ``step_projected`` per step; the reference calls the
+    cells' plain ``forward`` (their parent's formula): outputs, final states and every gradient in float64."""
+    layer = _layer(cell, "script")
+    x, lengths, hx = _inputs(layer)
+    got = _results(layer, x, lengths if with_lengths else None, hx)
+    full = torch.full_like(lengths, x.shape[1])
+    _assert_close(got, _results(layer, x, lengths if with_lengths else full, hx, reference=True))
+    for runner in layer._loops["script"].runners:
+        assert "project_input" in runner.step_inputs.code and "step_projected" in runner.code
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", USER_CELLS)
 def test_user_cell_through_compile_equals_eager(cell: type) -> None:
@@ -116,7 +132,7 @@ def test_user_cell_through_compile_equals_eager(cell: type) -> None:
     _assert_close(got, _results(reference, x, lengths, hx))
 
 
-@pytest.mark.parametrize("cell", USER_CELLS)
+@pytest.mark.parametrize("cell", USER_CELLS + SPLIT_CELLS)
 def test_user_cell_script_equals_eager_with_recurrent_dropout_and_inter_layer_dropout(cell: type) -> None:
     layer = _layer(cell, "script", recurrent_dropout=0.3, dropout=0.2)
     reference = _layer(cell, "eager", recurrent_dropout=0.3, dropout=0.2)
@@ -184,9 +200,30 @@ class BareOutputCell(IndRNNCell):
         return super().forward(x, h)[0]
 
 
+class HalfSplitCell(IndRNNCell):
+    def project_input(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class DisagreeingSplitCell(SplitIndRNNCell):
+    def step_projected(self, p: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.relu(p + self.u * h + 1e-2)
+        return h, h
+
+
+class FlatProjectionCell(SplitIndRNNCell):
+    def project_input(self, x: Tensor) -> Tensor:
+        return self.linear(x).flatten()
+
+
 @pytest.mark.parametrize(
     "cell, match",
     [
+        (HalfSplitCell, r"HalfSplitCell defines project_input but not step_projected: the optional input split needs"),
+        (DisagreeingSplitCell, r"DisagreeingSplitCell: step_projected\(project_input\(x\)\[t\], state\) must equal "
+                               r"the step on \(x\[t\], state\); on a probe they differ by 0.01"),
+        (FlatProjectionCell, r"FlatProjectionCell: project_input\(x \(T=1, B=2, 3\)\) must return a Tensor \(T, B, "
+                             r"...\), got Tensor\(8,\)"),
         (WrongShapeCell, r"WrongShapeCell: h_t must be a Tensor\(2, 4\) .* got Tensor\(2, 8\)"),
         (WrongDtypeCell, r"WrongDtypeCell: h_t must be .*torch.float32.* got Tensor\(2, 4\) torch.float16"),
         (ListStateCell, r"ListStateCell: init_state\(2\) must be a Tensor or a tuple of Tensors, got list"),
@@ -322,7 +359,7 @@ def test_second_derivatives_of_the_script_backend_equal_eager_for_a_gradient_pen
     _assert_close(list(grads["script"]), list(grads["eager"]))
 
 
-@pytest.mark.parametrize("cell", USER_CELLS)
+@pytest.mark.parametrize("cell", USER_CELLS + SPLIT_CELLS)
 def test_user_cell_second_derivatives_through_script(cell: type) -> None:
     torch.manual_seed(0)
     layer = seqforge.Recurrent(cell, 2, 2, batch_first=True, backend="script").double()
