@@ -9,6 +9,8 @@ ten-line cell of ``scripts/benchmark.py``) and ``seqforge.Recurrent(SplitUserLST
 ``T``: the built-in then runs its hand-written fused kernels instead of torch's one-kernel CPU LSTM). The
 timed calls of all six cases alternate (A, B, C, ..., A, B, ...), so load on a shared machine hits them
 alike; medians. ``--clock cpu`` times the process's CPU time (``time.process_time``) instead of wall time.
+``--profile`` adds, per layer (no ``lengths``), where its time goes: each op's share of the profiler's self
+time and its calls per time step (``torch.profiler`` over ``--profile`` calls).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import benchmark  # scripts/benchmark.py (the cells and the interleaved timing)
 import torch
@@ -24,11 +27,25 @@ import torch
 import seqforge
 
 
+def op_shares(name: str, layer: torch.nn.Module, case: Any, step: Any, calls: int, steps: int, top: int = 12) -> str:
+    """A markdown table of the ``top`` ops of ``step(case)`` by share of self time, with calls per time step."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            step(case)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = [f"| `{e.key[:60]}` | {100 * e.self_cpu_time_total / total:.1f} % | {e.count / calls / steps:.2f} |"
+            for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]]  # fmt: skip
+    return f"\n{name} ({type(layer).__name__}), no lengths:\n\n| op | self time | calls per step |\n|---|---|---|\n" + \
+        "\n".join(rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"])
+    parser.add_argument("--profile", type=int, default=0, metavar="CALLS")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -65,6 +82,8 @@ def main() -> None:
             f"{args.clock} clock; torch {torch.__version__}, {platform.machine()}, load average "
             f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after (shared machine)")  # fmt: skip
     text = head + "\n\n" + "\n".join(lines) + "\n"
+    if args.profile:
+        text += "".join(op_shares(name, layer, (layer, None), step, args.profile, T) for name, layer in layers.items())
     print(text)
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")

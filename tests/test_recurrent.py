@@ -106,19 +106,21 @@ def test_user_cell_equals_a_per_sequence_python_loop(cell: type, backend: str) -
     assert layer.backend_used == ("script" if backend == "auto" else backend)
 
 
-@pytest.mark.parametrize("cell", SPLIT_CELLS)
-@pytest.mark.parametrize("with_lengths", [True, False])
-def test_script_runs_the_input_split_and_equals_a_per_sequence_loop_over_forward(cell: type, with_lengths: bool
+@pytest.mark.parametrize("cell", USER_CELLS + SPLIT_CELLS)
+@pytest.mark.parametrize("lengths", [[6, 3, 1, 5], [6, 4, 3, 5], None], ids=["ragged", "min-3", "none"])
+def test_script_equals_a_per_sequence_loop_over_forward_with_and_without_lengths(cell: type, lengths: list | None
                                                                                  ) -> None:  # fmt: skip
-    """The scripted loop runs ``project_input`` once and ``step_projected`` per step; the reference calls the
-    cells' plain ``forward`` (their parent's formula): outputs, final states and every gradient in float64."""
+    """The scripted loop (the split's ``project_input`` once and ``step_projected`` per step, for the cells that
+    offer it; no state selection in the steps every sequence has) against the cells' plain ``forward`` (for
+    the split cells their parent's formula): outputs, final states and every gradient in float64."""
     layer = _layer(cell, "script")
-    x, lengths, hx = _inputs(layer)
-    got = _results(layer, x, lengths if with_lengths else None, hx)
-    full = torch.full_like(lengths, x.shape[1])
-    _assert_close(got, _results(layer, x, lengths if with_lengths else full, hx, reference=True))
+    x, _, hx = _inputs(layer)
+    given = None if lengths is None else torch.tensor(lengths)
+    got = _results(layer, x, given, hx)
+    _assert_close(got, _results(layer, x, torch.tensor(lengths or [x.shape[1]] * 4), hx, reference=True))
     for runner in layer._loops["script"].runners:
-        assert "project_input" in runner.step_inputs.code and "step_projected" in runner.code
+        split = cell in SPLIT_CELLS
+        assert ("project_input" in runner.step_inputs.code) == split and ("step_projected" in runner.code) == split
 
 
 @pytest.mark.slow

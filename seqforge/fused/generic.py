@@ -28,6 +28,16 @@ def _keep(valid_t: Tensor, like: Tensor) -> Tensor:
     return valid_t.view([-1] + [1] * (like.dim() - 1))
 
 
+def _all_valid_steps(lengths: Tensor | None, valid: Tensor | None, steps: int) -> int:
+    """How many leading steps every sequence has (``valid`` is a prefix mask): there the state needs no
+    ``torch.where``. Read from ``lengths`` on the CPU only (reading a CUDA tensor would synchronize)."""
+    if valid is None:
+        return steps
+    if lengths is None or lengths.is_cuda:
+        return 0
+    return min(int(lengths.min()), steps)
+
+
 class CellLoop(nn.Module):
     """What the two step loops share: the cell, and its per-step inputs."""
 
@@ -52,13 +62,14 @@ class TensorStateLoop(CellLoop):
         h = state[0]
         outputs: list[Tensor] = []
         steps = self.step_inputs(x)
+        whole = _all_valid_steps(lengths, valid, len(steps))
         for t in range(len(steps)):
             h_in = h if mask is None else h * mask
             if hasattr(self.cell, "step_projected"):  # resolved when scripting
                 out, new = self.cell.step_projected(steps[t], h_in)
             else:
                 out, new = self.cell(steps[t], h_in)
-            if valid is not None:
+            if valid is not None and t >= whole:
                 new = torch.where(_keep(valid[t], new), new, h)
             h = new
             outputs.append(out)
@@ -73,6 +84,7 @@ class PairStateLoop(CellLoop):
         a, b = state[0], state[1]
         outputs: list[Tensor] = []
         steps = self.step_inputs(x)
+        whole = _all_valid_steps(lengths, valid, len(steps))
         for t in range(len(steps)):
             a_in = a if mask is None else a * mask
             if hasattr(self.cell, "step_projected"):
@@ -80,7 +92,7 @@ class PairStateLoop(CellLoop):
             else:
                 out, new = self.cell(steps[t], (a_in, b))
             new_a, new_b = new
-            if valid is not None:
+            if valid is not None and t >= whole:
                 new_a = torch.where(_keep(valid[t], new_a), new_a, a)
                 new_b = torch.where(_keep(valid[t], new_b), new_b, b)
             a, b = new_a, new_b
