@@ -160,8 +160,9 @@ def test_zoneout_on_a_user_cell_is_the_expected_update_in_eval() -> None:
     torch.testing.assert_close(h_n[0], h)
 
 
-def test_step_advances_every_layer_like_forward() -> None:
-    layer = _layer(PeepholeLSTMCell, "script", bidirectional=False)
+@pytest.mark.parametrize("cell", [PeepholeLSTMCell, SplitPeepholeLSTMCell])
+def test_step_advances_every_layer_like_forward(cell: type) -> None:
+    layer = _layer(cell, "script", bidirectional=False)
     x = torch.randn(3, 5, 3, dtype=torch.float64)
     out, final = layer(x)
     state = None
@@ -410,12 +411,13 @@ def test_scripted_user_cell_under_inference_mode_equals_eager() -> None:
             _assert_close([got[0], *got[1]], [ref[0], *ref[1]])
 
 
-def test_layers_with_scripted_runners_deepcopy_and_pickle() -> None:
+@pytest.mark.parametrize("cell", [PeepholeLSTMCell, SplitPeepholeLSTMCell])
+def test_layers_with_scripted_runners_deepcopy_and_pickle(cell: type) -> None:
     """SWA and checkpoint code copy whole models: cached runners (ScriptModules) are rebuilt, never copied."""
     import copy
     import io
 
-    layer = _layer(PeepholeLSTMCell, "script")
+    layer = _layer(cell, "script")
     x, lengths, hx = _inputs(layer)
     out = layer(x, hx, lengths=lengths)[0]
     twin = copy.deepcopy(layer)
