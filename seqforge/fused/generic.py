@@ -8,9 +8,8 @@ for a ``(Tensor, Tensor)`` state; other state structures are refused (use ``eage
 
 A cell that offers the optional split of :mod:`seqforge.cells.base` (``project_input`` + ``step_projected``)
 has its input-only work done once for all steps before the loop (one large matmul forward and backward
-instead of ``T`` small ones and ``T`` weight-gradient accumulations), then ``step_projected`` per step. The
-per-step inputs are ``unbind`` views, whose gradients autograd stacks once (indexing ``x[t]`` would make
-every step's backward write a zero-filled ``(T, B, ...)`` gradient). Timings: ``benchmarks/SPEED.md``.
+instead of ``T`` small ones and ``T`` weight-gradient accumulations), then ``step_projected`` per step.
+Timings and what was tried: ``benchmarks/SPEED.md``.
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ def _keep(valid_t: Tensor, like: Tensor) -> Tensor:
 
 def _all_valid_steps(lengths: Tensor | None, valid: Tensor | None, steps: int) -> int:
     """How many leading steps every sequence has (``valid`` is a prefix mask): there the state needs no
-    ``torch.where``. Read from ``lengths`` on the CPU only (reading a CUDA tensor would synchronize)."""
+    ``torch.where``. Read from ``lengths`` on the CPU only (reading a device tensor would synchronize)."""
     if valid is None:
         return steps
-    if lengths is None or lengths.is_cuda:
+    if lengths is None or not lengths.is_cpu:
         return 0
     return min(int(lengths.min()), steps)
 
