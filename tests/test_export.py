@@ -23,12 +23,13 @@ from seqforge.exporting import (
     EXAMPLE_BATCH,
     EXAMPLE_STEPS,
     ExportGraph,
+    context_names,
     example_context,
     example_inputs,
     export_from_config,
     step_graphs,
 )
-from seqforge.models import ConditionalGenerator, Seq2Seq, SequenceClassifier
+from seqforge.models import ConditionalGenerator, Forecaster, Seq2Seq, SequenceClassifier
 from seqforge.train import train
 from seqforge.utils.config import ConfigError, compose_config
 
@@ -327,6 +328,34 @@ def test_panel_forecaster_takes_named_covariate_inputs_encoded_by_its_json(check
         program(x, lengths, future=torch.zeros(len(x), 5, 2), static=context["static"])
 
 
+@pytest.mark.parametrize("fmt", ["pt2", pytest.param("onnx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("options", "names"), [
+    pytest.param({"static_cardinalities": (4,)}, ["static"], id="static-only"),
+    pytest.param({"future_size": 3, "strategy": "autoregressive", "window_norm": "last", "head": "quantile"},
+                 ["future"], id="future-only-autoregressive"),
+])  # fmt: skip
+def test_forecaster_graph_takes_the_context_inputs_its_net_reads(options, names, fmt: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = Forecaster(horizon=3, input_size=2, rnn={"hidden_size": 6}, **options).eval()
+    assert context_names(net) == names
+    x, lengths = example_inputs(net, batch=EXAMPLE_BATCH + 2, steps=EXAMPLE_STEPS + 4, seed=3)
+    context = example_context(net, batch=EXAMPLE_BATCH + 2, seed=3)
+    assert list(context) == names and len(set(lengths.tolist())) > 1
+    want = net(x, lengths, **context).detach()
+    path = seqforge.export(net, tmp_path / f"f.{fmt}", format=fmt)
+    meta = json.loads((tmp_path / "f.json").read_text())
+    assert [i["name"] for i in meta["inputs"]] == ["x", "lengths", *names]
+    if fmt == "pt2":
+        got = torch.export.load(str(path)).module()(x, lengths, **context)
+    else:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["x", "lengths", *names]
+        (out,) = session.run(None, {"x": x.numpy(), "lengths": lengths.numpy(), **{k: v.numpy() for k, v in
+                                                                                  context.items()}})  # fmt: skip
+        got = torch.from_numpy(out)
+    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
+
+
 def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
     task = trained["ucr_gru"]
     with pytest.raises(ValueError, match=r"format must be one of \('onnx', 'pt2', 'torchscript'\), got 'tflite'"):
@@ -337,6 +366,8 @@ def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
         seqforge.export(task, tmp_path / "m.json")
     with pytest.raises(ValueError, match=r"task_or_net is a Linear; exported are SequenceClassifier, .*Seq2Seq"):
         seqforge.export(nn.Linear(2, 3), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"future and static are forecaster inputs; SequenceClassifier takes"):
+        ExportGraph(task.net)(*example_inputs(task.net), static=torch.zeros(EXAMPLE_BATCH, 1, dtype=torch.long))
     assert not list(tmp_path.iterdir())
 
 
