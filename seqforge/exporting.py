@@ -11,7 +11,7 @@ The classifier, regressor, tagger, forecaster and language model export as one g
   category ids (:func:`context_names`; the JSON's ``series`` entry says how to encode them);
 - ``output``: classifier ``(B, num_classes)`` logits, regressor ``(B, output_size)``, tagger
   ``(B, T, num_classes)`` logits, forecaster ``(B, horizon, P)`` (``P``: 1 for a point forecast, mean and
-  std for ``gaussian``, one per quantile), in scaled units; language model ``(B, T, vocab_size)``
+  variance for ``gaussian``, one per quantile), in scaled units; language model ``(B, T, vocab_size)``
   next-token logits, zero on padded steps.
 
 ``Seq2Seq`` and ``ConditionalGenerator`` export as an encoder graph (source or condition -> the decoder's
@@ -354,7 +354,7 @@ def _metadata(net: nn.Module, datamodule: Any, task: nn.Module, fmt: str, path: 
         meta["forecast"] = {"horizon": net.horizon, "head": net.head_kind, "quantiles": getattr(net, "quantiles", None),
                             "season": net.season, "channels": out_channels,
                             "units": f"scaled: with the scaler's shift and scale{where}, a point, quantile or mean "
-                            "y * scale + shift, a variance v * scale ** 2 (log_standard: of the log)"}  # fmt: skip
+                            "y * scale + shift, a variance v * scale ** 2 (log_standard: that is of the log; exp it)"}  # fmt: skip
     meta.update(_data_metadata(datamodule))
     return meta
 
