@@ -354,7 +354,8 @@ def _metadata(net: nn.Module, datamodule: Any, task: nn.Module, fmt: str, path: 
         meta["forecast"] = {"horizon": net.horizon, "head": net.head_kind, "quantiles": getattr(net, "quantiles", None),
                             "season": net.season, "channels": out_channels,
                             "units": f"scaled: with the scaler's shift and scale{where}, a point, quantile or mean "
-                            "y * scale + shift, a variance v * scale ** 2 (log_standard: that is of the log; exp it)"}  # fmt: skip
+                            "y * scale + shift, a variance v * scale ** 2 (log_standard: that is of the log; "
+                            "exp it)"}  # fmt: skip
     meta.update(_data_metadata(datamodule))
     return meta
 
