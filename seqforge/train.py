@@ -184,6 +184,35 @@ def fill_monitor(callbacks_cfg: DictConfig | None, monitor: str, mode: str, repl
                     node.mode = mode
 
 
+def early_stopping_after_validation(cfg: DictConfig) -> None:
+    """Make every ``EarlyStopping`` node check right after a validation (``check_on_train_epoch_end: false``
+    where it is unset), written into ``cfg`` so the saved config shows it.
+
+    Lightning's default checks at the end of each training epoch, also when ``max_steps`` or ``max_time`` ends
+    an epoch early without validating it: before the first validation that fails ("conditioned on metric
+    ``val/acc`` which is not available"), later it counts the previous epoch's value once more.
+
+    Raises:
+        ConfigError: ``check_on_train_epoch_end: true`` together with ``trainer.max_steps`` or
+            ``trainer.max_time``.
+    """
+    trainer = cfg.get("trainer") or {}
+    limits = [f"trainer.{key}={trainer[key]}" for key in ("max_steps", "max_time")
+              if trainer.get(key) not in (None, -1)]
+    name: Any  # a DictConfig key
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not (isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("EarlyStopping")):
+            continue
+        if node.get("check_on_train_epoch_end") is None:
+            with open_dict(node):
+                node.check_on_train_epoch_end = False
+        elif node.check_on_train_epoch_end and limits:
+            raise ConfigError(f"callbacks.{name}.check_on_train_epoch_end=true with {' and '.join(limits)}: a run "
+                              "that stops in the middle of an epoch skips its validation, and early stopping "
+                              "would then check a metric not measured in it; set "
+                              f"callbacks.{name}.check_on_train_epoch_end=false (checks after each validation)")
+
+
 def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
     """Objects of every ``_target_`` node of a group (``callbacks``/``logger``); ``null`` entries skipped."""
     objects = []
@@ -492,6 +521,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_run(cfg)
     check_config(cfg, TrainSchema, CHECKED_GROUPS)
     monitor, monitor_mode = resolve_monitor(cfg)
+    early_stopping_after_validation(cfg)
     ckpt_path = find_last_checkpoint(cfg) if cfg.ckpt_path == LAST else cfg.ckpt_path
     stored: dict[str, Any] | None = None
     if cfg.train and ckpt_path is not None:
@@ -564,6 +594,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 log.info(f"Training stopped after {stopped['epochs']} epochs ({stopped['steps']} steps): "
                          f"{stopped['message']}")
         fit_metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
+        if stopped is not None and not validated(fit_metrics) and trainer.is_global_zero:
+            log.warning(f"No validation ran: training stopped before the first one ({stopped['message']}), so there "
+                        f"is no {model.monitor} and no best checkpoint; the test uses the last weights")
 
         callback = trainer.checkpoint_callback
         best_path = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
@@ -602,16 +635,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def validated(metrics: dict[str, Any]) -> bool:
+    """Whether ``metrics`` (what :func:`train` returns) hold validation results (``val/...``)."""
+    return any(key.startswith("val/") for key in metrics)
+
+
 def get_metric_value(metrics: dict[str, Any], metric_name: str | None) -> float:
     """The value a sweeper optimizes: ``metric_name`` (or the task's monitor when ``None``) from ``metrics``.
 
     Raises:
-        KeyError: the metric was not logged (the message lists the logged ones).
+        KeyError: the metric was not logged (the message lists the logged ones, and says so when no
+            validation ran).
     """
     name = metric_name or metrics["monitor"]
     if name not in metrics:
         logged = sorted(k for k, v in metrics.items() if isinstance(v, float))
-        raise KeyError(f"optimized_metric {name!r} was not logged; logged metrics: {logged}")
+        why = "" if validated(metrics) or "stopped" not in metrics else (
+            f"; no validation ran: training stopped before the first one ({metrics['stopped']['message']})")
+        raise KeyError(f"optimized_metric {name!r} was not logged; logged metrics: {logged}{why}")
     value = float(metrics[name])
     log.info(f"Optimized metric {name} = {value}")
     return value if math.isfinite(value) else float("nan")

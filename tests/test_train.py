@@ -283,6 +283,33 @@ def test_metrics_say_why_training_stopped(tmp_path: Path, caplog: pytest.LogCapt
     assert (steps["stopped"]["reason"], steps["stopped"]["steps"]) == ("max_steps", 2)  # 2 batches an epoch
 
 
+def test_max_steps_ending_an_epoch_early_leaves_early_stopping_checking_only_real_validations(tmp_path: Path) -> None:
+    # 2 batches an epoch; early stopping is on (patience 10). Before the first validation Lightning's default
+    # check failed ("conditioned on metric `val/acc` which is not available") and the run was lost
+    args = [str(REPO / "scripts" / "train.py"), *TINY, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'one'}"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "No validation ran: training stopped before the first one (max_steps=1 reached)" in result.stdout
+    metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert metrics["stopped"]["reason"] == "max_steps" and "test/acc" in metrics
+    assert not [key for key in metrics if key.startswith("val/")]
+    with pytest.raises(KeyError, match=r"no validation ran: training stopped before the first one \(max_steps=1"):
+        get_metric_value(metrics, None)  # what a sweeper would be told
+    # stopped in the middle of epoch 1, which is not validated: epoch 0's val/acc is not counted a second time
+    train(compose_config("train", [*TINY, "trainer.max_steps=3", "trainer.max_epochs=3"], tmp_path / "three"))
+    last = torch.load(tmp_path / "three" / "checkpoints" / "last.ckpt", weights_only=True)
+    (stopping,) = [state for key, state in last["callbacks"].items() if key.startswith("EarlyStopping")]
+    assert last["global_step"] == 3 and stopping["wait_count"] == 0
+    saved = yaml.safe_load((tmp_path / "three" / "config.yaml").read_text())
+    assert saved["callbacks"]["early_stopping"]["check_on_train_epoch_end"] is False  # the record says how it ran
+    with pytest.raises(ConfigError, match=r"callbacks\.early_stopping\.check_on_train_epoch_end=true with "
+                                          r"trainer\.max_steps=3.*set callbacks\.early_stopping\."
+                                          r"check_on_train_epoch_end=false"):  # fmt: skip
+        train(compose_config("train", [*TINY, "trainer.max_steps=3", "+callbacks.early_stopping."
+                                       "check_on_train_epoch_end=true"], tmp_path / "refused"))  # fmt: skip
+    assert not (tmp_path / "refused").exists()
+
+
 def test_an_interrupt_says_where_training_stopped(tmp_path: Path) -> None:
     args = [str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={tmp_path / 'run'}", "data.batch_size=8",
             "+callbacks.signal._target_=helpers.signal_switch.SignalAt", "+callbacks.signal.step=3"]  # fmt: skip
