@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seqforge.callbacks import AtomicCheckpointIO, StopRequest, interrupt_exit_code, stop_at_batch_end
 from seqforge.checkpoint import CHECKPOINT_KEY, ConfigInCheckpoint, read_checkpoint
 from seqforge.data.recipes import apply_recipe
+from seqforge.loggers import CSV_ROWS, CSVLogger, CSVRowsInCheckpoint
 from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
 
 if TYPE_CHECKING:
@@ -524,11 +525,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     early_stopping_after_validation(cfg)
     ckpt_path = find_last_checkpoint(cfg) if cfg.ckpt_path == LAST else cfg.ckpt_path
     stored: dict[str, Any] | None = None
+    csv_rows: dict[str, int] = {}  # rows of each metrics.csv the checkpoint's run had written (seqforge.loggers)
     if cfg.train and ckpt_path is not None:
         try:
-            stored = read_checkpoint(ckpt_path)[CHECKPOINT_KEY]["config"]
+            checkpoint = read_checkpoint(ckpt_path)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"ckpt_path={ckpt_path}: {err}") from err
+        stored, csv_rows = checkpoint[CHECKPOINT_KEY]["config"], checkpoint.get(CSV_ROWS, {})
+        del checkpoint  # the weights are loaded again by Lightning
         resume_changes(stored, resolved(cfg), skip_unset=True)  # refuses before anything is built or written
     prepare(cfg)
     if cfg.seed is not None:
@@ -569,6 +573,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                      if key.startswith("model.optimizer.")}
         callbacks.append(ApplyResumedSettings(optimizer, callbacks))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            if ckpt_path is not None:  # the run's own metrics.csv goes on (rows after the checkpoint dropped)
+                logger.continue_from(csv_rows.get(logger.metrics_file))
+            if not any(isinstance(callback, CSVRowsInCheckpoint) for callback in callbacks):
+                callbacks.append(CSVRowsInCheckpoint())
     trainer: L.Trainer = instantiate_node("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                           plugins=[AtomicCheckpointIO()])
     tuned = tune(trainer, model, datamodule, cfg) if tune_steps(cfg.get("tune")) else {}

@@ -6,6 +6,7 @@ signal. A language model (state carried from batch to batch) resumes exactly in 
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import random
@@ -29,7 +30,9 @@ RUN = [
     "model.net.rnn.num_layers=2", "model.net.rnn.dropout=0.3", "model.net.rnn.hidden_size=16", "trainer.max_epochs=4",
     "trainer.deterministic=true", "trainer.log_every_n_steps=1", "callbacks.early_stopping=null",
     "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
-]  # fmt: skip  # 4 batches per epoch, 16 steps in all
+    "logger=many_loggers",
+]  # fmt: skip  # 4 batches per epoch, 16 steps in all; TensorBoard and CSV
+CSV_DELETED = "Previous log files in this directory will be deleted"  # Lightning's CSVLogger, on a used folder
 
 
 def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -47,6 +50,20 @@ def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
     return values
 
 
+def _csv_rows(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(file)]
+
+
+def _assert_same_csv(resumed: Path, straight: Path) -> None:
+    """The resumed run's metrics.csv holds the rows of the uninterrupted run, in order: the rows of the part
+    before the interrupt kept, none logged twice."""
+    a, b = _csv_rows(straight), _csv_rows(resumed)
+    assert [sorted(row) for row in b] == [sorted(row) for row in a]
+    for x, y in zip(a, b):
+        assert y == pytest.approx(x, rel=1e-6, abs=1e-7)
+
+
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     straight = _train(tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -61,6 +78,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pa
 
     resumed = _train(tmp_path / "crashed", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert CSV_DELETED not in resumed.stderr + resumed.stdout
+    _assert_same_csv(tmp_path / "crashed", tmp_path / "straight")  # rows logged after last.ckpt not doubled
     a = json.loads((tmp_path / "straight" / "metrics.json").read_text())
     b = json.loads((tmp_path / "crashed" / "metrics.json").read_text())
     for key in ("val/loss", "val/acc", "test/acc", "test/loss"):
@@ -75,6 +94,7 @@ def _metrics(run_dir: Path) -> dict:
 
 
 def _assert_same_result(resumed: Path, straight: Path) -> None:
+    _assert_same_csv(resumed, straight)
     a, b = _metrics(straight), _metrics(resumed)
     for key in ("val/loss", "val/acc", "val/acc_best", "test/acc", "test/loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), key
@@ -113,6 +133,7 @@ def _interrupt_and_resume(run_dir: Path, signum: int, step: int, val_batch: int 
     assert not (run_dir / "metrics.json").exists()
     resumed = _train(run_dir, *extra, "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert CSV_DELETED not in resumed.stderr + resumed.stdout
 
 
 def test_sigterm_mid_epoch_1_exits_143_and_resume_matches_an_uninterrupted_run(
