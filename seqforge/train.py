@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import warnings
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import lightning as L
 import torch
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
@@ -389,6 +392,59 @@ def remove_unused_run_folder(folder: str | Path, task_name: str, log_dir: str | 
             break
         parent.rmdir()
     return True
+
+
+class KeepRunRecord(HydraCallback):
+    """A command refused for its config leaves an existing run folder's files as they were.
+
+    Hydra rewrites ``<run>/.hydra/`` (config, overrides) and opens the job log before the task starts, so a
+    refused ``ckpt_path=last`` resume with a changed model size would otherwise replace the record of the
+    run it refused to continue. Registered in ``configs/hydra/default.yaml``: at the start of a single run
+    it keeps the ``.hydra/`` files and the size of each top-level ``*.log`` of an existing folder, and when
+    the job failed with a :class:`~seqforge.utils.config.ConfigError` it writes them back (contents and
+    modification times; files Hydra added go, logs are cut back). A new folder is left to
+    :func:`remove_unused_run_folder`.
+    """
+
+    def __init__(self) -> None:
+        self.record: dict[Path, tuple[bytes | int, int]] = {}  # path: (contents, or size of a log; mtime_ns)
+        self.hydra_dir: Path | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        subdir = OmegaConf.select(config, "hydra.output_subdir")
+        self.record, self.hydra_dir = {}, None
+        if not folder.is_dir() or subdir is None:
+            return
+        self.hydra_dir = folder / str(subdir)
+        files = [*(p for p in self.hydra_dir.glob("*") if p.is_file()), *folder.glob("*.log")]
+        for path in files:
+            stat = path.stat()
+            kept = stat.st_size if path.suffix == ".log" else path.read_bytes()
+            self.record[path] = (kept, stat.st_mtime_ns)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.hydra_dir is None or job_return.status != JobStatus.FAILED:
+            return
+        try:
+            job_return.return_value  # noqa: B018  # re-raises the job's exception
+        except ConfigError:
+            self._restore(self.hydra_dir)
+        except Exception:  # noqa: S110  # another failure: the run's folder records it as it is
+            pass
+
+    def _restore(self, hydra_dir: Path) -> None:
+        for path in hydra_dir.glob("*"):
+            if path.is_file() and path not in self.record:
+                path.unlink()
+        for path, (kept, mtime_ns) in self.record.items():
+            if isinstance(kept, bytes):
+                path.write_bytes(kept)
+            elif path.is_file() and path.stat().st_size > kept:
+                with open(path, "r+b") as handle:
+                    handle.truncate(kept)
+            if path.is_file():
+                os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
 def checkpoint_folders(cfg: DictConfig) -> list[Path]:

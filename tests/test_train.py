@@ -359,13 +359,21 @@ def test_a_refused_command_leaves_no_run_folder_and_a_refused_resume_leaves_the_
         assert not logs.exists() or list(logs.rglob("*")) == [], (bad, list(logs.rglob("*")))
     run_dir = tmp_path / "run"
     assert run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}"], tmp_path).returncode == 0
-    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
-    refused = run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}", "ckpt_path=last",
-                          "model.net.rnn.hidden_size=16"], tmp_path)  # fmt: skip
-    assert refused.returncode == 1 and "cannot change it" in refused.stderr, refused.stderr[-2000:]
-    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
-    assert after.keys() == before.keys()
-    assert [p.name for p in before if before[p] != after[p]] in ([], ["parity_gru.log"])  # only the log grew
+    def files() -> dict[Path, tuple[bytes, int]]:  # Hydra's .hydra/ record and the job log included
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+
+    before = files()
+    assert (run_dir / ".hydra" / "overrides.yaml") in before and (run_dir / "parity_gru.log") in before
+    for refused_change in ("model.net.rnn.hidden_size=16", "++seedd=3"):
+        refused = run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}", "ckpt_path=last",
+                              refused_change], tmp_path)  # fmt: skip  # a refused resume, a typo in a resume
+        assert refused.returncode == 1 and "ConfigError" in refused.stderr, refused.stderr[-2000:]
+        assert refused_change != "model.net.rnn.hidden_size=16" or "cannot change it" in refused.stderr
+        after = files()
+        assert after.keys() == before.keys(), refused_change
+        assert [p.relative_to(run_dir) for p in before if before[p] != after[p]] == [], refused_change
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "ckpt_path=last" not in overrides  # still the record of the command that made the run
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
