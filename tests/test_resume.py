@@ -242,3 +242,21 @@ def test_a_language_model_resumed_after_a_crash_inside_a_batch_replays_it_from_t
         assert torch.equal(a, b), name
     for key in ("train/loss", "train/ppl", "val/loss", "val/ppl"):  # train/*: the means of all of epoch 1
         assert resumed_metrics[key] == straight_metrics[key], key
+
+
+def test_an_epoch_carry_of_other_metrics_is_refused_naming_both_sides() -> None:
+    task = LanguageModelTask(LanguageModel(vocab_size=5, embedding_dim=4, rnn={"cell": "gru", "hidden_size": 4}))
+    carry = task.epoch_carry()
+    assert sorted(carry["metrics"]) == ["train_loss", "train_metrics.ppl"] and carry["state"] is None
+    task.train_loss.update(torch.tensor(2.0), 3)
+    saved = task.epoch_carry()
+    task.train_loss.reset()
+    task.load_epoch_carry(saved)
+    assert float(task.train_loss.compute()) == 2.0 and task.train_loss.update_count == 1
+    with pytest.raises(ValueError, match=r"train metrics \['train_loss'\], this task has \['train_loss', "
+                                         r"'train_metrics.ppl'\]"):  # fmt: skip
+        task.load_epoch_carry({"metrics": {"train_loss": saved["metrics"]["train_loss"]}, "state": None})
+    wrong = {**saved["metrics"], "train_loss": saved["metrics"]["train_metrics.ppl"]}
+    states = r"the checkpoint holds the states \['count', 'total_log_probs'\], MeanMetric has \['mean_value', 'weight'\]"
+    with pytest.raises(ValueError, match=f"metric 'train_loss': {states}"):
+        task.load_epoch_carry({"metrics": wrong, "state": None})
