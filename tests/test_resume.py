@@ -257,6 +257,7 @@ def test_an_epoch_carry_of_other_metrics_is_refused_naming_both_sides() -> None:
                                          r"'train_metrics.ppl'\]"):  # fmt: skip
         task.load_epoch_carry({"metrics": {"train_loss": saved["metrics"]["train_loss"]}, "state": None})
     wrong = {**saved["metrics"], "train_loss": saved["metrics"]["train_metrics.ppl"]}
-    states = r"the checkpoint holds the states \['count', 'total_log_probs'\], MeanMetric has \['mean_value', 'weight'\]"
+    states = (r"the checkpoint holds the states \['count', 'total_log_probs'\], "
+              r"MeanMetric has \['mean_value', 'weight'\]")
     with pytest.raises(ValueError, match=f"metric 'train_loss': {states}"):
         task.load_epoch_carry({"metrics": wrong, "state": None})
