@@ -242,6 +242,12 @@ def test_a_language_model_resumed_after_a_crash_inside_a_batch_replays_it_from_t
         assert torch.equal(a, b), name
     for key in ("train/loss", "train/ppl", "val/loss", "val/ppl"):  # train/*: the means of all of epoch 1
         assert resumed_metrics[key] == straight_metrics[key], key
+    # a checkpoint without the running state (written under DDP, or by an older seqforge): said, not silent
+    del saved["epoch_carry"]
+    torch.save(saved, tmp_path / "without.ckpt")
+    with pytest.warns(UserWarning, match="resumed at batch 8 of epoch 1 from a checkpoint without the running "
+                                         "epoch state .* cover the batches from here on only"):  # fmt: skip
+        _fit_language_model(tmp_path / "without", ckpt_path=tmp_path / "without.ckpt")
 
 
 def test_an_epoch_carry_of_other_metrics_is_refused_naming_both_sides() -> None:

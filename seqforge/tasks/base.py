@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, MinMetric
 
@@ -117,7 +118,7 @@ class SequenceTask(L.LightningModule):
         self.best = best_tracker(self.monitor_mode)
         self.own_best: Metric | None = None  # the class's own metric's best, while the run watches another one
         self._resumed_best: dict[str, float] = {}  # the checkpoint's best values, set on resume
-        self._resumed_carry: dict[str, Any] | None = None  # the checkpoint's epoch_carry, until its batch starts
+        self._resumed_carry: dict[str, Any] | None = None  # after a restore: its epoch_carry ({} if none)
         self._carry_before: dict[str, Any] | None = None  # epoch_carry() as the running batch started
 
     # --- metrics ------------------------------------------------------------------------------------------
@@ -225,7 +226,8 @@ class SequenceTask(L.LightningModule):
             if tracker.update_count:
                 checkpoint[key] = float(tracker.compute())
         trainer = self._trainer
-        if trainer is not None and trainer.state.fn == TrainerFn.FITTING:
+        # under DDP each process has its own running state, and the checkpoint would keep only the first's
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING and trainer.world_size == 1:
             progress: Any = trainer.fit_loop.epoch_loop.batch_progress.current  # trackers with all four counts
             # a batch started but not processed (a crash inside it) is replayed on resume: carry what it started with
             before = self._carry_before if progress.started > progress.processed else None
@@ -234,12 +236,16 @@ class SequenceTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_best = {key: checkpoint[key] for key in ("monitor_best", "own_best") if key in checkpoint}
-        self._resumed_carry = checkpoint.get(EPOCH_CARRY)
+        self._resumed_carry = checkpoint.get(EPOCH_CARRY, {})
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         carry, self._resumed_carry = self._resumed_carry, None
-        if carry is not None and (carry["epoch"], carry["batch"]) == (self.current_epoch, batch_idx):
+        if carry and (carry["epoch"], carry["batch"]) == (self.current_epoch, batch_idx):
             self.load_epoch_carry(carry)  # the first batch after a resume in the middle of an epoch
+        elif carry is not None and batch_idx > 0:
+            rank_zero_warn(f"{type(self).__name__}: resumed at batch {batch_idx} of epoch {self.current_epoch} from "
+                           "a checkpoint without the running epoch state (one written under DDP, or before "
+                           "seqforge kept it): this epoch's train means cover the batches from here on only")
         self._carry_before = self.epoch_carry()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -253,7 +259,8 @@ class SequenceTask(L.LightningModule):
         Every checkpoint written during ``fit`` stores it as ``checkpoint["epoch_carry"]`` with the epoch and
         the batch it precedes; a run resumed at that batch loads it back (:meth:`load_epoch_carry`), so its
         epoch means cover the whole epoch, as in an uninterrupted run. A checkpoint at an epoch's end precedes
-        no batch of that epoch, so nothing is loaded from it. Subclasses add what else they carry (the
+        no batch of that epoch, so nothing is loaded from it. Under DDP it is not stored (each process has its
+        own); a run resumed there in the middle of an epoch warns. Subclasses add what else they carry (the
         language model's recurrent state).
         """
         return {"metrics": {name: metric_state(metric) for name, metric in self._epoch_metrics().items()}}
@@ -334,7 +341,6 @@ def datamodule_attr(task: L.LightningModule, name: str) -> Any:
     trainer = task._trainer
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     return getattr(datamodule, name, None)
-
 
 
 def metric_state(metric: Metric) -> dict[str, Any]:
