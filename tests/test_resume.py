@@ -25,18 +25,19 @@ from seqforge.data.synthetic import CharStreamDataModule
 from seqforge.models import LanguageModel
 from seqforge.tasks import LanguageModelTask
 
+SAME = ["trainer.deterministic=true", "trainer.log_every_n_steps=1", "callbacks.early_stopping=null",
+        "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
+        "logger=many_loggers"]  # fmt: skip  # TensorBoard and CSV
 RUN = [
     "+experiment=parity_gru", "data.num_train=128", "data.num_val=64", "data.num_test=64",
     "model.net.rnn.num_layers=2", "model.net.rnn.dropout=0.3", "model.net.rnn.hidden_size=16", "trainer.max_epochs=4",
-    "trainer.deterministic=true", "trainer.log_every_n_steps=1", "callbacks.early_stopping=null",
-    "extras.print_config=false", "callbacks.rich_progress_bar=null", "callbacks.model_summary=null",
-    "logger=many_loggers",
-]  # fmt: skip  # 4 batches per epoch, 16 steps in all; TensorBoard and CSV
+    *SAME,
+]  # fmt: skip  # 4 batches per epoch, 16 steps in all
 CSV_DELETED = "Previous log files in this directory will be deleted"  # Lightning's CSVLogger, on a used folder
 
 
-def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [str(REPO / "scripts" / "train.py"), *RUN, f"hydra.run.dir={run_dir}", *extra]
+def _train(run_dir: Path, *extra: str, base: list[str] = RUN) -> subprocess.CompletedProcess:
+    args = [str(REPO / "scripts" / "train.py"), *base, f"hydra.run.dir={run_dir}", *extra]
     return run_script(args, run_dir.parent, timeout=300, extra_path=(str(REPO / "tests"),))
 
 
@@ -121,17 +122,17 @@ def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _interrupt_and_resume(run_dir: Path, signum: int, step: int, val_batch: int | None = None,
-                          extra: list[str] | tuple[str, ...] = ()) -> None:  # fmt: skip
+                          base: list[str] = RUN) -> None:  # fmt: skip
     signal_at = ["+callbacks.signal._target_=helpers.signal_switch.SignalAt", f"+callbacks.signal.step={step}",
                  f"+callbacks.signal.signum={int(signum)}"]  # fmt: skip
     if val_batch is not None:
         signal_at.append(f"+callbacks.signal.val_batch={val_batch}")
-    interrupted = _train(run_dir, *extra, *signal_at)
+    interrupted = _train(run_dir, *signal_at, base=base)
     assert interrupted.returncode == 128 + signum, interrupted.stderr[-3000:]
     saved = torch.load(run_dir / "checkpoints" / "on_exception.ckpt", weights_only=True)
     assert saved["global_step"] == (step if val_batch is not None else step + 1)  # the batch it was in finished
     assert not (run_dir / "metrics.json").exists()
-    resumed = _train(run_dir, *extra, "ckpt_path=last")
+    resumed = _train(run_dir, "ckpt_path=last", base=base)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert CSV_DELETED not in resumed.stderr + resumed.stdout
 
@@ -182,15 +183,16 @@ def test_sigterm_to_the_main_process_of_a_ddp_run_exits_143_and_resumes_exactly(
 
 
 LM_RUN = ["+experiment=char_lm", "data.num_chars=3000", "data.batch_size=8", "model.net.rnn.hidden_size=16",
-          "model.net.embedding_dim=8", "model.num_samples=0", "trainer.max_epochs=1"]  # fmt: skip  # 10 steps
+          "model.net.embedding_dim=8", "model.num_samples=0", "trainer.max_epochs=1", *SAME]  # fmt: skip  # 10 steps
 
 
 @pytest.mark.slow  # three runs of scripts/train.py: about 2 minutes on 2 loaded cores
 def test_sigterm_in_the_middle_of_a_language_model_epoch_then_resume_is_exact(tmp_path: Path) -> None:
     # the LM carries its recurrent state from batch to batch (truncated BPTT): the checkpoint must carry it too
-    straight = _train(tmp_path / "straight", *LM_RUN)
+    straight = _train(tmp_path / "straight", base=LM_RUN)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    _interrupt_and_resume(tmp_path / "run", signal.SIGTERM, step=4, extra=LM_RUN)
+    _interrupt_and_resume(tmp_path / "run", signal.SIGTERM, step=4, base=LM_RUN)
+    _assert_same_csv(tmp_path / "run", tmp_path / "straight")
     a, b = _metrics(tmp_path / "straight"), _metrics(tmp_path / "run")
     for key in ("train/loss", "train/ppl", "val/loss", "val/ppl", "test/loss", "test/ppl"):
         assert b[key] == a[key], key  # exact: same batches, same states, same arithmetic
