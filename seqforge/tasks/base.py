@@ -180,15 +180,18 @@ class SequenceTask(L.LightningModule):
     def _step(self, batch: Any, stage: str) -> dict[str, Any]:
         out = self.model_step(batch)
         loss, batch_size = out["loss"], out["batch_size"]  # batch_size weights the epoch mean
-        loss_metric = getattr(self, f"{stage}_loss")  # a metric, so a resumed epoch's mean covers the whole epoch
-        loss_metric.update(loss.detach(), batch_size)
-        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        getattr(self, f"{stage}_loss").update(loss.detach(), batch_size)  # a metric: resumable epoch means
         if stage == "train":
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=batch_size)  # long runs
         self.update_metrics(stage, out)
+        self._log_epoch_means(stage)
+        return out
+
+    def _log_epoch_means(self, stage: str) -> None:
+        """Log ``<stage>/loss`` and ``<stage>/<metric>``: Lightning computes them at the epoch's end."""
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_step=False, on_epoch=True, prog_bar=True)
         for name, metric in self.metrics(stage).items():
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        return out
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "train")["loss"]
@@ -251,6 +254,12 @@ class SequenceTask(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._carry_before = None
 
+    def on_train_epoch_end(self) -> None:
+        carry, self._resumed_carry = self._resumed_carry, None
+        if carry and carry["epoch"] == self.current_epoch:  # resumed in the validation after the last batch
+            self.load_epoch_carry(carry)
+            self._log_epoch_means("train")  # no batch of this epoch ran since, so nothing logged them yet
+
     # --- what a training epoch carries from batch to batch ----------------------------------------------------
     def epoch_carry(self) -> dict[str, Any]:
         """What the running training epoch carries into its next batch, as copies: ``{"metrics": {name: state}}``,
@@ -258,10 +267,10 @@ class SequenceTask(L.LightningModule):
 
         Every checkpoint written during ``fit`` stores it as ``checkpoint["epoch_carry"]`` with the epoch and
         the batch it precedes; a run resumed at that batch loads it back (:meth:`load_epoch_carry`), so its
-        epoch means cover the whole epoch, as in an uninterrupted run. A checkpoint at an epoch's end precedes
-        no batch of that epoch, so nothing is loaded from it. Under DDP it is not stored (each process has its
-        own); a run resumed there in the middle of an epoch warns. Subclasses add what else they carry (the
-        language model's recurrent state).
+        epoch means cover the whole epoch, as in an uninterrupted run (resumed in the validation after the
+        epoch's last batch, it is loaded and logged at the epoch's end). Under DDP it is not stored (each
+        process has its own); a run resumed there in the middle of an epoch warns. Subclasses add what else
+        they carry (the language model's recurrent state).
         """
         return {"metrics": {name: metric_state(metric) for name, metric in self._epoch_metrics().items()}}
 

@@ -120,6 +120,7 @@ class LanguageModelTask(SequenceTask):
         self.states.pop("eval", None)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one scheduler
         if scheduler is None or self._scheduler_interval() != "epoch":
             return
