@@ -20,7 +20,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E40
 from omegaconf import DictConfig  # noqa: E402
 
 from seqforge.callbacks import interrupt_exit_code  # noqa: E402
-from seqforge.train import get_metric_value, remove_unused_run_folder, train  # noqa: E402
+from seqforge.train import get_metric_value, remove_unused_run_folder, train, validated  # noqa: E402
 from seqforge.utils.config import ConfigError  # noqa: E402
 
 
@@ -35,6 +35,8 @@ def main(cfg: DictConfig) -> float | None:
         raise
     if not cfg.train and cfg.get("optimized_metric") is None:
         return None  # a test-only run has no validation metric to report to a sweeper
+    if not validated(metrics) and HydraConfig.get().mode == RunMode.RUN:
+        return None  # stopped before the first validation (train() said so); no sweeper waits for a value
     return get_metric_value(metrics, cfg.get("optimized_metric"))
 
 

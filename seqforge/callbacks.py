@@ -10,7 +10,8 @@ or a full disk, and the same result whether or not a run was resumed.
   and :func:`interrupt_exit_code` gives the shell status of an interrupt (143 for SIGTERM, 130 for SIGINT).
 - :class:`AtomicCheckpointIO` writes every checkpoint to a temporary file in the same folder, syncs it to
   disk and renames it into place: a failed write (full disk) leaves the previous files as they were. The
-  best and the last checkpoint of one epoch end are one file under two names (a hard link), written once.
+  best and the last checkpoint of one epoch end are one file under two names (a hard link) holding the
+  newest callback states.
 - :class:`ReseedEveryBatch` reseeds every RNG from ``(seed, epoch, batch)`` before each training batch, so
   a resumed run draws the same dropout masks as an uninterrupted one (data order comes from
   :class:`seqforge.data.sampling.EpochShuffleSampler`, which depends on ``(seed, epoch)`` only, and the
@@ -20,6 +21,7 @@ or a full disk, and the same result whether or not a run was resumed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -27,7 +29,7 @@ import random
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -170,57 +172,102 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Readers see the old file or the new one, never half of one; a failed write (``ENOSPC``, a signal)
     removes its temporary file and re-raises, leaving no truncated ``epoch_XXX.ckpt`` and no 0-byte file.
 
-    A full checkpoint of the same training state as the one just written (the best and the last checkpoint
-    at the end of one epoch: same epoch, step, loop state and unchanged weights) becomes a hard link to that
-    file instead of a second write (where the file system has no hard links, it is written). The two differ
-    only in the checkpoint callbacks' own bookkeeping, which a resume does not need to be current: it
-    resumes exactly from either.
+    The best and the last checkpoint at the end of one epoch hold the same training state (epoch, step,
+    loop state, unchanged weights) and end up as one file under two names (a hard link; where the file
+    system has none, two files). The second save also carries the callbacks' states as they are after the
+    first one (the ``last`` checkpoint callback's own paths ...): when they equal the file's, the new name is
+    linked to it; else the new checkpoint is written and the earlier name re-linked to it, so both names
+    hold the newest callback states and a resume from either continues exactly as an uninterrupted run.
     """
 
-    _written: tuple[tuple[Any, ...], Path, int] | None = None  # the last full save: (state, file, st_mtime_ns)
+    _written: _Written | None = None  # the last full save
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"AtomicCheckpointIO: storage_options are not supported, got {storage_options!r}")
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same file system
         fingerprint = _training_state(checkpoint)
-        try:
-            if not (fingerprint is not None and self._link_same_state(fingerprint, tmp)):
-                with open(tmp, "xb") as handle:  # permissions from the umask, as a plain open() would give
-                    self.write(checkpoint, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        self._written = None if fingerprint is None else (fingerprint, target, target.stat().st_mtime_ns)
-        with contextlib.suppress(OSError):  # make the rename itself durable (not possible on every system)
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        previous = self._written if self._written is not None and self._written.holds(fingerprint) else None
+        callbacks = checkpoint.get("callbacks")
+        if previous is not None and _equal(previous.callbacks, callbacks):
+            _replace(target, lambda tmp: os.link(previous.path, tmp), fallback=lambda tmp: self._write(checkpoint, tmp))
+        else:
+            _replace(target, lambda tmp: self._write(checkpoint, tmp))
+            if previous is not None and previous.path != target:  # same state, newer callback states: one file
+                with contextlib.suppress(OSError):  # no hard links here: the earlier file stays as written
+                    _replace(previous.path, lambda tmp: os.link(target, tmp))
+        self._written = None if fingerprint is None else _Written(fingerprint, copy.deepcopy(callbacks), target)
+        _sync_folder(target.parent)
 
     def write(self, checkpoint: dict[str, Any], handle: Any) -> None:
         """Serialize ``checkpoint`` into the open binary file ``handle`` (the storage step)."""
         torch.save(checkpoint, handle)
 
-    def _link_same_state(self, fingerprint: tuple[Any, ...], tmp: Path) -> bool:
-        """Hard-link ``tmp`` to the file just written if it holds the state ``fingerprint`` names, untouched."""
-        if self._written is None or self._written[0] != fingerprint:
+    def _write(self, checkpoint: dict[str, Any], tmp: Path) -> None:
+        with open(tmp, "xb") as handle:  # permissions from the umask, as a plain open() would give
+            self.write(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+class _Written:
+    """The last full checkpoint :class:`AtomicCheckpointIO` saved: its training state, callback states, file."""
+
+    def __init__(self, fingerprint: tuple[Any, ...], callbacks: Any, path: Path) -> None:
+        self.fingerprint, self.callbacks, self.path = fingerprint, callbacks, path
+        self.mtime_ns = path.stat().st_mtime_ns
+
+    def holds(self, fingerprint: tuple[Any, ...] | None) -> bool:
+        """The file still holds the training state ``fingerprint`` names (nobody replaced or touched it)."""
+        if fingerprint is None or fingerprint != self.fingerprint:
             return False
-        _, previous, mtime = self._written
         try:
-            if previous.stat().st_mtime_ns != mtime:
-                return False
-            os.link(previous, tmp)
-        except OSError:  # gone, replaced, or a file system without hard links: write it
+            return self.path.stat().st_mtime_ns == self.mtime_ns
+        except OSError:
             return False
-        return True
+
+
+def _replace(target: Path, make: Callable[[Path], None], fallback: Callable[[Path], None] | None = None) -> None:
+    """Make a temporary file beside ``target`` with ``make(tmp)`` (``fallback(tmp)`` if that raises
+    ``OSError``), then rename it onto ``target``; on any failure the temporary file is removed."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same file system
+    try:
+        try:
+            make(tmp)
+        except OSError:
+            if fallback is None:
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            fallback(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (not possible on every system)."""
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Exact equality of nested checkpoint entries (dicts, lists, tensors by dtype, shape and values)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and torch.equal(a, b))  # NaN != NaN: such a checkpoint is written, not linked
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[key], b[key]) for key in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
 
 
 def _training_state(checkpoint: dict[str, Any]) -> tuple[Any, ...] | None:

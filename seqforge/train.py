@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import warnings
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import lightning as L
 import torch
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback as HydraCallback
 from hydra.utils import get_class
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
@@ -36,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seqforge.callbacks import AtomicCheckpointIO, StopRequest, interrupt_exit_code, stop_at_batch_end
 from seqforge.checkpoint import CHECKPOINT_KEY, ConfigInCheckpoint, read_checkpoint
 from seqforge.data.recipes import apply_recipe
+from seqforge.loggers import CSV_ROWS, CSVLogger, CSVRowsInCheckpoint
 from seqforge.utils.config import ConfigError, TrainSchema, check_config, instantiate_node, print_config_tree
 
 if TYPE_CHECKING:
@@ -182,6 +186,35 @@ def fill_monitor(callbacks_cfg: DictConfig | None, monitor: str, mode: str, repl
                 node.monitor = monitor
                 if "mode" in node or node._target_.endswith(("ModelCheckpoint", "EarlyStopping")):
                     node.mode = mode
+
+
+def early_stopping_after_validation(cfg: DictConfig) -> None:
+    """Make every ``EarlyStopping`` node check right after a validation (``check_on_train_epoch_end: false``
+    where it is unset), written into ``cfg`` so the saved config shows it.
+
+    Lightning's default checks at the end of each training epoch, also when ``max_steps`` or ``max_time`` ends
+    an epoch early without validating it: before the first validation that fails ("conditioned on metric
+    ``val/acc`` which is not available"), later it counts the previous epoch's value once more.
+
+    Raises:
+        ConfigError: ``check_on_train_epoch_end: true`` together with ``trainer.max_steps`` or
+            ``trainer.max_time``.
+    """
+    trainer = cfg.get("trainer") or {}
+    limits = [f"trainer.{key}={trainer[key]}" for key in ("max_steps", "max_time")
+              if trainer.get(key) not in (None, -1)]
+    name: Any  # a DictConfig key
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not (isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("EarlyStopping")):
+            continue
+        if node.get("check_on_train_epoch_end") is None:
+            with open_dict(node):
+                node.check_on_train_epoch_end = False
+        elif node.check_on_train_epoch_end and limits:
+            raise ConfigError(f"callbacks.{name}.check_on_train_epoch_end=true with {' and '.join(limits)}: a run "
+                              "that stops in the middle of an epoch skips its validation, and early stopping "
+                              "would then check a metric not measured in it; set "
+                              f"callbacks.{name}.check_on_train_epoch_end=false (checks after each validation)")
 
 
 def instantiate_group(cfg: DictConfig | None, group: str) -> list[Any]:
@@ -361,6 +394,59 @@ def remove_unused_run_folder(folder: str | Path, task_name: str, log_dir: str | 
     return True
 
 
+class KeepRunRecord(HydraCallback):
+    """A command refused for its config leaves an existing run folder's files as they were.
+
+    Hydra rewrites ``<run>/.hydra/`` (config, overrides) and opens the job log before the task starts, so a
+    refused ``ckpt_path=last`` resume with a changed model size would otherwise replace the record of the
+    run it refused to continue. Registered in ``configs/hydra/default.yaml``: at the start of a single run
+    it keeps the ``.hydra/`` files and the size of each top-level ``*.log`` of an existing folder, and when
+    the job failed with a :class:`~seqforge.utils.config.ConfigError` it writes them back (contents and
+    modification times; files Hydra added go, logs are cut back). A new folder is left to
+    :func:`remove_unused_run_folder`.
+    """
+
+    def __init__(self) -> None:
+        self.record: dict[Path, tuple[bytes | int, int]] = {}  # path: (contents, or size of a log; mtime_ns)
+        self.hydra_dir: Path | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        subdir = OmegaConf.select(config, "hydra.output_subdir")
+        self.record, self.hydra_dir = {}, None
+        if not folder.is_dir() or subdir is None:
+            return
+        self.hydra_dir = folder / str(subdir)
+        files = [*(p for p in self.hydra_dir.glob("*") if p.is_file()), *folder.glob("*.log")]
+        for path in files:
+            stat = path.stat()
+            kept = stat.st_size if path.suffix == ".log" else path.read_bytes()
+            self.record[path] = (kept, stat.st_mtime_ns)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if self.hydra_dir is None or job_return.status != JobStatus.FAILED:
+            return
+        try:
+            job_return.return_value  # noqa: B018  # re-raises the job's exception
+        except ConfigError:
+            self._restore(self.hydra_dir)
+        except Exception:  # noqa: S110  # another failure: the run's folder records it as it is
+            pass
+
+    def _restore(self, hydra_dir: Path) -> None:
+        for path in hydra_dir.glob("*"):
+            if path.is_file() and path not in self.record:
+                path.unlink()
+        for path, (kept, mtime_ns) in self.record.items():
+            if isinstance(kept, bytes):
+                path.write_bytes(kept)
+            elif path.is_file() and path.stat().st_size > kept:
+                with open(path, "r+b") as handle:
+                    handle.truncate(kept)
+            if path.is_file():
+                os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
 def checkpoint_folders(cfg: DictConfig) -> list[Path]:
     """The folders the configured checkpoint callbacks write to (``<output_dir>/checkpoints`` if none)."""
     folders = {Path(node.dirpath) for node in (cfg.get("callbacks") or {}).values()
@@ -492,13 +578,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_run(cfg)
     check_config(cfg, TrainSchema, CHECKED_GROUPS)
     monitor, monitor_mode = resolve_monitor(cfg)
+    early_stopping_after_validation(cfg)
     ckpt_path = find_last_checkpoint(cfg) if cfg.ckpt_path == LAST else cfg.ckpt_path
     stored: dict[str, Any] | None = None
+    csv_rows: dict[str, int] = {}  # rows of each metrics.csv the checkpoint's run had written (seqforge.loggers)
     if cfg.train and ckpt_path is not None:
         try:
-            stored = read_checkpoint(ckpt_path)[CHECKPOINT_KEY]["config"]
+            checkpoint = read_checkpoint(ckpt_path)
         except (FileNotFoundError, ValueError) as err:
             raise ConfigError(f"ckpt_path={ckpt_path}: {err}") from err
+        stored, csv_rows = checkpoint[CHECKPOINT_KEY]["config"], checkpoint.get(CSV_ROWS, {})
+        del checkpoint  # the weights are loaded again by Lightning
         resume_changes(stored, resolved(cfg), skip_unset=True)  # refuses before anything is built or written
     prepare(cfg)
     if cfg.seed is not None:
@@ -539,6 +629,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                      if key.startswith("model.optimizer.")}
         callbacks.append(ApplyResumedSettings(optimizer, callbacks))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"), "logger")
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            if ckpt_path is not None:  # the run's own metrics.csv goes on (rows after the checkpoint dropped)
+                logger.continue_from(csv_rows.get(logger.metrics_file))
+            if not any(isinstance(callback, CSVRowsInCheckpoint) for callback in callbacks):
+                callbacks.append(CSVRowsInCheckpoint())
     trainer: L.Trainer = instantiate_node("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                           plugins=[AtomicCheckpointIO()])
     tuned = tune(trainer, model, datamodule, cfg) if tune_steps(cfg.get("tune")) else {}
@@ -564,6 +660,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 log.info(f"Training stopped after {stopped['epochs']} epochs ({stopped['steps']} steps): "
                          f"{stopped['message']}")
         fit_metrics = _floats(trainer.callback_metrics, ("train/", "val/"))
+        if stopped is not None and not validated(fit_metrics) and trainer.is_global_zero:
+            log.warning(f"No validation ran: training stopped before the first one ({stopped['message']}), so there "
+                        f"is no {model.monitor} and no best checkpoint; the test uses the last weights")
 
         callback = trainer.checkpoint_callback
         best_path = callback.best_model_path if isinstance(callback, ModelCheckpoint) else ""
@@ -602,16 +701,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def validated(metrics: dict[str, Any]) -> bool:
+    """Whether ``metrics`` (what :func:`train` returns) hold validation results (``val/...``)."""
+    return any(key.startswith("val/") for key in metrics)
+
+
 def get_metric_value(metrics: dict[str, Any], metric_name: str | None) -> float:
     """The value a sweeper optimizes: ``metric_name`` (or the task's monitor when ``None``) from ``metrics``.
 
     Raises:
-        KeyError: the metric was not logged (the message lists the logged ones).
+        KeyError: the metric was not logged (the message lists the logged ones, and says so when no
+            validation ran).
     """
     name = metric_name or metrics["monitor"]
     if name not in metrics:
         logged = sorted(k for k, v in metrics.items() if isinstance(v, float))
-        raise KeyError(f"optimized_metric {name!r} was not logged; logged metrics: {logged}")
+        why = "" if validated(metrics) or "stopped" not in metrics else (
+            f"; no validation ran: training stopped before the first one ({metrics['stopped']['message']})")
+        raise KeyError(f"optimized_metric {name!r} was not logged; logged metrics: {logged}{why}")
     value = float(metrics[name])
     log.info(f"Optimized metric {name} = {value}")
     return value if math.isfinite(value) else float("nan")

@@ -11,7 +11,7 @@ import threading
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 import seqforge
@@ -306,6 +306,49 @@ def test_the_best_and_last_checkpoint_of_one_epoch_are_one_file_and_resume_exact
     state = torch.load(last, weights_only=True)
     assert state["epoch"] == 2 and state["global_step"] == 12 and _finite(last)
     assert torch.load(best, weights_only=True)["global_step"] in (4, 8, 12)  # the best epoch's own state
+
+
+def _states(states, root):
+    """Callback states as comparable text, the run folder ``root`` written ``<root>``."""
+    return repr(sorted(states.items())).replace(str(root), "<root>")
+
+
+class _CallbackStates(L.Callback):
+    """Record the checkpoint and early-stopping callbacks' states at the start of every training epoch."""
+
+    def __init__(self, root):
+        self.root, self.seen = root, {}
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        states = {cb.state_key: cb.state_dict() for cb in trainer.callbacks
+                  if isinstance(cb, ModelCheckpoint | EarlyStopping)}  # fmt: skip
+        self.seen[trainer.current_epoch] = _states(states, self.root)
+
+
+def test_a_linked_last_checkpoint_resumes_with_the_callback_states_of_an_uninterrupted_run(tmp_path):
+    def run(max_epochs, root, ckpt_path=None):
+        L.seed_everything(0)
+        task, probe = TinyTask(), _CallbackStates(root)
+        best = ModelCheckpoint(dirpath=root, filename="best", monitor="val/loss", save_top_k=1)
+        last = ModelCheckpoint(dirpath=root, filename="last", save_top_k=1, enable_version_counter=False)
+        stop = EarlyStopping(monitor="val/loss", patience=5)
+        trainer = _trainer(root, [ReseedEveryBatch(7), best, last, stop, probe], max_epochs,
+                           plugins=[AtomicCheckpointIO()])  # fmt: skip
+        trainer.fit(task, _loader(shuffle_sampler=True, resumable=True), _loader(), ckpt_path=ckpt_path)
+        return task, probe.seen
+
+    straight, straight_seen = run(3, tmp_path / "straight")
+    run(1, tmp_path / "split")
+    best, last = tmp_path / "split" / "best.ckpt", tmp_path / "split" / "last.ckpt"
+    assert best.stat().st_ino == last.stat().st_ino  # still one file under two names
+    # what the file holds is what the callbacks of an uninterrupted run carry into epoch 1 (the last
+    # callback's best_model_path was still '' when the best checkpoint was saved)
+    saved = _states(torch.load(last, weights_only=True)["callbacks"], tmp_path / "split")
+    assert "<root>/last.ckpt" in saved and saved == straight_seen[1]
+    resumed, resumed_seen = run(3, tmp_path / "split", ckpt_path=last)
+    assert resumed_seen[2] == straight_seen[2]
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_a_checkpoint_of_another_training_state_is_written_not_linked(tmp_path):

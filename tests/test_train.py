@@ -283,6 +283,33 @@ def test_metrics_say_why_training_stopped(tmp_path: Path, caplog: pytest.LogCapt
     assert (steps["stopped"]["reason"], steps["stopped"]["steps"]) == ("max_steps", 2)  # 2 batches an epoch
 
 
+def test_max_steps_ending_an_epoch_early_leaves_early_stopping_checking_only_real_validations(tmp_path: Path) -> None:
+    # 2 batches an epoch; early stopping is on (patience 10). Before the first validation Lightning's default
+    # check failed ("conditioned on metric `val/acc` which is not available") and the run was lost
+    args = [str(REPO / "scripts" / "train.py"), *TINY, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'one'}"]
+    result = run_script(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "No validation ran: training stopped before the first one (max_steps=1 reached)" in result.stdout
+    metrics = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert metrics["stopped"]["reason"] == "max_steps" and "test/acc" in metrics
+    assert not [key for key in metrics if key.startswith("val/")]
+    with pytest.raises(KeyError, match=r"no validation ran: training stopped before the first one \(max_steps=1"):
+        get_metric_value(metrics, None)  # what a sweeper would be told
+    # stopped in the middle of epoch 1, which is not validated: epoch 0's val/acc is not counted a second time
+    train(compose_config("train", [*TINY, "trainer.max_steps=3", "trainer.max_epochs=3"], tmp_path / "three"))
+    last = torch.load(tmp_path / "three" / "checkpoints" / "last.ckpt", weights_only=True)
+    (stopping,) = [state for key, state in last["callbacks"].items() if key.startswith("EarlyStopping")]
+    assert last["global_step"] == 3 and stopping["wait_count"] == 0
+    saved = yaml.safe_load((tmp_path / "three" / "config.yaml").read_text())
+    assert saved["callbacks"]["early_stopping"]["check_on_train_epoch_end"] is False  # the record says how it ran
+    with pytest.raises(ConfigError, match=r"callbacks\.early_stopping\.check_on_train_epoch_end=true with "
+                                          r"trainer\.max_steps=3.*set callbacks\.early_stopping\."
+                                          r"check_on_train_epoch_end=false"):  # fmt: skip
+        train(compose_config("train", [*TINY, "trainer.max_steps=3", "+callbacks.early_stopping."
+                                       "check_on_train_epoch_end=true"], tmp_path / "refused"))  # fmt: skip
+    assert not (tmp_path / "refused").exists()
+
+
 def test_an_interrupt_says_where_training_stopped(tmp_path: Path) -> None:
     args = [str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={tmp_path / 'run'}", "data.batch_size=8",
             "+callbacks.signal._target_=helpers.signal_switch.SignalAt", "+callbacks.signal.step=3"]  # fmt: skip
@@ -332,13 +359,21 @@ def test_a_refused_command_leaves_no_run_folder_and_a_refused_resume_leaves_the_
         assert not logs.exists() or list(logs.rglob("*")) == [], (bad, list(logs.rglob("*")))
     run_dir = tmp_path / "run"
     assert run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}"], tmp_path).returncode == 0
-    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
-    refused = run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}", "ckpt_path=last",
-                          "model.net.rnn.hidden_size=16"], tmp_path)  # fmt: skip
-    assert refused.returncode == 1 and "cannot change it" in refused.stderr, refused.stderr[-2000:]
-    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and ".hydra" not in p.parts}
-    assert after.keys() == before.keys()
-    assert [p.name for p in before if before[p] != after[p]] in ([], ["parity_gru.log"])  # only the log grew
+    def files() -> dict[Path, tuple[bytes, int]]:  # Hydra's .hydra/ record and the job log included
+        return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.is_file()}
+
+    before = files()
+    assert (run_dir / ".hydra" / "overrides.yaml") in before and (run_dir / "parity_gru.log") in before
+    for refused_change in ("model.net.rnn.hidden_size=16", "++seedd=3"):
+        refused = run_script([str(REPO / "scripts" / "train.py"), *TINY, f"hydra.run.dir={run_dir}", "ckpt_path=last",
+                              refused_change], tmp_path)  # fmt: skip  # a refused resume, a typo in a resume
+        assert refused.returncode == 1 and "ConfigError" in refused.stderr, refused.stderr[-2000:]
+        assert refused_change != "model.net.rnn.hidden_size=16" or "cannot change it" in refused.stderr
+        after = files()
+        assert after.keys() == before.keys(), refused_change
+        assert [p.relative_to(run_dir) for p in before if before[p] != after[p]] == [], refused_change
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "ckpt_path=last" not in overrides  # still the record of the command that made the run
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:

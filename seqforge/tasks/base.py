@@ -8,6 +8,10 @@ A task is a ``LightningModule`` holding a plain ``nn.Module`` ``net``. Subclasse
 Scheduler configuration: ``scheduler`` is a partial taking the optimizer (stepped every epoch, monitoring
 the task's ``monitor`` for ``ReduceLROnPlateau``), or a dict ``{"scheduler": partial, "monitor": ...,
 "interval": "epoch" | "step", "frequency": 1}`` whose keys override those defaults.
+
+Resuming in the middle of an epoch: every checkpoint written during ``fit`` holds the task's
+:meth:`SequenceTask.epoch_carry` (the running states of the epoch-level train metrics, and what a subclass
+carries from batch to batch), loaded back when the resumed run reaches the batch it precedes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection, MinMetric
 
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
     from lightning.fabric.utilities.data import AttributeDict
 
 STAGES = ("train", "val", "test")
+EPOCH_CARRY = "epoch_carry"  # the checkpoint key of SequenceTask.epoch_carry()
 
 
 def unpack_batch(owner: str, batch: Any, names: Sequence[str]) -> tuple[Any, ...]:
@@ -107,10 +114,12 @@ class SequenceTask(L.LightningModule):
             )
         self.net = net
         self.optimizer_factory, self.scheduler_config = optimizer, scheduler
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.best = best_tracker(self.monitor_mode)
         self.own_best: Metric | None = None  # the class's own metric's best, while the run watches another one
         self._resumed_best: dict[str, float] = {}  # the checkpoint's best values, set on resume
+        self._resumed_carry: dict[str, Any] | None = None  # after a restore: its epoch_carry ({} if none)
+        self._carry_before: dict[str, Any] | None = None  # epoch_carry() as the running batch started
 
     # --- metrics ------------------------------------------------------------------------------------------
     def setup_metrics(self, make: Callable[[], dict[str, Metric]]) -> None:
@@ -171,17 +180,18 @@ class SequenceTask(L.LightningModule):
     def _step(self, batch: Any, stage: str) -> dict[str, Any]:
         out = self.model_step(batch)
         loss, batch_size = out["loss"], out["batch_size"]  # batch_size weights the epoch mean
+        getattr(self, f"{stage}_loss").update(loss.detach(), batch_size)  # a metric: resumable epoch means
         if stage == "train":
-            self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=batch_size)  # long runs
-        else:
-            loss_metric = getattr(self, f"{stage}_loss")
-            loss_metric.update(loss.detach(), batch_size)
-            self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.update_metrics(stage, out)
+        self._log_epoch_means(stage)
+        return out
+
+    def _log_epoch_means(self, stage: str) -> None:
+        """Log ``<stage>/loss`` and ``<stage>/<metric>``: Lightning computes them at the epoch's end."""
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_step=False, on_epoch=True, prog_bar=True)
         for name, metric in self.metrics(stage).items():
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
-        return out
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "train")["loss"]
@@ -218,9 +228,70 @@ class SequenceTask(L.LightningModule):
         for key, tracker in self._trackers().items():
             if tracker.update_count:
                 checkpoint[key] = float(tracker.compute())
+        trainer = self._trainer
+        # under DDP each process has its own running state, and the checkpoint would keep only the first's
+        if trainer is not None and trainer.state.fn == TrainerFn.FITTING and trainer.world_size == 1:
+            progress: Any = trainer.fit_loop.epoch_loop.batch_progress.current  # trackers with all four counts
+            # a batch started but not processed (a crash inside it) is replayed on resume: carry what it started with
+            before = self._carry_before if progress.started > progress.processed else None
+            carry = before if before is not None else self.epoch_carry()
+            checkpoint[EPOCH_CARRY] = {"epoch": trainer.current_epoch, "batch": progress.processed, **carry}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_best = {key: checkpoint[key] for key in ("monitor_best", "own_best") if key in checkpoint}
+        self._resumed_carry = checkpoint.get(EPOCH_CARRY, {})
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        carry, self._resumed_carry = self._resumed_carry, None
+        if carry and (carry["epoch"], carry["batch"]) == (self.current_epoch, batch_idx):
+            self.load_epoch_carry(carry)  # the first batch after a resume in the middle of an epoch
+        elif carry is not None and batch_idx > 0:
+            rank_zero_warn(f"{type(self).__name__}: resumed at batch {batch_idx} of epoch {self.current_epoch} from "
+                           "a checkpoint without the running epoch state (one written under DDP, or before "
+                           "seqforge kept it): this epoch's train means cover the batches from here on only")
+        self._carry_before = self.epoch_carry()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._carry_before = None
+
+    def on_train_epoch_end(self) -> None:
+        carry, self._resumed_carry = self._resumed_carry, None
+        if carry and carry["epoch"] == self.current_epoch:  # resumed in the validation after the last batch
+            self.load_epoch_carry(carry)
+            self._log_epoch_means("train")  # no batch of this epoch ran since, so nothing logged them yet
+
+    # --- what a training epoch carries from batch to batch ----------------------------------------------------
+    def epoch_carry(self) -> dict[str, Any]:
+        """What the running training epoch carries into its next batch, as copies: ``{"metrics": {name: state}}``,
+        the running states of the epoch-level train metrics (``train/loss`` and ``train_metrics``).
+
+        Every checkpoint written during ``fit`` stores it as ``checkpoint["epoch_carry"]`` with the epoch and
+        the batch it precedes; a run resumed at that batch loads it back (:meth:`load_epoch_carry`), so its
+        epoch means cover the whole epoch, as in an uninterrupted run (resumed in the validation after the
+        epoch's last batch, it is loaded and logged at the epoch's end). Under DDP it is not stored (each
+        process has its own); a run resumed there in the middle of an epoch warns. Subclasses add what else
+        they carry (the language model's recurrent state).
+        """
+        return {"metrics": {name: metric_state(metric) for name, metric in self._epoch_metrics().items()}}
+
+    def load_epoch_carry(self, carry: dict[str, Any]) -> None:
+        """Set what :meth:`epoch_carry` returned (from a checkpoint) back into the task.
+
+        Raises:
+            ValueError: the checkpoint's metrics are not this task's (the names of both sides).
+        """
+        metrics, stored = self._epoch_metrics(), carry["metrics"]
+        if stored.keys() != metrics.keys():
+            raise ValueError(f"{type(self).__name__}: the checkpoint's epoch_carry holds the train metrics "
+                             f"{sorted(stored)}, this task has {sorted(metrics)}")
+        for name, metric in metrics.items():
+            load_metric_state(metric, stored[name], f"{type(self).__name__}: epoch_carry metric {name!r}")
+
+    def _epoch_metrics(self) -> dict[str, Metric]:
+        """The train metrics whose epoch means are logged, by module name (those inside wrappers too)."""
+        named = {"train_loss": self.train_loss, **{f"train_metrics.{name}": module for name, module in
+                                                   self.train_metrics.named_modules() if name}}
+        return {name: module for name, module in named.items() if isinstance(module, Metric)}
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -280,3 +351,26 @@ def datamodule_attr(task: L.LightningModule, name: str) -> Any:
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     return getattr(datamodule, name, None)
 
+
+def metric_state(metric: Metric) -> dict[str, Any]:
+    """A copy of a torchmetrics metric's running state: ``{"state": {name: tensor or list of tensors},
+    "update_count": int}`` (plain data, loadable with ``torch.load(weights_only=True)``)."""
+    state = {name: value.detach().clone() if isinstance(value, Tensor) else [v.detach().clone() for v in value]
+             for name, value in metric.metric_state.items()}
+    return {"state": state, "update_count": metric.update_count}
+
+
+def load_metric_state(metric: Metric, saved: dict[str, Any], owner: str) -> None:
+    """Set a state :func:`metric_state` returned back into ``metric`` (on the metric's device).
+
+    Raises:
+        ValueError: ``saved`` names other states than ``metric`` has (``owner`` starts the message).
+    """
+    if saved["state"].keys() != metric.metric_state.keys():
+        raise ValueError(f"{owner}: the checkpoint holds the states {sorted(saved['state'])}, "
+                         f"{type(metric).__name__} has {sorted(metric.metric_state)}")
+    device = metric.device
+    for name, value in saved["state"].items():
+        setattr(metric, name, value.to(device) if isinstance(value, Tensor) else [v.to(device) for v in value])
+    metric._update_count = int(saved["update_count"])  # torchmetrics keeps the count private: compute() reads it
+    metric._computed = None  # no cached result of the state before

@@ -1,10 +1,11 @@
 """Language modeling with truncated BPTT: the recurrent state is carried from batch to batch.
 
 Batches ``(x, y)`` are contiguous streams (row ``b`` of batch ``i`` continues row ``b`` of batch ``i-1``),
-so the state after batch ``i`` (detached) starts batch ``i+1``. Carrying state across ``training_step``
-calls needs manual optimization in Lightning 2, so this task steps the optimizer itself and clips the
-gradient norm itself (``gradient_clip_val``): do NOT set ``Trainer(gradient_clip_val=...)`` with it
-(Lightning refuses that under manual optimization).
+so the state after batch ``i`` (detached) starts batch ``i+1``. Checkpoints keep it (``epoch_carry``): a run
+resumed in the middle of an epoch starts its next batch from the same state as an uninterrupted one.
+Carrying state across ``training_step`` calls needs manual optimization in Lightning 2, so this task steps
+the optimizer itself and clips the gradient norm itself (``gradient_clip_val``): do NOT set
+``Trainer(gradient_clip_val=...)`` with it (Lightning refuses that under manual optimization).
 """
 
 from __future__ import annotations
@@ -91,6 +92,20 @@ class LanguageModelTask(SequenceTask):
             scheduler.step()
         return loss
 
+    def epoch_carry(self) -> dict[str, Any]:
+        """The base's (train metrics) and ``"state"``: the recurrent state the next training batch starts
+        from (``None`` with ``carry_state=False`` or at an epoch's start)."""
+        return {**super().epoch_carry(), "state": self.states.get("train")}
+
+    def load_epoch_carry(self, carry: dict[str, Any]) -> None:
+        super().load_epoch_carry(carry)
+        state = carry["state"]
+        if state is None:
+            self.states.pop("train", None)
+        else:
+            self.states["train"] = tuple(s.to(self.device) for s in state) if isinstance(state, tuple | list) \
+                else state.to(self.device)
+
     def _scheduler_interval(self) -> str:
         configs = self.trainer.lr_scheduler_configs
         return configs[0].interval if configs else "epoch"
@@ -105,6 +120,7 @@ class LanguageModelTask(SequenceTask):
         self.states.pop("eval", None)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one scheduler
         if scheduler is None or self._scheduler_interval() != "epoch":
             return
