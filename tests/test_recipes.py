@@ -30,7 +30,7 @@ def test_batch_size_and_validation_share_follow_the_training_set() -> None:
 
 def test_epochs_patience_and_front_end_follow_size_and_length() -> None:
     short = ucr_recipe(n_fit=216, batch_size=32, max_length=29)  # JapaneseVowels: 7 steps per epoch
-    assert short == {"trainer.max_epochs": 286, "trainer.max_time": "00:00:03:00",
+    assert short == {"trainer.max_epochs": 286, "trainer.max_time": "00:05:33:40",  # 10 s per step of 2002
                      "callbacks.early_stopping.patience": 71, "model.net.frontend": None}
     gunpoint = ucr_recipe(n_fit=40, batch_size=8, max_length=150)
     assert gunpoint["trainer.max_epochs"] == 400 and gunpoint["callbacks.early_stopping.patience"] == 100
@@ -38,8 +38,10 @@ def test_epochs_patience_and_front_end_follow_size_and_length() -> None:
     assert "full_rate" not in gunpoint["model.net.frontend"]  # a stride of 2 averages the input
     acsf1 = ucr_recipe(n_fit=80, batch_size=16, max_length=1460)
     assert acsf1["model.net.frontend"]["stride"] == 12 and acsf1["model.net.frontend"]["full_rate"] == 1
-    assert acsf1["trainer.max_time"] == "00:00:05:00"  # 116,800 series-steps: a minute per 25,000
-    assert ucr_recipe(n_fit=428, batch_size=32, max_length=1344)["trainer.max_time"] == "00:00:15:00"  # the cap
+    assert acsf1["trainer.max_time"] == "00:05:33:20"  # 400 epochs of 5 steps: the cap follows the steps, not the
+    assert ucr_recipe(n_fit=428, batch_size=32, max_length=1344)["trainer.max_time"] == "00:05:33:40"  # length
+    assert ucr_recipe(n_fit=3, batch_size=4, max_length=10)["trainer.max_time"] == "00:02:46:40"  # 1000 epochs x 1
+    assert ucr_recipe(n_fit=400, batch_size=4, max_length=10)["trainer.max_time"] == "00:16:40:00"  # 60 x 100 steps
     tiny = ucr_recipe(n_fit=36, batch_size=4, max_length=251, held_out=False)  # ArrowHead: validation = train
     assert tiny["callbacks.early_stopping.patience"] == tiny["trainer.max_epochs"] == 223
     assert ucr_recipe(n_fit=100_000, batch_size=32, max_length=10)["trainer.max_epochs"] == 60  # lower bound
@@ -153,11 +155,21 @@ def test_apply_recipe_fills_only_null_keys(tmp_path: Path) -> None:
     dm.setup()
     applied = apply_recipe(cfg, dm.recipe())
     assert applied == {"data.val_fraction": 0.2, "callbacks.early_stopping.patience": 62,  # 8 steps: 250 epochs
-                       "trainer.max_time": "00:00:03:00"}
+                       "trainer.max_time": "00:05:33:20"}  # 250 epochs x 8 steps x 10 s
     assert cfg.data.batch_size == 5 and dm.batch_size == 5 and cfg.trainer.max_epochs == 7
     assert cfg.model.net.frontend is False  # turned off by the user: not derived
     assert instantiate_node("model", cfg.model, net=dm.net_kwargs).net.frontend is None
     assert cfg.callbacks.early_stopping.patience == 62 and cfg.data.val_fraction == 0.2
+
+
+def test_user_wall_clock_cap_wins_over_the_safety_net(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["+experiment=ucr_auto", "data.name=GunPoint", "trainer.max_time=00:00:10:00"],
+                         tmp_path)
+    dm = instantiate_node("data", cfg.data)
+    dm.setup()
+    applied = apply_recipe(cfg, dm.recipe())
+    assert "trainer.max_time" not in applied and cfg.trainer.max_time == "00:00:10:00"
+    assert applied["trainer.max_epochs"] == 400  # the budget itself is still derived, in epochs
 
 
 def test_run_records_derived_settings_and_keeps_overrides(tmp_path: Path) -> None:
@@ -185,3 +197,4 @@ def test_run_records_derived_settings_and_keeps_overrides(tmp_path: Path) -> Non
     assert set(recorded["recipe"]) == {"data.val_fraction", "callbacks.early_stopping.patience", "model.net.frontend",
                                        "trainer.max_time"}
     assert 0.0 <= recorded["test/acc"] <= 1.0
+    assert recorded["stopped"]["reason"] == "max_epochs"  # the derived wall-clock safety net did not end it
