@@ -23,6 +23,7 @@ from torch import Tensor
 
 from seqforge.fused import kernels
 from seqforge.fused.cuda_graphs import GraphCache
+from seqforge.fused.workspace import WORKSPACE
 
 GRAPHS = GraphCache()
 
@@ -38,15 +39,46 @@ def _call(name: str, args: tuple[Any, ...], graphs: bool) -> list[Tensor]:
     return GRAPHS(name, fn, args) if graphs else fn(*args)
 
 
+def _pooled(shapes: list[list[int]], like: Tensor) -> list[Tensor]:
+    """Buffers of ``shapes`` from the workspace (CPU: reused across calls, :mod:`seqforge.fused.workspace`)."""
+    return [WORKSPACE.empty(shape, like) for shape in shapes]
+
+
 def _forward_loop(mode: str, args: tuple[Any, ...], save: bool, graphs: bool) -> list[Tensor]:
     """Dispatch ``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask)`` to the loop of
     ``mode``."""
     gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask = args
     if mode == "LSTM":
-        return _call("lstm_forward", (*args, save), graphs)
+        if gi.device.type != "cpu":  # the loop allocates (CUDA's caching allocator; CUDA-graph capture)
+            return _call("lstm_forward", (*args, save), graphs)
+        ln_hh = ln_hh_w is not None and ln_hh_b is not None
+        shapes = kernels.lstm_forward_shapes(gi.size(0), gi.size(1), c0.size(1), h0.size(1), save, ln_hh,
+                                             ln_c_w is not None)  # fmt: skip
+        return scripted("lstm_forward")(*args, save, _pooled(shapes, gi))
     if mode == "GRU":
         return _call("gru_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, save), graphs)
     return _call("rnn_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", mask, save), graphs)
+
+
+def _lstm_backward_loop(args: tuple[Any, ...], graphs: bool) -> list[Tensor]:
+    """:func:`kernels.lstm_backward` on ``args``, with pooled buffers on CPU."""
+    dh_all, c_all, ln_hh_w, w_hr = args[0], args[3], args[8], args[15]
+    if dh_all.device.type != "cpu":
+        return _call("lstm_backward", args, graphs)
+    steps, batch, width = dh_all.shape
+    shapes = kernels.lstm_backward_shapes(steps, batch, c_all.size(2), width, ln_hh_w is not None, w_hr is not None)
+    return scripted("lstm_backward")(*args, _pooled(shapes, dh_all))
+
+
+def _recurrent_weight_grad(dgh_raw: Tensor, h0: Tensor, h_all: Tensor, mask: Tensor | None) -> Tensor:
+    """``dW_hh = sum_t dgh_raw_t^T h_{t-1}`` as one ``(G*H, (T-1)*B) x ((T-1)*B, H)`` matmul over the steps
+    after the first plus the first step's term (no concatenated copy of ``h_{t-1}``); with a recurrent-dropout
+    ``mask``, ``h_{t-1} * mask`` (what ``W_hh`` multiplied)."""
+    h_prev, first = h_all[:-1], h0
+    if mask is not None:
+        h_prev, first = h_prev * mask, h0 * mask
+    dw_hh = dgh_raw[0].t().mm(first)
+    return dw_hh.addmm_(dgh_raw[1:].flatten(0, 1).t(), h_prev.flatten(0, 1))
 
 
 def _sum_bt(x: Tensor) -> Tensor:
@@ -115,7 +147,7 @@ class FusedRecurrence(torch.autograd.Function):
         if mode == "LSTM":
             dc = None if dc_all is None else dc_all.contiguous()  # None: c_all was not used
             args = (dh_all, dc, c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c, w_hr)
-            dgi, dgh_raw, dgh, dcn, dh0, dc0, dh_proj = _call("lstm_backward", args, graphs)
+            dgi, dgh_raw, dgh, dcn, dh0, dc0, dh_proj = _lstm_backward_loop(args, graphs)
             if w_hr is not None and ctx.needs_input_grad[11]:
                 hidden = c_all.size(2)
                 h_raw = saved[:, :, 3 * hidden :] * tanh_c  # o * tanh(c): what W_hr multiplied
@@ -129,11 +161,7 @@ class FusedRecurrence(torch.autograd.Function):
         has_bias = ctx.has_bias
         dw_hh = None
         if ctx.needs_input_grad[5]:
-            h_prev = torch.cat([h0.unsqueeze(0), h_all[:-1]])  # (T, B, H)
-            if mask is not None:
-                h_prev = h_prev * mask  # what W_hh multiplied
-            # One (G*H, T*B) x (T*B, H) matmul for the recurrent weight gradient of all steps.
-            dw_hh = dgh_raw.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
+            dw_hh = _recurrent_weight_grad(dgh_raw, h0, h_all, mask)
         db_hh = _sum_bt(dgh) if has_bias else None
         dln_hh_w, dln_hh_b = _ln_parameter_grads(dgh, raw_hh, mean_hh, rstd_hh, ln_hh_w, ln_hh_b)
         dln_c_w, dln_c_b = _ln_parameter_grads(dcn, c_all, mean_c, rstd_c, ln_c_w, ln_c_b)

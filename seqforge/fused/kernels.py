@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seqforge.cells import functional as SF
@@ -45,10 +46,20 @@ def direction_inputs(x: Tensor, weights: list[Tensor | None], mode: str) -> tupl
     assert w_ih is not None
     if mode != "GRU" and ln_hh_w is None and b_ih is not None and b_hh is not None:
         return SF.project(x, w_ih, b_ih + b_hh, ln_ih_w, ln_ih_b), None, ln_hh_b
-    gi = SF.project(x, w_ih, b_ih, ln_ih_w, ln_ih_b)
-    if ln_hh_w is not None and ln_hh_b is not None and b_hh is not None:
-        return gi, None, ln_hh_b + b_hh
+    if ln_ih_w is not None:  # LN_ih(.) + b_ih as one layer norm with shift ln_ih_b + b_ih
+        gi = SF.layer_norm(F.linear(x, w_ih), ln_ih_w, _sum(ln_ih_b, b_ih))[0]
+    else:
+        gi = SF.project(x, w_ih, b_ih)
+    if ln_hh_w is not None:
+        return gi, None, _sum(ln_hh_b, b_hh)
     return gi, b_hh, ln_hh_b
+
+
+def _sum(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """``a + b``, either of which may be absent."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
 
 
 def cell_weights(cell: Any) -> list[Tensor | None]:
@@ -141,6 +152,57 @@ def _pre_activation(
     return gi_t + _recurrent_projection(h, w_hh_t, b_hh, ln_w, ln_b, save, stats)
 
 
+def lstm_forward_shapes(steps: int, batch: int, hidden: int, width: int, save: bool, ln_hh: bool, ln_c: bool
+                        ) -> list[list[int]]:  # fmt: skip
+    """Shapes of :func:`lstm_forward`'s buffers, in the order of its returned list (``[0]``: unused); ``width``
+    is ``P`` with the projection, else ``H``. Without ``save`` the gates and ``tanh_c`` are one scratch row."""
+    kept = steps if save else 1
+    stats = save and ln_hh
+    cell_stats = save and ln_c
+    return [[steps, batch, width], [steps, batch, hidden], [kept, batch, 4 * hidden], [kept, batch, hidden],
+            [steps, batch, 4 * hidden] if stats else [0], [steps, batch, 1] if stats else [0],
+            [steps, batch, 1] if stats else [0], [steps, batch, 1] if cell_stats else [0],
+            [steps, batch, 1] if cell_stats else [0]]  # fmt: skip
+
+
+def _tanh_via_sigmoid_(x: Tensor) -> Tensor:
+    """``x`` holding ``sigmoid(2y)`` becomes ``tanh(y) = 2 sigmoid(2y) - 1``, in place (on CPU tanh costs
+    about six times a sigmoid in this build, ``benchmarks/SPEED.md``)."""
+    return x.mul_(2.0).sub_(1.0)
+
+
+def _lstm_step_into(
+    pre: Tensor, c: Tensor, c_out: Tensor, tanh_out: Tensor, h_out: Tensor, ln_c_w2: Tensor | None,
+    ln_c_b2: Tensor | None,
+) -> list[Tensor]:  # fmt: skip
+    """:func:`SF.lstm_gates` and :func:`SF.lstm_state` in place, for loops that run without autograd.
+
+    ``pre (B, 4H)`` holds the pre-activation with its ``g`` block doubled and becomes the activated gates
+    ``i, f, g, o`` (one sigmoid over all four, ``tanh`` as ``2 sigmoid(2x) - 1``); ``c'`` goes to ``c_out``,
+    ``tanh(LN_cell(c'))`` to ``tanh_out`` and ``o * tanh(.)`` to ``h_out`` (each ``(B, H)``). ``ln_c_w2``,
+    ``ln_c_b2`` are the cell layer norm's gain and shift doubled. Returns ``[mean_c, rstd_c]`` (empty
+    without the cell layer norm)."""
+    hidden = c.size(1)
+    pre.sigmoid_()
+    _tanh_via_sigmoid_(pre[:, 2 * hidden : 3 * hidden])
+    i, f, g, o = pre.chunk(4, 1)
+    torch.mul(f, c, out=c_out).addcmul_(i, g)
+    moments = [_empty(c), _empty(c)]
+    if ln_c_w2 is not None:
+        normed = SF.layer_norm(c_out, ln_c_w2, ln_c_b2)
+        torch.sigmoid(normed[0], out=tanh_out)
+        moments = [normed[1], normed[2]]
+    else:
+        torch.mul(c_out, 2.0, out=tanh_out).sigmoid_()
+    _tanh_via_sigmoid_(tanh_out)
+    torch.mul(o, tanh_out, out=h_out)
+    return moments
+
+
+def _scaled(x: Tensor | None, scale: Tensor) -> Tensor | None:
+    return None if x is None else x * scale
+
+
 def lstm_forward(
     gi: Tensor,
     h0: Tensor,
@@ -154,44 +216,50 @@ def lstm_forward(
     w_hr: Tensor | None,
     mask: Tensor | None,
     save: bool,
+    work: list[Tensor] | None = None,
 ) -> list[Tensor]:
     """LSTM recurrence. ``gi (T, B, 4H)``, ``h0 (B, P)``, ``c0 (B, H)``, ``w_hh (4H, P)``; returns the list
     above. With the projection ``w_hr (P, H)``: ``h' = (o * tanh(c')) W_hr^T``; ``P = H`` without it.
 
     Runs without autograd (inside :class:`seqforge.fused.function.FusedRecurrence` or for inference): every
-    step writes into preallocated outputs (``out=`` and in-place kernels, :func:`SF.lstm_state_into`), so
-    nothing is stacked afterwards. :func:`kernel_direction` is the differentiable form.
+    step writes into preallocated outputs (``out=`` and in-place kernels, :func:`_lstm_step_into`), so
+    nothing is stacked afterwards. ``work``: those outputs, shaped as :func:`lstm_forward_shapes` says (e.g.
+    pooled buffers), else allocated here. :func:`kernel_direction` is the differentiable form.
     """
     steps, batch, hidden = gi.size(0), gi.size(1), c0.size(1)
+    ln_hh = ln_hh_w is not None and ln_hh_b is not None
+    if work is None:
+        shapes = lstm_forward_shapes(steps, batch, hidden, h0.size(1), save, ln_hh, ln_c_w is not None)
+        work = [gi.new_empty(shape) for shape in shapes]
+    h_all, c_all, gates, tanh_c = work[0], work[1], work[2], work[3]
+    stats, cell_stats = work[4:7], work[7:9]
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if w_hr is not None else None
-    kept = steps if save else 1  # the per-step rows the backward needs, else one scratch row
-    h_all = gi.new_empty([steps, batch, h0.size(1)])
-    c_all = gi.new_empty([steps, batch, hidden])
-    gates = gi.new_empty([kept, batch, 4 * hidden])
-    tanh_c = gi.new_empty([kept, batch, hidden])
     h_raw = gi.new_empty([batch, hidden]) if w_hr_t is not None else _empty(gi)  # o * tanh(c) before W_hr
-    ln_hh = ln_hh_w is not None and ln_hh_b is not None
-    stats = [gi.new_empty([steps, batch, n]) if save and ln_hh else _empty(gi) for n in (4 * hidden, 1, 1)]
-    cell_stats = [gi.new_empty([steps, batch, 1]) if save and ln_c_w is not None else _empty(gi) for _ in range(2)]
+    scale = torch.ones([4 * hidden], dtype=gi.dtype, device=gi.device)  # doubles the g block: tanh via sigmoid
+    scale[2 * hidden : 3 * hidden] = 2.0
+    ln_hh_w2, ln_hh_b2 = _scaled(ln_hh_w, scale), _scaled(ln_hh_b, scale)
+    twos = scale[2 * hidden : 3 * hidden]
+    ln_c_w2, ln_c_b2 = _scaled(ln_c_w, twos), _scaled(ln_c_b, twos)
     h, c = h0, c0
     for t in range(steps):
         k = t if save else 0
         pre = gates[k]
         hm = h if mask is None else h * mask
-        if ln_hh_w is not None and ln_hh_b is not None:
+        if ln_hh_w2 is not None and ln_hh_b2 is not None:
             raw = torch.mm(hm, w_hh_t, out=stats[0][t]) if save else torch.mm(hm, w_hh_t)
-            normed = SF.layer_norm(raw, ln_hh_w, ln_hh_b)
+            normed = SF.layer_norm(raw, ln_hh_w2, ln_hh_b2)
             if save:
                 stats[1][t] = normed[1]
                 stats[2][t] = normed[2]
-            torch.add(gi[t], normed[0], out=pre)
+            torch.addcmul(normed[0], gi[t], scale, out=pre)
         else:
             torch.addmm(gi[t], hm, w_hh_t, out=pre)
             if b_hh is not None:
                 pre += b_hh
-        moments = SF.lstm_state_into(pre, c, c_all[t], tanh_c[k], h_all[t] if w_hr_t is None else h_raw, ln_c_w,
-                                     ln_c_b)  # fmt: skip
+            pre[:, 2 * hidden : 3 * hidden].mul_(2.0)
+        moments = _lstm_step_into(pre, c, c_all[t], tanh_c[k], h_all[t] if w_hr_t is None else h_raw, ln_c_w2,
+                                  ln_c_b2)  # fmt: skip
         if save and ln_c_w is not None:
             cell_stats[0][t] = moments[0]
             cell_stats[1][t] = moments[1]
@@ -307,6 +375,13 @@ def _through_ln_hh(dgh: Tensor, ln_hh: list[Tensor], ln_hh_w: Tensor | None, t: 
     return ln_backward(dgh, ln_hh[0][t], ln_hh[1][t], ln_hh[2][t], ln_hh_w)
 
 
+def lstm_backward_shapes(steps: int, batch: int, hidden: int, width: int, ln_hh: bool, proj: bool
+                         ) -> list[list[int]]:  # fmt: skip
+    """Shapes of :func:`lstm_backward`'s buffers ``[dgates, dgh_raw, dcn_all, dhp_all]`` (``[0]``: unused)."""
+    return [[steps, batch, 4 * hidden], [steps, batch, 4 * hidden] if ln_hh else [0], [steps, batch, hidden],
+            [steps, batch, width] if proj else [0]]  # fmt: skip
+
+
 def lstm_backward(
     dh_all: Tensor,
     dc_all: Tensor | None,
@@ -324,20 +399,38 @@ def lstm_backward(
     mean_c: Tensor,
     rstd_c: Tensor,
     w_hr: Tensor | None,
+    work: list[Tensor] | None = None,
 ) -> list[Tensor]:
     """Backward of :func:`lstm_forward` through time. Returns the list above plus ``dh_all`` after the
     recurrent contributions, ``(T, B, P)`` (for ``dW_hr``; empty without the projection ``w_hr``).
+    ``work``: buffers shaped as :func:`lstm_backward_shapes` says (e.g. pooled), else allocated here.
 
-    Per step: the recurrent ``mm``, the layer-norm backwards and a few pointwise kernels that write the gate
-    gradients straight into their rows of the output (``out=`` and in-place), with no per-step ``cat``,
-    copy or temporary of the size of all steps (fresh large buffers cost page faults on CPU).
+    Before the loop, the factors of the gate gradients that do not depend on the upstream gradient are
+    computed for all steps at once, into the gradient buffers themselves (``dgates`` holds
+    ``[g i', c_prev f', i g', tanh_c o']`` and ``dcn_all`` holds ``o tanh_c'``, primes for derivatives).
+    Per step what remains is the recurrent ``mm``, the two layer-norm backwards and a few in-place
+    multiplications of those rows by ``dc`` or ``dh``; no per-step ``cat``, copy or temporary of the size of
+    all steps.
     """
     ln_hh = [raw_hh, mean_hh, rstd_hh]
     steps, batch, width = dh_all.shape  # width: P with the projection, else H
-    dgates = torch.empty_like(gates)
-    dgh_raw = torch.empty_like(gates) if ln_hh_w is not None else dgates  # same tensor without layer norm
-    dcn_all = torch.empty_like(c_all) if ln_c_w is not None else _empty(dh_all)
-    dhp_all = torch.empty_like(dh_all) if w_hr is not None else _empty(dh_all)
+    hidden = c_all.size(2)
+    if work is None:
+        shapes = lstm_backward_shapes(steps, batch, hidden, width, ln_hh_w is not None, w_hr is not None)
+        work = [dh_all.new_empty(shape) for shape in shapes]
+    dgates, dcn_all, dhp_all = work[0], work[2], work[3]
+    dgh_raw = work[1] if ln_hh_w is not None else dgates  # same tensor without layer norm
+    i_all, f_all, g_all, o_all = gates.chunk(4, 2)
+    di_all, df_all, dg_all, do_all = dgates.chunk(4, 2)
+    torch.addcmul(gates, gates, gates, value=-1.0, out=dgates)  # s (1 - s): the sigmoid gates' derivatives
+    di_all.mul_(g_all)
+    df_all[1:].mul_(c_all[:-1])
+    df_all[0].mul_(c0)
+    torch.mul(g_all, g_all, out=dg_all)
+    torch.addcmul(i_all, i_all, dg_all, value=-1.0, out=dg_all)  # i (1 - g^2)
+    do_all.mul_(tanh_c)
+    torch.mul(tanh_c, tanh_c, out=dcn_all)
+    torch.addcmul(o_all, o_all, dcn_all, value=-1.0, out=dcn_all)  # o (1 - tanh_c^2)
     dh_next = torch.zeros([batch, width], dtype=dh_all.dtype, device=dh_all.device)
     dc_next = torch.zeros_like(c0)
     for t in range(steps - 1, -1, -1):
@@ -345,27 +438,20 @@ def lstm_backward(
         if w_hr is not None:
             dhp_all[t] = dh
             dh = torch.mm(dh, w_hr)  # through h = (o * tanh(c)) W_hr^T
-        i, f, g, o = gates[t].chunk(4, 1)
-        di, df, dg, do = dgates[t].chunk(4, 1)
-        tc = tanh_c[t]
-        dcn = torch.mul(dh, o, out=dcn_all[t]) if ln_c_w is not None else dh * o
-        dcn.addcmul_(dcn, tc * tc, value=-1.0)  # dh * o * (1 - tanh^2)
+        dcn = dcn_all[t].mul_(dh)
         if ln_c_w is not None:
             dcn = ln_backward(dcn, c_all[t], mean_c[t], rstd_c[t], ln_c_w)
         dc = dcn + dc_next
         if dc_all is not None:  # None: c_all itself was not used
             dc += dc_all[t]
-        c_prev = c0 if t == 0 else c_all[t - 1]
-        dc_next = dc * f
-        torch.mul(dc, g, out=di).mul_(i - i * i)  # i = sigmoid(.)
-        torch.mul(dc, c_prev, out=df).mul_(f - f * f)
-        torch.mul(dc, i, out=dg).addcmul_(dg, g * g, value=-1.0)  # g = tanh(.)
-        torch.mul(dh, tc, out=do).mul_(o - o * o)
+        dc_next = dc * f_all[t]
+        dgates[t, :, : 3 * hidden].view(batch, 3, hidden).mul_(dc.unsqueeze(1))  # di, df, dg
+        do_all[t].mul_(dh)
         draw = _through_ln_hh(dgates[t], ln_hh, ln_hh_w, t)
         if ln_hh_w is not None:
             dgh_raw[t] = draw
         dh_next = _through_w_hh(draw, w_hh, mask)
-    return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next, dhp_all]
+    return [dgates, dgh_raw, dgates, dcn_all if ln_c_w is not None else _empty(dh_all), dh_next, dc_next, dhp_all]
 
 
 def gru_backward(
