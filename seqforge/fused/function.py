@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqforge.cells import functional as SF
 from seqforge.fused import kernels
 from seqforge.fused.cuda_graphs import GraphCache
 from seqforge.fused.workspace import WORKSPACE
@@ -52,8 +53,7 @@ def _forward_loop(mode: str, args: tuple[Any, ...], save: bool, graphs: bool) ->
         if gi.device.type != "cpu":  # the loop allocates (CUDA's caching allocator; CUDA-graph capture)
             return _call("lstm_forward", (*args, save), graphs)
         ln_hh = ln_hh_w is not None and ln_hh_b is not None
-        shapes = kernels.lstm_forward_shapes(gi.size(0), gi.size(1), c0.size(1), h0.size(1), save, ln_hh,
-                                             ln_c_w is not None)  # fmt: skip
+        shapes = kernels.lstm_forward_shapes(gi.size(0), gi.size(1), c0.size(1), h0.size(1), save, ln_hh)
         return scripted("lstm_forward")(*args, save, _pooled(shapes, gi))
     if mode == "GRU":
         return _call("gru_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, save), graphs)
@@ -183,6 +183,68 @@ def _differentiable_backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None) ->
     for k, g in zip(wanted, grads):
         result[k] = g
     return (None, None, *result)
+
+
+def _onednn_float32(x: Tensor) -> bool:
+    """Whether ``x``'s matmuls may run through oneDNN: CPU float32 with oneDNN available and enabled."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and bool(torch.backends.mkldnn.enabled))  # fmt: skip
+
+
+def _linear(x: Tensor, weight: Tensor) -> Tensor:
+    """``x (N, K) W^T`` for ``weight (M, K)``: oneDNN's matmul on CPU float32 (about 15-25 % faster than
+    torch's MKL ``mm`` at these shapes on the benchmark's AMD EPYC, ``benchmarks/SPEED.md``), else ``mm``."""
+    if _onednn_float32(x):
+        return torch.ops.mkldnn._linear_pointwise(x, weight.contiguous(), None, "none", [], "")
+    return x.mm(weight.t())
+
+
+class LayerNormProjection(torch.autograd.Function):
+    """``gi = LN(x W^T)`` with gain ``ln_w`` and shift ``shift`` over all steps, ``x (T, B, I)``, ``weight
+    (N, I)`` -> ``(T, B, N)``, with the two input-sized matmuls (``x W^T`` and ``d gi_raw W``) through
+    :func:`_linear`; ``dW = d gi_raw^T x`` stays ``mm``. A graph of the gradient (``create_graph=True``) is
+    autograd's, through the same math recomputed (:func:`seqforge.fused.kernels.input_projection`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, ln_w: Tensor, shift: Tensor | None) -> Tensor:
+        lin = _linear(x.reshape(-1, x.size(-1)), weight)  # (T*B, N)
+        gi, mean, rstd = torch.native_layer_norm(lin, [lin.size(1)], ln_w, shift, SF.LAYER_NORM_EPS)
+        ctx.save_for_backward(x, weight, ln_w, shift, lin, mean, rstd)
+        return gi.view(*x.shape[:-1], lin.size(1))
+
+    @staticmethod
+    def backward(ctx: Any, dgi: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, ln_w, shift, lin, mean, rstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True
+            inputs = [x, weight, ln_w, shift]
+            wanted = [k for k in range(4) if inputs[k] is not None and need[k]]
+            gi = SF.layer_norm(torch.nn.functional.linear(x, weight), ln_w, shift)[0]
+            grads = torch.autograd.grad(gi, [inputs[k] for k in wanted], dgi, create_graph=True, allow_unused=True)
+            result: list[Tensor | None] = [None] * 4
+            for k, g in zip(wanted, grads):
+                result[k] = g
+            return tuple(result)
+        mask = [need[0] or need[1], need[2], need[3] and shift is not None]
+        dlin, dln_w, dshift = torch.ops.aten.native_layer_norm_backward(
+            dgi.reshape(lin.shape), lin, [lin.size(1)], mean, rstd, ln_w, shift, mask)  # fmt: skip
+        dx = _linear(dlin, weight.t()).view_as(x) if need[0] else None
+        dweight = dlin.t().mm(x.reshape(-1, x.size(-1))) if need[1] else None
+        return dx, dweight, dln_w, dshift
+
+
+def projected_inputs(x: Tensor, weights: list[Tensor | None], mode: str
+                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:  # fmt: skip
+    """:func:`kernels.direction_inputs` for the ``script`` backend: with layer norm on the input projection,
+    ``gi`` from :class:`LayerNormProjection` (oneDNN matmuls on CPU float32); under autocast or
+    ``torch.compile`` tracing the scriptable form itself."""
+    w_ih, ln_ih_w = weights[0], weights[4]
+    if (w_ih is None or ln_ih_w is None or torch.is_autocast_enabled(x.device.type)
+            or torch.compiler.is_compiling()):  # fmt: skip
+        return kernels.direction_inputs(x, weights, mode)
+    shift = kernels.add_optional(weights[5], kernels.input_bias(weights, mode))
+    gi = LayerNormProjection.apply(x, w_ih, ln_ih_w, shift)
+    return (gi, *kernels.recurrent_bias(weights, mode))
 
 
 def native_lstm_eligible(

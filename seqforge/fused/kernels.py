@@ -35,27 +35,49 @@ from seqforge.cells import functional as SF
 
 
 def direction_inputs(x: Tensor, weights: list[Tensor | None], mode: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``(gi (T, B, G*H), b_hh, ln_hh_bias)`` for one direction from ``x (T, B, I)`` and a cell's ten weights.
+    """``(gi (T, B, G*H), b_hh, ln_hh_shift)`` for one direction from ``x (T, B, I)`` and a cell's ten weights:
+    :func:`input_projection` and :func:`recurrent_bias`."""
+    b_hh, ln_hh_shift = recurrent_bias(weights, mode)
+    return input_projection(x, weights, mode), b_hh, ln_hh_shift
 
-    ``gi = LN_ih(x W_ih^T) + b_ih`` for all steps in one matmul. Without recurrent layer norm (and except for
-    the GRU, whose ``b_hh`` sits inside ``r * (.)``) ``b_hh`` is folded into ``gi``, so the loop's step is one
-    ``addmm`` plus pointwise; with it, ``LN_hh(.) + b_hh`` becomes a layer norm with shift ``ln_hh_b + b_hh``.
-    """
-    w_ih, b_ih, b_hh = weights[0], weights[2], weights[3]
-    ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b = weights[4], weights[5], weights[6], weights[7]
+
+def _folds_b_hh(weights: list[Tensor | None], mode: str) -> bool:
+    """Whether ``b_hh`` joins ``gi``: both biases present, no recurrent layer norm, not the GRU (whose ``b_hh``
+    sits inside ``r * (.)``); the loop's step is then one ``addmm`` plus pointwise."""
+    return mode != "GRU" and weights[6] is None and weights[2] is not None and weights[3] is not None
+
+
+def input_bias(weights: list[Tensor | None], mode: str) -> Tensor | None:
+    """The bias added to the input projection: ``b_ih``, or ``b_ih + b_hh`` when ``b_hh`` is folded into it."""
+    b_ih, b_hh = weights[2], weights[3]
+    if b_ih is not None and b_hh is not None and _folds_b_hh(weights, mode):
+        return b_ih + b_hh
+    return b_ih
+
+
+def input_projection(x: Tensor, weights: list[Tensor | None], mode: str) -> Tensor:
+    """``gi = LN_ih(x W_ih^T) + bias`` for all steps in one matmul (:func:`input_bias`); with layer norm the bias
+    joins its shift (one layer norm with shift ``ln_ih_b + bias``, no separate add)."""
+    w_ih, ln_ih_w = weights[0], weights[4]
     assert w_ih is not None
-    if mode != "GRU" and ln_hh_w is None and b_ih is not None and b_hh is not None:
-        return SF.project(x, w_ih, b_ih + b_hh, ln_ih_w, ln_ih_b), None, ln_hh_b
-    if ln_ih_w is not None:  # LN_ih(.) + b_ih as one layer norm with shift ln_ih_b + b_ih
-        gi = SF.layer_norm(F.linear(x, w_ih), ln_ih_w, _sum(ln_ih_b, b_ih))[0]
-    else:
-        gi = SF.project(x, w_ih, b_ih)
+    bias = input_bias(weights, mode)
+    if ln_ih_w is not None:
+        return SF.layer_norm(F.linear(x, w_ih), ln_ih_w, add_optional(weights[5], bias))[0]
+    return F.linear(x, w_ih, bias)
+
+
+def recurrent_bias(weights: list[Tensor | None], mode: str) -> tuple[Tensor | None, Tensor | None]:
+    """``(b_hh, ln_hh_shift)`` the loops receive: ``b_hh`` is ``None`` where it joined ``gi`` or, with recurrent
+    layer norm, the layer norm's shift (``LN_hh(.) + b_hh`` as one layer norm with shift ``ln_hh_b + b_hh``)."""
+    b_hh, ln_hh_w, ln_hh_b = weights[3], weights[6], weights[7]
+    if _folds_b_hh(weights, mode):
+        return None, ln_hh_b
     if ln_hh_w is not None:
-        return gi, None, _sum(ln_hh_b, b_hh)
-    return gi, b_hh, ln_hh_b
+        return None, add_optional(ln_hh_b, b_hh)
+    return b_hh, ln_hh_b
 
 
-def _sum(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+def add_optional(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     """``a + b``, either of which may be absent."""
     if a is None or b is None:
         return b if a is None else a
@@ -152,55 +174,23 @@ def _pre_activation(
     return gi_t + _recurrent_projection(h, w_hh_t, b_hh, ln_w, ln_b, save, stats)
 
 
-def lstm_forward_shapes(steps: int, batch: int, hidden: int, width: int, save: bool, ln_hh: bool, ln_c: bool
+def lstm_forward_shapes(steps: int, batch: int, hidden: int, width: int, save: bool, ln_hh: bool
                         ) -> list[list[int]]:  # fmt: skip
-    """Shapes of :func:`lstm_forward`'s buffers, in the order of its returned list (``[0]``: unused); ``width``
-    is ``P`` with the projection, else ``H``. Without ``save`` the gates and ``tanh_c`` are one scratch row."""
+    """Shapes of the large buffers of :func:`lstm_forward`, ``[h_all, c_all, gates, tanh_c, raw_hh]``
+    (``[0]``: unused); ``width`` is ``P`` with the projection, else ``H``. Without ``save`` the gates and
+    ``tanh_c`` are one scratch row."""
     kept = steps if save else 1
-    stats = save and ln_hh
-    cell_stats = save and ln_c
     return [[steps, batch, width], [steps, batch, hidden], [kept, batch, 4 * hidden], [kept, batch, hidden],
-            [steps, batch, 4 * hidden] if stats else [0], [steps, batch, 1] if stats else [0],
-            [steps, batch, 1] if stats else [0], [steps, batch, 1] if cell_stats else [0],
-            [steps, batch, 1] if cell_stats else [0]]  # fmt: skip
-
-
-def _tanh_via_sigmoid_(x: Tensor) -> Tensor:
-    """``x`` holding ``sigmoid(2y)`` becomes ``tanh(y) = 2 sigmoid(2y) - 1``, in place (on CPU tanh costs
-    about six times a sigmoid in this build, ``benchmarks/SPEED.md``)."""
-    return x.mul_(2.0).sub_(1.0)
-
-
-def _lstm_step_into(
-    pre: Tensor, c: Tensor, c_out: Tensor, tanh_out: Tensor, h_out: Tensor, ln_c_w2: Tensor | None,
-    ln_c_b2: Tensor | None,
-) -> list[Tensor]:  # fmt: skip
-    """:func:`SF.lstm_gates` and :func:`SF.lstm_state` in place, for loops that run without autograd.
-
-    ``pre (B, 4H)`` holds the pre-activation with its ``g`` block doubled and becomes the activated gates
-    ``i, f, g, o`` (one sigmoid over all four, ``tanh`` as ``2 sigmoid(2x) - 1``); ``c'`` goes to ``c_out``,
-    ``tanh(LN_cell(c'))`` to ``tanh_out`` and ``o * tanh(.)`` to ``h_out`` (each ``(B, H)``). ``ln_c_w2``,
-    ``ln_c_b2`` are the cell layer norm's gain and shift doubled. Returns ``[mean_c, rstd_c]`` (empty
-    without the cell layer norm)."""
-    hidden = c.size(1)
-    pre.sigmoid_()
-    _tanh_via_sigmoid_(pre[:, 2 * hidden : 3 * hidden])
-    i, f, g, o = pre.chunk(4, 1)
-    torch.mul(f, c, out=c_out).addcmul_(i, g)
-    moments = [_empty(c), _empty(c)]
-    if ln_c_w2 is not None:
-        normed = SF.layer_norm(c_out, ln_c_w2, ln_c_b2)
-        torch.sigmoid(normed[0], out=tanh_out)
-        moments = [normed[1], normed[2]]
-    else:
-        torch.mul(c_out, 2.0, out=tanh_out).sigmoid_()
-    _tanh_via_sigmoid_(tanh_out)
-    torch.mul(o, tanh_out, out=h_out)
-    return moments
+            [steps, batch, 4 * hidden] if save and ln_hh else [0]]  # fmt: skip
 
 
 def _scaled(x: Tensor | None, scale: Tensor) -> Tensor | None:
     return None if x is None else x * scale
+
+
+def _gate_rows(gates: Tensor) -> list[list[Tensor]]:
+    """Per-step views ``[i_t], [f_t], [g_t], [o_t]`` (each ``(B, H)``) of ``gates (T, B, 4H)``."""
+    return [list(part.unbind(0)) for part in gates.chunk(4, 2)]
 
 
 def lstm_forward(
@@ -222,53 +212,73 @@ def lstm_forward(
     above. With the projection ``w_hr (P, H)``: ``h' = (o * tanh(c')) W_hr^T``; ``P = H`` without it.
 
     Runs without autograd (inside :class:`seqforge.fused.function.FusedRecurrence` or for inference): every
-    step writes into preallocated outputs (``out=`` and in-place kernels, :func:`_lstm_step_into`), so
-    nothing is stacked afterwards. ``work``: those outputs, shaped as :func:`lstm_forward_shapes` says (e.g.
-    pooled buffers), else allocated here. :func:`kernel_direction` is the differentiable form.
+    step writes into preallocated outputs (``out=`` and in-place kernels on per-step row views taken once),
+    so nothing is stacked afterwards but the small layer-norm statistics. One sigmoid activates all four
+    gates: the ``g`` block of the pre-activation is doubled (through the doubled ``LN_hh`` gain and shift
+    and a doubled ``gi`` block) and ``tanh(x) = 2 sigmoid(2x) - 1`` (on this CPU build ``tanh`` costs about
+    six sigmoids); ``tanh(LN_cell(c'))`` likewise, with the cell layer norm's gain and shift doubled.
+    ``work``: the large buffers, shaped as :func:`lstm_forward_shapes` says (e.g. pooled), else allocated
+    here. :func:`kernel_direction` is the differentiable form.
     """
     steps, batch, hidden = gi.size(0), gi.size(1), c0.size(1)
     ln_hh = ln_hh_w is not None and ln_hh_b is not None
     if work is None:
-        shapes = lstm_forward_shapes(steps, batch, hidden, h0.size(1), save, ln_hh, ln_c_w is not None)
-        work = [gi.new_empty(shape) for shape in shapes]
-    h_all, c_all, gates, tanh_c = work[0], work[1], work[2], work[3]
-    stats, cell_stats = work[4:7], work[7:9]
+        work = [gi.new_empty(shape) for shape in lstm_forward_shapes(steps, batch, hidden, h0.size(1), save, ln_hh)]
+    h_all, c_all, gates, tanh_c, raw_hh = work[0], work[1], work[2], work[3], work[4]
+    h_rows, c_rows, gi_rows, tanh_rows = h_all.unbind(0), c_all.unbind(0), gi.unbind(0), tanh_c.unbind(0)
+    pre_rows, gate_rows = gates.unbind(0), _gate_rows(gates)
+    i_rows, f_rows, g_rows, o_rows = gate_rows[0], gate_rows[1], gate_rows[2], gate_rows[3]
+    raw_rows = raw_hh.unbind(0) if save and ln_hh else h_rows  # h_rows: a placeholder, never read
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if w_hr is not None else None
     h_raw = gi.new_empty([batch, hidden]) if w_hr_t is not None else _empty(gi)  # o * tanh(c) before W_hr
-    scale = torch.ones([4 * hidden], dtype=gi.dtype, device=gi.device)  # doubles the g block: tanh via sigmoid
+    scale = torch.ones([4 * hidden], dtype=gi.dtype, device=gi.device)  # doubles the g block
     scale[2 * hidden : 3 * hidden] = 2.0
+    two = scale[2 * hidden : 3 * hidden]
+    minus_one = torch.full([], -1.0, dtype=gi.dtype, device=gi.device)  # tanh = -1 + 2 sigmoid(2x)
     ln_hh_w2, ln_hh_b2 = _scaled(ln_hh_w, scale), _scaled(ln_hh_b, scale)
-    twos = scale[2 * hidden : 3 * hidden]
-    ln_c_w2, ln_c_b2 = _scaled(ln_c_w, twos), _scaled(ln_c_b, twos)
+    ln_c_w2, ln_c_b2 = _scaled(ln_c_w, two), _scaled(ln_c_b, two)
+    stats: list[list[Tensor]] = [[], [], [], []]  # mean_hh, rstd_hh, mean_c, rstd_c per step
     h, c = h0, c0
     for t in range(steps):
         k = t if save else 0
-        pre = gates[k]
+        pre, g = pre_rows[k], g_rows[k]
         hm = h if mask is None else h * mask
         if ln_hh_w2 is not None and ln_hh_b2 is not None:
-            raw = torch.mm(hm, w_hh_t, out=stats[0][t]) if save else torch.mm(hm, w_hh_t)
+            raw = torch.mm(hm, w_hh_t, out=raw_rows[t]) if save else torch.mm(hm, w_hh_t)
             normed = SF.layer_norm(raw, ln_hh_w2, ln_hh_b2)
             if save:
-                stats[1][t] = normed[1]
-                stats[2][t] = normed[2]
-            torch.addcmul(normed[0], gi[t], scale, out=pre)
+                stats[0].append(normed[1])
+                stats[1].append(normed[2])
+            torch.addcmul(normed[0], gi_rows[t], scale, out=pre)
         else:
-            torch.addmm(gi[t], hm, w_hh_t, out=pre)
+            torch.addmm(gi_rows[t], hm, w_hh_t, out=pre)
             if b_hh is not None:
                 pre += b_hh
-            pre[:, 2 * hidden : 3 * hidden].mul_(2.0)
-        moments = _lstm_step_into(pre, c, c_all[t], tanh_c[k], h_all[t] if w_hr_t is None else h_raw, ln_c_w2,
-                                  ln_c_b2)  # fmt: skip
-        if save and ln_c_w is not None:
-            cell_stats[0][t] = moments[0]
-            cell_stats[1][t] = moments[1]
+            g.mul_(two)
+        pre.sigmoid_()
+        torch.add(minus_one, g, alpha=2.0, out=g)
+        c_new, tc = c_rows[t], tanh_rows[k]
+        torch.mul(f_rows[k], c, out=c_new).addcmul_(i_rows[k], g)
+        if ln_c_w2 is not None:
+            normed = SF.layer_norm(c_new, ln_c_w2, ln_c_b2)
+            torch.sigmoid(normed[0], out=tc)
+            if save:
+                stats[2].append(normed[1])
+                stats[3].append(normed[2])
+        else:
+            torch.mul(c_new, two, out=tc).sigmoid_()
+        torch.add(minus_one, tc, alpha=2.0, out=tc)
         if w_hr_t is not None:
-            torch.mm(h_raw, w_hr_t, out=h_all[t])
-        h, c = h_all[t], c_all[t]
+            torch.mul(o_rows[k], tc, out=h_raw)
+            torch.mm(h_raw, w_hr_t, out=h_rows[t])
+        else:
+            torch.mul(o_rows[k], tc, out=h_rows[t])
+        h, c = h_rows[t], c_new
     empty = _empty(gi)
-    return [h_all, c_all, gates if save else empty, tanh_c if save else empty, stats[0], stats[1], stats[2],
-            cell_stats[0], cell_stats[1]]  # fmt: skip
+    return [h_all, c_all, gates if save else empty, tanh_c if save else empty, raw_hh if save else empty,
+            _stack_or_empty(stats[0], gi), _stack_or_empty(stats[1], gi), _stack_or_empty(stats[2], gi),
+            _stack_or_empty(stats[3], gi)]  # fmt: skip
 
 
 def lstm_direction(
@@ -412,7 +422,6 @@ def lstm_backward(
     multiplications of those rows by ``dc`` or ``dh``; no per-step ``cat``, copy or temporary of the size of
     all steps.
     """
-    ln_hh = [raw_hh, mean_hh, rstd_hh]
     steps, batch, width = dh_all.shape  # width: P with the projection, else H
     hidden = c_all.size(2)
     if work is None:
@@ -431,27 +440,38 @@ def lstm_backward(
     do_all.mul_(tanh_c)
     torch.mul(tanh_c, tanh_c, out=dcn_all)
     torch.addcmul(o_all, o_all, dcn_all, value=-1.0, out=dcn_all)  # o (1 - tanh_c^2)
-    dh_next = torch.zeros([batch, width], dtype=dh_all.dtype, device=dh_all.device)
-    dc_next = torch.zeros_like(c0)
+    dgate_rows, dcn_rows, do_rows, f_rows = dgates.unbind(0), dcn_all.unbind(0), do_all.unbind(0), f_all.unbind(0)
+    difg_rows = dgates[:, :, : 3 * hidden].view(steps, batch, 3, hidden).unbind(0)  # di, df, dg of a step
+    dh_rows, c_rows, dgh_raw_rows = dh_all.unbind(0), c_all.unbind(0), dgh_raw.unbind(0)
+    raw_rows, mean_rows, rstd_rows = raw_hh.unbind(0), mean_hh.unbind(0), rstd_hh.unbind(0)
+    mean_c_rows, rstd_c_rows = mean_c.unbind(0), rstd_c.unbind(0)
+    dhp_rows = dhp_all.unbind(0)
+    dh = dh_rows[steps - 1]
+    dc = torch.zeros_like(c0)  # the gradient of c_t, carried to step t - 1 through f_t
     for t in range(steps - 1, -1, -1):
-        dh = dh_all[t] + dh_next
         if w_hr is not None:
-            dhp_all[t] = dh
+            dhp_rows[t].copy_(dh)
             dh = torch.mm(dh, w_hr)  # through h = (o * tanh(c)) W_hr^T
-        dcn = dcn_all[t].mul_(dh)
+        dcn = dcn_rows[t].mul_(dh)
         if ln_c_w is not None:
-            dcn = ln_backward(dcn, c_all[t], mean_c[t], rstd_c[t], ln_c_w)
-        dc = dcn + dc_next
+            dcn = ln_backward(dcn, c_rows[t], mean_c_rows[t], rstd_c_rows[t], ln_c_w)
+        dc = dcn if t == steps - 1 else dcn.addcmul_(dc, f_rows[t + 1])  # dcn: a fresh tensor or its own row
         if dc_all is not None:  # None: c_all itself was not used
             dc += dc_all[t]
-        dc_next = dc * f_all[t]
-        dgates[t, :, : 3 * hidden].view(batch, 3, hidden).mul_(dc.unsqueeze(1))  # di, df, dg
-        do_all[t].mul_(dh)
-        draw = _through_ln_hh(dgates[t], ln_hh, ln_hh_w, t)
+        difg_rows[t].mul_(dc.unsqueeze(1))
+        do_rows[t].mul_(dh)
+        draw = dgate_rows[t]
         if ln_hh_w is not None:
-            dgh_raw[t] = draw
-        dh_next = _through_w_hh(draw, w_hh, mask)
-    return [dgates, dgh_raw, dgates, dcn_all if ln_c_w is not None else _empty(dh_all), dh_next, dc_next, dhp_all]
+            draw = ln_backward(draw, raw_rows[t], mean_rows[t], rstd_rows[t], ln_hh_w)
+            dgh_raw_rows[t].copy_(draw)
+        if t > 0 and mask is None:
+            dh = torch.addmm(dh_rows[t - 1], draw, w_hh)
+        else:
+            dh = _through_w_hh(draw, w_hh, mask)
+            if t > 0:
+                dh = dh + dh_rows[t - 1]
+    return [dgates, dgh_raw, dgates, dcn_all if ln_c_w is not None else _empty(dh_all), dh, dc * f_rows[0],
+            dhp_all]  # fmt: skip
 
 
 def gru_backward(
