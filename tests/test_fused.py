@@ -90,6 +90,21 @@ def test_script_layer_norm_float32_matches_eager():
     assert diff < 1e-4, f"differs by {diff:.3g}"
 
 
+def test_script_layer_norm_with_frozen_input_weights_matches_eager():
+    """Only the gain of the layer-norm input projection wants a gradient there (``x`` without grad, frozen
+    ``weight_ih``, ``bias_ih`` and ``ln_ih_bias``): the remaining gradients match eager (float64, ``TOL``)."""
+    grads = []
+    for backend in ("script", "eager"):
+        layer = make_layer("lstm", backend, layer_norm=True, num_layers=1)
+        for name, p in layer.named_parameters():
+            p.requires_grad_(name.split("_l0")[0] not in ("weight_ih", "bias_ih", "ln_ih_bias"))
+        x, lengths, hx = parity_inputs(layer)
+        out, _ = layer(x, tuple(h[:2] for h in hx), lengths=lengths)
+        trained = [p for p in layer.parameters() if p.requires_grad]
+        grads.append(list(torch.autograd.grad(out.pow(2).sum(), trained)))
+    assert_close(grads[0], grads[1])
+
+
 def test_script_layer_norm_lstm_passes_gradgradcheck():
     """Double backward through both custom functions of the layer-norm path (the input projection's and the
     loops'), float64, with lengths: the gradient with a graph equals the hand-written one, and its own
