@@ -4,7 +4,10 @@
 ``gi (T, B, G*H)``. The forward loop saves the activated gates (and layer-norm statistics); the backward loop
 computes one fused pointwise gradient per step, and the weight gradient is a single large matmul over all
 steps, ``dW_hh = sum_t dgh_t^T h_{t-1}`` as ``(G*H, T*B) x (T*B, H)``, instead of per-step accumulation.
-On CUDA both loops can be replayed from captured CUDA graphs (:mod:`seqforge.fused.cuda_graphs`).
+On CUDA both loops can be replayed from captured CUDA graphs (:mod:`seqforge.fused.cuda_graphs`); on CPU the
+LSTM loops take their large buffers from :data:`seqforge.fused.workspace.WORKSPACE`. With layer norm on the
+input projection, :func:`projected_inputs` computes ``gi`` through :class:`LayerNormProjection` (oneDNN
+matmuls on CPU float32).
 
 Second derivatives: when a graph of the gradient is requested (``create_graph=True``, i.e. grad mode is on
 inside ``backward``), the backward recomputes the direction through the differentiable Python loop
