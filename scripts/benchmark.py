@@ -8,6 +8,7 @@
 ``user_lstm`` is an LSTM cell written as a user writes one (:class:`UserLSTMCell`, the cell contract of
 :mod:`seqforge.cells.base`) run through :class:`seqforge.Recurrent`; with ``script`` it is scripted inside the
 generic scripted loop (TorchScript's autograd), while ``lstm`` runs the hand-written fused kernels.
+``user_lstm_split`` is the same cell with the contract's optional input split (:class:`SplitUserLSTMCell`).
 
 Writes ``benchmarks/results/<device>.json`` and ``benchmarks/results/<device>.md``. Timing: warm-up calls,
 then the median of ``--runs`` timed calls (CUDA events on CUDA, ``time.perf_counter`` on CPU), the calls of
@@ -66,6 +67,21 @@ class UserLSTMCell(torch.nn.Module):
         return h, (h, c)
 
 
+class SplitUserLSTMCell(UserLSTMCell):
+    """:class:`UserLSTMCell` plus the cell contract's optional input split (four lines more): ``x W_ih^T + b``
+    for all steps in one matmul, then the recurrent rest per step."""
+
+    def project_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ih(x)  # (T, B, 4H)
+
+    def step_projected(self, p: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+        i, f, g, o = (p + self.hh(state[0])).chunk(4, 1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
+
+
 class FastrnnsLNLSTMCell(torch.nn.Module):
     """A layer-norm LSTM cell as fastrnns writes one (``LN_ih(x W_ih^T) + LN_hh(h W_hh^T)``, cell layer norm),
     scripted; the reference design the fused LayerNorm-LSTM is compared with."""
@@ -111,7 +127,9 @@ BUILTIN_CELLS = {
     "lstm": (seqforge.LSTM, {}), "gru": (seqforge.GRU, {}), "ln_lstm": (seqforge.LSTM, {"layer_norm": True})
 }  # fmt: skip
 CELLS: dict[str, tuple[Any, dict[str, Any]]] = {
-    **BUILTIN_CELLS, "user_lstm": (functools.partial(seqforge.Recurrent, UserLSTMCell), {})
+    **BUILTIN_CELLS,
+    "user_lstm": (functools.partial(seqforge.Recurrent, UserLSTMCell), {}),
+    "user_lstm_split": (functools.partial(seqforge.Recurrent, SplitUserLSTMCell), {}),
 }
 # "torch.nn" is the reference torch.nn.LSTM/GRU itself (flattened cuDNN weights), not a seqforge backend; for
 # ln_lstm (torch has no layer-norm kernel) the row "torch.nn-plain" is torch.nn's plain LSTM of the same size,

@@ -5,9 +5,13 @@ The classifier, regressor, tagger, forecaster and language model export as one g
 
 - ``x``: ``(B, T, C)`` float32 features (normalized as in training, see the JSON) or ``(B, T)`` int64 token
   ids; ``lengths``: ``(B,)`` int64 in ``[1, T]``;
+- a forecaster over many series (built with ``future_size`` or ``static_cardinalities``, as
+  :class:`seqforge.data.panel.PanelDataModule` builds it) also takes, by name, those it reads:
+  ``future`` ``(B, horizon, future_size)`` float32 known-future covariates and ``static`` ``(B, S)`` int64
+  category ids (:func:`context_names`; the JSON's ``series`` entry says how to encode them);
 - ``output``: classifier ``(B, num_classes)`` logits, regressor ``(B, output_size)``, tagger
   ``(B, T, num_classes)`` logits, forecaster ``(B, horizon, P)`` (``P``: 1 for a point forecast, mean and
-  std for ``gaussian``, one per quantile), in scaled units; language model ``(B, T, vocab_size)``
+  variance for ``gaussian``, one per quantile), in scaled units; language model ``(B, T, vocab_size)``
   next-token logits, zero on padded steps.
 
 ``Seq2Seq`` and ``ConditionalGenerator`` export as an encoder graph (source or condition -> the decoder's
@@ -21,10 +25,10 @@ vocabularies (``itos``, ids included), the tokenizer mode, class names, normaliz
 and for the decoders the start/end/pad ids, what to carry between steps and the default ``max_len``.
 
 Every recurrent layer exports through its eager loop (whatever its ``backend``), as a ``scan`` over time.
-A length outside ``[1, T]``: pt2 keeps the layers' check as an assertion in the graph (the program raises);
-ONNX has no assertion operator, so the ONNX graph runs on lengths clamped to ``[1, T]`` and sets that row of
-every output to NaN (:class:`ExportGraph`, :class:`Seq2SeqEncoderGraph`); the JSON says so under
-``out_of_range``.
+A length outside ``[1, T]`` (or a ``static`` id outside ``[0, cardinality)``): pt2 keeps the model's check
+as an assertion in the graph (the program raises); ONNX has no assertion operator, so the ONNX graph runs on
+values clamped into range and sets that row of every output to NaN (:class:`ExportGraph`,
+:class:`Seq2SeqEncoderGraph`); the JSON says so under ``out_of_range``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from torch import Tensor, nn
 
 from seqforge.cells.base import as_state, state_tensors
 from seqforge.checkpoint import load_from_checkpoint
+from seqforge.data.panel import PanelDataModule
 from seqforge.data.vocab import Vocabulary
 from seqforge.layers.masks import check_length_range, length_mask
 from seqforge.layers.recurrent import Recurrent
@@ -62,6 +67,10 @@ BAD_LENGTHS = {  # what a graph does with a length outside [1, T] (in the metada
     "pt2": "the program raises RuntimeError 'lengths must lie in [1, T]' (an assertion in the graph)",
     "torchscript": "the module raises ValueError 'lengths must lie in [1, T]'",
 }
+BAD_STATIC = {  # the same for a static id outside [0, cardinality) of its column
+    "onnx": BAD_LENGTHS["onnx"],
+    "pt2": "the program raises RuntimeError 'static ids must lie in [0, cardinality)' (an assertion in the graph)",
+}
 EXAMPLE_BATCH, EXAMPLE_STEPS = 3, 7  # the tracing example; the graphs take any batch and time
 
 
@@ -79,12 +88,30 @@ def mark_bad_rows(value: Tensor, valid: Tensor, batch_dim: int = 0) -> Tensor:
     return torch.where(valid.view(shape), value, torch.full_like(value, float("nan")))
 
 
-class ExportGraph(nn.Module):
-    """``(x (B, T[, C]), lengths (B,)) -> output`` of a single-graph model (see the module docstring).
+def context_names(net: nn.Module) -> list[str]:
+    """The graph inputs of ``net`` after ``(x, lengths)``, passed by name: a :class:`Forecaster`'s ``future``
+    (when built with ``future_size > 0``) and ``static`` (with ``static_cardinalities``); none for other nets."""
+    if not isinstance(net, Forecaster):
+        return []
+    return [name for name, used in (("future", net.future_size > 0), ("static", len(net.static_embeddings) > 0))
+            if used]  # fmt: skip
 
-    ``nan_for_bad_lengths``: instead of the model's length check (which pt2 keeps as an assertion in the
-    graph), a row whose length lies outside ``[1, T]`` comes out all NaN and the other rows are unaffected:
-    how the ONNX graph (no assertion operator) reports it.
+
+def clamp_static(static: Tensor, net: Forecaster) -> tuple[Tensor, Tensor]:
+    """``(static ids clamped to [0, cardinality) per column, valid (B,) bool)``, as :func:`clamp_lengths`."""
+    top = torch.tensor(net.static_cardinalities, device=static.device) - 1  # (S,)
+    valid = ((static >= 0) & (static <= top)).all(1)
+    return torch.minimum(static.clamp(min=0), top), valid
+
+
+class ExportGraph(nn.Module):
+    """``(x (B, T[, C]), lengths (B,)[, future=, static=]) -> output`` of a single-graph model (see the module
+    docstring); ``future`` and ``static`` only for a forecaster that reads them (:func:`context_names`).
+
+    ``nan_for_bad_lengths``: instead of the model's length (and static id) check, which pt2 keeps as an
+    assertion in the graph, a row whose length lies outside ``[1, T]`` (or whose static id lies outside its
+    column's ``[0, cardinality)``) comes out all NaN and the other rows are unaffected: how the ONNX graph
+    (no assertion operator) reports it.
     """
 
     def __init__(self, net: nn.Module, nan_for_bad_lengths: bool = False) -> None:
@@ -92,11 +119,19 @@ class ExportGraph(nn.Module):
         self.net = net
         self.nan_for_bad_lengths = nan_for_bad_lengths
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor, future: Tensor | None = None, static: Tensor | None = None) -> Tensor:
         valid: Tensor | None = None
         if self.nan_for_bad_lengths:
             lengths, valid = clamp_lengths(lengths, x.shape[1])
-        if isinstance(self.net, LanguageModel):  # causal: a step's logits never see the padding after it
+            if static is not None and isinstance(self.net, Forecaster) and len(self.net.static_embeddings):
+                static, valid_static = clamp_static(static, self.net)
+                valid = valid & valid_static
+        if isinstance(self.net, Forecaster):  # the net checks the context it reads (and refuses the rest)
+            out = self.net(x, lengths, future=future, static=static)
+        elif future is not None or static is not None:
+            raise ValueError(f"ExportGraph: future and static are forecaster inputs; {type(self.net).__name__} "
+                             "takes (x, lengths)")
+        elif isinstance(self.net, LanguageModel):  # causal: a step's logits never see the padding after it
             check_length_range(type(self.net).__name__, lengths, x.shape[1])  # the net itself takes no lengths
             logits, _ = self.net(x)
             out = logits * length_mask(lengths, x.shape[1]).unsqueeze(-1).to(logits.dtype)
@@ -278,6 +313,21 @@ def example_inputs(net: nn.Module, batch: int = EXAMPLE_BATCH, steps: int = EXAM
     return x, lengths
 
 
+def example_context(net: nn.Module, batch: int = EXAMPLE_BATCH, seed: int = 0) -> dict[str, Tensor]:
+    """The inputs :func:`context_names` lists for a batch of ``batch``: ``future`` ``(B, horizon, future_size)``
+    float32, ``static`` ``(B, S)`` int64 ids, each column's drawn from ``[0, cardinality)``."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    context: dict[str, Tensor] = {}
+    for name in context_names(net):
+        forecaster = cast(Forecaster, net)
+        if name == "future":
+            context[name] = torch.randn(batch, forecaster.horizon, forecaster.future_size, generator=gen)
+        else:
+            context[name] = torch.stack([torch.randint(0, c, (batch,), generator=gen)
+                                         for c in forecaster.static_cardinalities], dim=1)  # fmt: skip
+    return context
+
+
 def _metadata(net: nn.Module, datamodule: Any, task: nn.Module, fmt: str, path: Path) -> dict[str, Any]:
     dtype, channels, vocab_size = _input_spec(net)
     x_shape: list[Any] = ["batch", "time"] + ([channels] if channels is not None else [])
@@ -297,11 +347,49 @@ def _metadata(net: nn.Module, datamodule: Any, task: nn.Module, fmt: str, path: 
         "outputs": [{"name": "output", "dtype": "float32", "shape": out_shape}],
     }  # fmt: skip
     if isinstance(net, Forecaster):
+        meta["inputs"] += _context_metadata(net, datamodule, fmt)
+        out_channels = {"point": ["point"], "gaussian": ["mean", "variance"]}.get(net.head_kind) or [
+            f"quantile_{q:g}" for q in net.quantiles]  # fmt: skip
+        where = " of the row's series (series.ids)" if isinstance(datamodule, PanelDataModule) else ""
         meta["forecast"] = {"horizon": net.horizon, "head": net.head_kind, "quantiles": getattr(net, "quantiles", None),
-                            "season": net.season, "units": "scaled (apply scaler.inverse: x * scale + shift, "
-                            "then exp for log_standard)"}  # fmt: skip
+                            "season": net.season, "channels": out_channels,
+                            "units": f"scaled: with the scaler's shift and scale{where}, a point, quantile or mean "
+                            "y * scale + shift, a variance v * scale ** 2 (log_standard: that is of the log; "
+                            "exp it)"}  # fmt: skip
     meta.update(_data_metadata(datamodule))
     return meta
+
+
+def _context_metadata(net: Forecaster, datamodule: Any, fmt: str) -> list[dict[str, Any]]:
+    """The ``inputs`` entries of ``future`` and ``static`` (those :func:`context_names` lists)."""
+    panel = datamodule if isinstance(datamodule, PanelDataModule) else None
+    entries: list[dict[str, Any]] = []
+    for name in context_names(net):
+        if name == "future":
+            entries.append({"name": name, "dtype": "float32", "shape": ["batch", net.horizon, net.future_size],
+                            "columns": panel.future_covariates if panel else None})  # fmt: skip
+        else:
+            entries.append({"name": name, "dtype": "int64", "shape": ["batch", len(net.static_embeddings)],
+                            "columns": panel.static_categoricals if panel else None,
+                            "cardinalities": net.static_cardinalities,
+                            "range": [0, "cardinality"], "out_of_range": BAD_STATIC.get(fmt)})  # fmt: skip
+    return entries
+
+
+def _panel_metadata(panel: PanelDataModule) -> dict[str, Any]:
+    """How a consumer builds a many-series forecaster's inputs from raw rows and reads its output."""
+    state = panel.state_dict()
+    return {"series": {
+        "ids": state["series_ids"], "x_channels": [panel.target, *panel.past_covariates, *panel.future_covariates],
+        "future_channels": panel.future_covariates, "static_columns": panel.static_categoricals,
+        "categories": state["categories"], "covariate_shift": state["covariate_shift"],
+        "covariate_scale": state["covariate_scale"], "window": panel.window,
+        "encode": "series i = ids.index(series id); x[..., 0] = (target - scaler.shift[i]) / scaler.scale[i]; "
+                  "x[..., c] = (raw - covariate_shift[c - 1]) / covariate_scale[c - 1] for c >= 1 (x_channels); "
+                  "future = the known-future columns over the horizon, scaled as their x channels (the last "
+                  "len(future_channels) entries of covariate_shift/scale); static[:, k] = "
+                  "categories[k].index(value of static_columns[k])",
+    }}  # fmt: skip
 
 
 def _data_metadata(datamodule: Any) -> dict[str, Any]:
@@ -323,6 +411,8 @@ def _data_metadata(datamodule: Any) -> dict[str, Any]:
                 meta[key] = state[key]
         if "mean" in meta:
             meta["normalize"] = "x = (raw - mean) / std per channel"
+        if isinstance(datamodule, PanelDataModule):
+            meta.update(_panel_metadata(datamodule))
     return meta
 
 
@@ -350,7 +440,9 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
     and shapes of every input and output). Returns the path of the (first) graph.
 
     - classifier, regressor, tagger, forecaster, language model: one graph ``(x, lengths) -> output`` at
-      ``path``, dynamic batch and time (see the module docstring);
+      ``path``, dynamic batch and time (see the module docstring); a forecaster over many series also takes
+      ``future`` and ``static`` by name (:func:`context_names`), the JSON's ``series`` entry says how to
+      encode them and which scaler each series has;
     - ``Seq2Seq`` and ``ConditionalGenerator``: an encoder graph at ``<stem>.encoder<suffix>`` (returned) and a
       one-step decoder graph at ``<stem>.decoder_step<suffix>`` (see :class:`Seq2SeqStepGraph`,
       :class:`GeneratorStepGraph`); the JSON's ``decode`` entry says how to run the greedy loop over them.
@@ -373,10 +465,11 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
     try:
         if isinstance(net, SINGLE_GRAPH):
             x, lengths = example_inputs(net)
+            context = example_context(net)
             batch, time = torch.export.Dim("batch"), torch.export.Dim("time")
-            graph = ExportGraph(net, nan_for_bad_lengths=format == "onnx")
-            _write(graph, (x, lengths), {"x": {0: batch, 1: time}, "lengths": {0: batch}},
-                   ["x", "lengths"], ["output"], out, format)  # fmt: skip
+            graph = ExportGraph(net, nan_for_bad_lengths=format == "onnx").eval()
+            dynamic = {"x": {0: batch, 1: time}, "lengths": {0: batch}, **{name: {0: batch} for name in context}}
+            _write(graph, (x, lengths), dynamic, ["x", "lengths", *context], ["output"], out, format, context)
             meta = _metadata(net, datamodule, task_or_net, format, out)
         else:
             meta = _export_step_graphs(net, out, format)
@@ -397,15 +490,16 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
 
 
 def _write(graph: nn.Module, example: tuple[Any, ...], dynamic: Any, input_names: list[str], output_names: list[str],
-           out: Path, fmt: str) -> None:  # fmt: skip
-    """``graph`` at ``out``; ``dynamic`` is ``torch.export``'s ``dynamic_shapes`` for ``example``."""
+           out: Path, fmt: str, keywords: dict[str, Tensor] | None = None) -> None:  # fmt: skip
+    """``graph`` at ``out``; ``dynamic`` is ``torch.export``'s ``dynamic_shapes`` for ``example`` (positional)
+    and ``keywords`` (inputs passed by name, after the positional ones in ``input_names``)."""
     if fmt == "torchscript":
         torch.jit.save(torch.jit.script(graph), str(out))
         return
     if fmt == "pt2":
-        torch.export.save(torch.export.export(graph, example, dynamic_shapes=dynamic), str(out))
+        torch.export.save(torch.export.export(graph, example, kwargs=keywords, dynamic_shapes=dynamic), str(out))
         return
-    program = torch.onnx.export(graph, example, dynamic_shapes=dynamic, input_names=input_names,
+    program = torch.onnx.export(graph, example, kwargs=keywords, dynamic_shapes=dynamic, input_names=input_names,
                                 output_names=output_names, verbose=False)  # fmt: skip
     assert program is not None
     program.save(str(out), external_data=False)

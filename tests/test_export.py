@@ -19,8 +19,17 @@ from torch import Tensor, nn
 
 import seqforge
 from seqforge.checkpoint import load_from_checkpoint
-from seqforge.exporting import EXAMPLE_STEPS, ExportGraph, example_inputs, export_from_config, step_graphs
-from seqforge.models import ConditionalGenerator, Seq2Seq, SequenceClassifier
+from seqforge.exporting import (
+    EXAMPLE_BATCH,
+    EXAMPLE_STEPS,
+    ExportGraph,
+    context_names,
+    example_context,
+    example_inputs,
+    export_from_config,
+    step_graphs,
+)
+from seqforge.models import ConditionalGenerator, Forecaster, Seq2Seq, SequenceClassifier
 from seqforge.train import train
 from seqforge.utils.config import ConfigError, compose_config
 
@@ -126,7 +135,7 @@ import numpy as np, onnxruntime
 meta = json.load(open(sys.argv[2]))
 data = np.load(sys.argv[1])
 session = onnxruntime.InferenceSession(sys.argv[1].replace(".npz", ".onnx"), providers=["CPUExecutionProvider"])
-(out,) = session.run(None, {"x": data["x"], "lengths": data["lengths"]})
+(out,) = session.run(None, {i["name"]: data[i["name"]] for i in meta["inputs"]})  # the inputs the JSON names
 np.save(sys.argv[1].replace(".npz", ".out.npy"), out)
 print(meta["task"], out.shape)
 '''
@@ -139,10 +148,11 @@ def _site_packages(*modules: str) -> str:
     return "|".join(sorted({str(Path(importlib.util.find_spec(m).origin).parent.parent) for m in modules}))
 
 
-def run_without_seqforge(path: Path, x: Tensor, lengths: Tensor) -> np.ndarray:
-    """Run the ONNX file at ``path`` in ``python -I -S`` (no site, no PYTHONPATH: seqforge not importable)."""
+def run_without_seqforge(path: Path, x: Tensor, lengths: Tensor, **context: Tensor) -> np.ndarray:
+    """Run the ONNX file at ``path`` in ``python -I -S`` (no site, no PYTHONPATH: seqforge not importable),
+    feeding the inputs its JSON lists (``context``: a forecaster's ``future``/``static``)."""
     data = path.with_suffix(".npz")
-    np.savez(data, x=x.numpy(), lengths=lengths.numpy())
+    np.savez(data, x=x.numpy(), lengths=lengths.numpy(), **{k: v.numpy() for k, v in context.items()})
     result = subprocess.run([sys.executable, "-I", "-S", "-c", ORT_ONLY, str(data), str(path.with_suffix(".json")),
                              _site_packages("onnxruntime", "numpy")], capture_output=True, text=True,
                             timeout=300)  # fmt: skip
@@ -177,9 +187,10 @@ def trained(checkpoints: dict[str, str]) -> dict[str, nn.Module]:
     return Loaded()
 
 
-# the main job's classifier (bidirectional GRU), a regressor, a tagger, two forecasters, a language model
-EXPORTED = ("ucr_gru", "adding_lstm", "echo_tagger", "sine_forecast", "air_passengers", "char_lm")
-FAST = ("ucr_gru",)  # the others run with -m slow
+# the main job's classifier (bidirectional GRU), a regressor, a tagger, two forecasters, a forecaster over
+# many series with covariates and static features, a language model
+EXPORTED = ("ucr_gru", "adding_lstm", "echo_tagger", "sine_forecast", "air_passengers", "us_macro", "char_lm")
+FAST = ("ucr_gru", "us_macro")  # the others run with -m slow
 
 
 def _kinds() -> list:
@@ -192,13 +203,19 @@ def test_exported_model_matches_eager_and_runs_without_seqforge(experiment: str,
     eager = ExportGraph(task.net).eval()
     x, lengths = example_inputs(task.net, batch=5, steps=EXAMPLE_STEPS + 6, seed=7)  # not the export example
     assert x.shape[:2] != example_inputs(task.net)[0].shape[:2] and len(set(lengths.tolist())) > 1
-    want = eager(x, lengths).detach()
+    context = example_context(task.net, batch=5, seed=7)  # us_macro: future (5, 4, 2), static (5, 2)
+    assert list(context) == (["future", "static"] if experiment == "us_macro" else [])
+    want = eager(x, lengths, **context).detach()
 
     onnx_path = seqforge.export(task, tmp_path / "model.onnx", format="onnx")
-    got = run_without_seqforge(onnx_path, x, lengths)
+    got = run_without_seqforge(onnx_path, x, lengths, **context)
     torch.testing.assert_close(torch.from_numpy(got), want, atol=TOL, rtol=0)
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["task"] == type(task).__name__ and meta["inputs"][0]["dtype"] == str(x.dtype).removeprefix("torch.")
+    assert [i["name"] for i in meta["inputs"]] == ["x", "lengths", *context]
+    for entry, value in zip(meta["inputs"][2:], context.values()):  # named, typed and shaped as fed
+        assert entry["dtype"] == str(value.dtype).removeprefix("torch.") and entry["shape"][0] == "batch"
+        assert entry["shape"][1:] == list(value.shape[1:])
     dm_state = task.datamodule.state_dict()
     for key in ("classes", "mean", "std", "scaler"):
         assert meta.get(key) == dm_state.get(key)
@@ -208,18 +225,135 @@ def test_exported_model_matches_eager_and_runs_without_seqforge(experiment: str,
     # a length outside [1, T]: that row comes out NaN in ONNX (no assertion operator), the others are unchanged
     bad = lengths.clone()
     bad[1], bad[2] = 0, x.shape[1] + 1
-    got_bad = run_without_seqforge(onnx_path, x, bad)
+    got_bad = run_without_seqforge(onnx_path, x, bad, **context)
     assert np.isnan(got_bad[1:3]).all() and not np.isnan(got_bad[[0, 3, 4]]).any()
     torch.testing.assert_close(torch.from_numpy(got_bad[[0, 3, 4]]), want[[0, 3, 4]], atol=TOL, rtol=0)
     assert "NaN" in meta["inputs"][1]["out_of_range"]
 
     pt2_path = seqforge.export(task, tmp_path / "model.pt2", format="pt2")
     program = torch.export.load(str(pt2_path)).module()
-    torch.testing.assert_close(program(x, lengths), want, atol=TOL, rtol=0)
+    torch.testing.assert_close(program(x, lengths, **context), want, atol=TOL, rtol=0)
     with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, T\]"):  # pt2 keeps the check
-        program(x, bad)
+        program(x, bad, **context)
     x1, lengths1 = example_inputs(task.net, batch=1, steps=EXAMPLE_STEPS + 2, seed=8)  # batch of one, longer
-    torch.testing.assert_close(program(x1, lengths1), eager(x1, lengths1).detach(), atol=TOL, rtol=0)
+    context1 = example_context(task.net, batch=1, seed=8)
+    torch.testing.assert_close(program(x1, lengths1, **context1), eager(x1, lengths1, **context1).detach(), atol=TOL,
+                               rtol=0)  # fmt: skip
+
+
+def test_panel_forecaster_takes_named_covariate_inputs_encoded_by_its_json(checkpoints, trained, tmp_path) -> None:
+    """us_macro: past covariates in ``x``, known-future covariates as ``future``, embedded static ids as ``static``;
+    a consumer that encodes raw rows and decodes the forecast by the JSON alone gets the datamodule's windows and
+    the task's forecast in original units; missing or wrong context inputs are refused, naming them."""
+    from statistics import NormalDist
+
+    from seqforge.data.panel import us_macro
+
+    task, dm = trained["us_macro"], trained["us_macro"].datamodule
+    onnx_path = seqforge.export(task, tmp_path / "macro.onnx", format="onnx")
+    pt2_path = export_from_config(compose_config("export", [f"ckpt_path={checkpoints['us_macro']}", "format=pt2",
+                                                            f"output={tmp_path / 'macro_pt2.pt2'}"]))  # fmt: skip
+    meta = json.loads((tmp_path / "macro_pt2.json").read_text())
+    onnx_meta = json.loads((tmp_path / "macro.json").read_text())
+    series, scaler, horizon = meta["series"], meta["scaler"], meta["forecast"]["horizon"]
+    assert series == onnx_meta["series"] and series["ids"] == dm.series_ids and scaler["kind"] == "standard"
+    assert series["x_channels"] == ["target", "tbilrate", "unemp", "quarter_sin", "quarter_cos"]
+    assert [i.get("columns") for i in meta["inputs"][2:]] == [["quarter_sin", "quarter_cos"], ["variable", "kind"]]
+    assert meta["inputs"][3]["cardinalities"] == [8, 3] and meta["forecast"]["channels"] == ["mean", "variance"]
+
+    # encode every test window from the raw table with the JSON alone: the windows the datamodule builds
+    frame, window = us_macro(), series["window"]
+    shift, scale = np.asarray(series["covariate_shift"]), np.asarray(series["covariate_scale"])
+    rows_x, rows_future, rows_static, rows_series = [], [], [], []
+    for i, name in enumerate(series["ids"]):
+        rows = frame[frame["series_id"] == name].sort_values("time")
+        target = (rows["target"].to_numpy() - scaler["shift"][i]) / scaler["scale"][i]
+        covariates = (rows[series["x_channels"][1:]].to_numpy() - shift) / scale
+        static = [categories.index(rows[column].iloc[0])
+                  for column, categories in zip(series["static_columns"], series["categories"])]  # fmt: skip
+        for t in range(len(rows) - dm.test_size, len(rows) - horizon + 1):
+            rows_x.append(np.concatenate([target[t - window : t, None], covariates[t - window : t]], axis=1))
+            rows_future.append(covariates[t : t + horizon, -len(series["future_channels"]) :])
+            rows_static.append(static)
+            rows_series.append(i)
+    x = torch.tensor(np.stack(rows_x), dtype=torch.float32)  # (72, 16, 5): not the export example's (3, 7)
+    context = {"future": torch.tensor(np.stack(rows_future), dtype=torch.float32), "static": torch.tensor(rows_static)}
+    built = dm.build()["test"]  # (history, target, future, static, series) per window
+    assert len(built) == len(x) > EXAMPLE_BATCH and x.shape[1] > EXAMPLE_STEPS
+    torch.testing.assert_close(x, torch.stack([b[0] for b in built]), atol=TOL, rtol=0)
+    torch.testing.assert_close(context["future"], torch.stack([b[2] for b in built]), atol=TOL, rtol=0)
+    assert torch.equal(context["static"], torch.stack([b[3] for b in built]))
+    assert rows_series == [b[4] for b in built]
+
+    lengths = torch.full((len(x),), window)
+    want = ExportGraph(task.net).eval()(x, lengths, **context).detach()
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = {"x": x.numpy(), "lengths": lengths.numpy(), **{k: v.numpy() for k, v in context.items()}}
+    (got,) = session.run(None, feeds)
+    torch.testing.assert_close(torch.from_numpy(got), want, atol=TOL, rtol=0)
+    program = torch.export.load(str(pt2_path)).module()
+    torch.testing.assert_close(program(x, lengths, **context), want, atol=TOL, rtol=0)
+
+    # decode by the JSON (per-series scale and shift; a variance scales by scale ** 2): the task's own forecast
+    index = torch.tensor(rows_series)
+    forecast = task.forecast(x, lengths, future=context["future"], static=context["static"], series=index)
+    row_shift = np.asarray(scaler["shift"])[rows_series, None]  # (72, 1): each window's series
+    row_scale = np.asarray(scaler["scale"])[rows_series, None]
+    mean, std = got[..., 0] * row_scale + row_shift, np.sqrt(got[..., 1] * row_scale**2)
+    np.testing.assert_allclose(mean, forecast["prediction"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(mean + NormalDist().inv_cdf(0.9) * std, forecast["intervals"][0.8][1], atol=1e-4, rtol=0)
+
+    # a static id outside [0, cardinality): NaN rows in ONNX (a negative id would silently wrap), pt2 and eager raise
+    bad_static = context["static"].clone()
+    bad_static[1, 0], bad_static[2, 1] = -1, 3
+    (got_bad,) = session.run(None, {**feeds, "static": bad_static.numpy()})
+    assert np.isnan(got_bad[1:3]).all() and not np.isnan(got_bad[3:]).any()
+    np.testing.assert_allclose(got_bad[[0, *range(3, len(x))]], got[[0, *range(3, len(x))]], atol=TOL, rtol=0)
+    assert "NaN" in onnx_meta["inputs"][3]["out_of_range"] and "raises" in meta["inputs"][3]["out_of_range"]
+    with pytest.raises(RuntimeError, match=r"static ids must lie in \[0, cardinality\)"):
+        program(x, lengths, future=context["future"], static=bad_static)
+    with pytest.raises(ValueError, match=r"static column 1 must hold ids in \[0, 3\) \(static_cardinalities\), got 3"):
+        task.net(x[2:3], lengths[2:3], future=context["future"][2:3], static=bad_static[2:3])
+    # missing or misshaped context: each refusal names the input
+    with pytest.raises(ValueError, match=r"future must be \(B, horizon, future_size\) = \(72, 4, 2\), got None"):
+        ExportGraph(task.net)(x, lengths, static=context["static"])
+    with pytest.raises(ValueError, match=r"Required inputs \(\['future'\]\) are missing"):
+        session.run(None, {k: v for k, v in feeds.items() if k != "future"})
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument,
+                       match=r"(?s)input: future .*index: 1 Got: 5 Expected: 4"):  # fmt: skip
+        session.run(None, {**feeds, "future": np.zeros((len(x), 5, 2), dtype=np.float32)})
+    with pytest.raises(ValueError, match=r"expected \['future', 'static'\]"):
+        program(x, lengths, future=context["future"])
+    with pytest.raises((AssertionError, RuntimeError), match=r"future\.size\(\)\[1\] == 4"):
+        program(x, lengths, future=torch.zeros(len(x), 5, 2), static=context["static"])
+
+
+@pytest.mark.parametrize("fmt", ["pt2", pytest.param("onnx", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("options", "names"), [
+    pytest.param({"static_cardinalities": (4,)}, ["static"], id="static-only"),
+    pytest.param({"future_size": 3, "strategy": "autoregressive", "window_norm": "last", "head": "quantile"},
+                 ["future"], id="future-only-autoregressive"),
+])  # fmt: skip
+def test_forecaster_graph_takes_the_context_inputs_its_net_reads(options, names, fmt: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = Forecaster(horizon=3, input_size=2, rnn={"hidden_size": 6}, **options).eval()
+    assert context_names(net) == names
+    x, lengths = example_inputs(net, batch=EXAMPLE_BATCH + 2, steps=EXAMPLE_STEPS + 4, seed=3)
+    context = example_context(net, batch=EXAMPLE_BATCH + 2, seed=3)
+    assert list(context) == names and len(set(lengths.tolist())) > 1
+    want = net(x, lengths, **context).detach()
+    path = seqforge.export(net, tmp_path / f"f.{fmt}", format=fmt)
+    meta = json.loads((tmp_path / "f.json").read_text())
+    assert [i["name"] for i in meta["inputs"]] == ["x", "lengths", *names]
+    if fmt == "pt2":
+        got = torch.export.load(str(path)).module()(x, lengths, **context)
+    else:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert [i.name for i in session.get_inputs()] == ["x", "lengths", *names]
+        (out,) = session.run(None, {"x": x.numpy(), "lengths": lengths.numpy(), **{k: v.numpy() for k, v in
+                                                                                  context.items()}})  # fmt: skip
+        got = torch.from_numpy(out)
+    torch.testing.assert_close(got, want, atol=TOL, rtol=0)
 
 
 def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
@@ -232,6 +366,8 @@ def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
         seqforge.export(task, tmp_path / "m.json")
     with pytest.raises(ValueError, match=r"task_or_net is a Linear; exported are SequenceClassifier, .*Seq2Seq"):
         seqforge.export(nn.Linear(2, 3), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match=r"future and static are forecaster inputs; SequenceClassifier takes"):
+        ExportGraph(task.net)(*example_inputs(task.net), static=torch.zeros(EXAMPLE_BATCH, 1, dtype=torch.long))
     assert not list(tmp_path.iterdir())
 
 

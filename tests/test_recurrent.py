@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.cells import IndRNNCell, PeepholeLSTMCell
+from helpers.cells import IndRNNCell, PeepholeLSTMCell, SplitIndRNNCell, SplitPeepholeLSTMCell
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
@@ -24,6 +24,7 @@ from seqforge.cells import CellContractError
 
 TOL = 1e-10  # compared with <=
 USER_CELLS = [PeepholeLSTMCell, IndRNNCell]
+SPLIT_CELLS = [SplitPeepholeLSTMCell, SplitIndRNNCell]  # the contract's optional input split
 
 
 def _parts(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -105,6 +106,23 @@ def test_user_cell_equals_a_per_sequence_python_loop(cell: type, backend: str) -
     assert layer.backend_used == ("script" if backend == "auto" else backend)
 
 
+@pytest.mark.parametrize("cell", USER_CELLS + SPLIT_CELLS)
+@pytest.mark.parametrize("lengths", [[6, 3, 1, 5], [6, 4, 3, 5], None], ids=["ragged", "min-3", "none"])
+def test_script_equals_a_per_sequence_loop_over_forward_with_and_without_lengths(cell: type, lengths: list | None
+                                                                                 ) -> None:  # fmt: skip
+    """The scripted loop (the split's ``project_input`` once and ``step_projected`` per step, for the cells that
+    offer it; no state selection in the steps every sequence has) against the cells' plain ``forward`` (for
+    the split cells their parent's formula): outputs, final states and every gradient in float64."""
+    layer = _layer(cell, "script")
+    x, _, hx = _inputs(layer)
+    given = None if lengths is None else torch.tensor(lengths)
+    got = _results(layer, x, given, hx)
+    _assert_close(got, _results(layer, x, torch.tensor(lengths or [x.shape[1]] * 4), hx, reference=True))
+    for runner in layer._loops["script"].runners:
+        split = cell in SPLIT_CELLS
+        assert ("project_input" in runner.step_inputs.code) == split and ("step_projected" in runner.code) == split
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", USER_CELLS)
 def test_user_cell_through_compile_equals_eager(cell: type) -> None:
@@ -116,7 +134,7 @@ def test_user_cell_through_compile_equals_eager(cell: type) -> None:
     _assert_close(got, _results(reference, x, lengths, hx))
 
 
-@pytest.mark.parametrize("cell", USER_CELLS)
+@pytest.mark.parametrize("cell", USER_CELLS + SPLIT_CELLS)
 def test_user_cell_script_equals_eager_with_recurrent_dropout_and_inter_layer_dropout(cell: type) -> None:
     layer = _layer(cell, "script", recurrent_dropout=0.3, dropout=0.2)
     reference = _layer(cell, "eager", recurrent_dropout=0.3, dropout=0.2)
@@ -142,8 +160,9 @@ def test_zoneout_on_a_user_cell_is_the_expected_update_in_eval() -> None:
     torch.testing.assert_close(h_n[0], h)
 
 
-def test_step_advances_every_layer_like_forward() -> None:
-    layer = _layer(PeepholeLSTMCell, "script", bidirectional=False)
+@pytest.mark.parametrize("cell", [PeepholeLSTMCell, SplitPeepholeLSTMCell])
+def test_step_advances_every_layer_like_forward(cell: type) -> None:
+    layer = _layer(cell, "script", bidirectional=False)
     x = torch.randn(3, 5, 3, dtype=torch.float64)
     out, final = layer(x)
     state = None
@@ -184,9 +203,30 @@ class BareOutputCell(IndRNNCell):
         return super().forward(x, h)[0]
 
 
+class HalfSplitCell(IndRNNCell):
+    def project_input(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class DisagreeingSplitCell(SplitIndRNNCell):
+    def step_projected(self, p: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.relu(p + self.u * h + 1e-2)
+        return h, h
+
+
+class FlatProjectionCell(SplitIndRNNCell):
+    def project_input(self, x: Tensor) -> Tensor:
+        return self.linear(x).flatten()
+
+
 @pytest.mark.parametrize(
     "cell, match",
     [
+        (HalfSplitCell, r"HalfSplitCell defines project_input but not step_projected: the optional input split needs"),
+        (DisagreeingSplitCell, r"DisagreeingSplitCell: step_projected\(project_input\(x\)\[t\], state\) must equal "
+                               r"the step on \(x\[t\], state\); on a probe they differ by 0.01"),
+        (FlatProjectionCell, r"FlatProjectionCell: project_input\(x \(T=1, B=2, 3\)\) must return a Tensor \(T, B, "
+                             r"...\), got Tensor\(8,\)"),
         (WrongShapeCell, r"WrongShapeCell: h_t must be a Tensor\(2, 4\) .* got Tensor\(2, 8\)"),
         (WrongDtypeCell, r"WrongDtypeCell: h_t must be .*torch.float32.* got Tensor\(2, 4\) torch.float16"),
         (ListStateCell, r"ListStateCell: init_state\(2\) must be a Tensor or a tuple of Tensors, got list"),
@@ -322,7 +362,7 @@ def test_second_derivatives_of_the_script_backend_equal_eager_for_a_gradient_pen
     _assert_close(list(grads["script"]), list(grads["eager"]))
 
 
-@pytest.mark.parametrize("cell", USER_CELLS)
+@pytest.mark.parametrize("cell", USER_CELLS + SPLIT_CELLS)
 def test_user_cell_second_derivatives_through_script(cell: type) -> None:
     torch.manual_seed(0)
     layer = seqforge.Recurrent(cell, 2, 2, batch_first=True, backend="script").double()
@@ -371,12 +411,13 @@ def test_scripted_user_cell_under_inference_mode_equals_eager() -> None:
             _assert_close([got[0], *got[1]], [ref[0], *ref[1]])
 
 
-def test_layers_with_scripted_runners_deepcopy_and_pickle() -> None:
+@pytest.mark.parametrize("cell", [PeepholeLSTMCell, SplitPeepholeLSTMCell])
+def test_layers_with_scripted_runners_deepcopy_and_pickle(cell: type) -> None:
     """SWA and checkpoint code copy whole models: cached runners (ScriptModules) are rebuilt, never copied."""
     import copy
     import io
 
-    layer = _layer(PeepholeLSTMCell, "script")
+    layer = _layer(cell, "script")
     x, lengths, hx = _inputs(layer)
     out = layer(x, hx, lengths=lengths)[0]
     twin = copy.deepcopy(layer)

@@ -24,6 +24,21 @@ final_state)`` runs a whole direction at once (for example with a parallel scan)
 False must leave the state unchanged, and ``valid`` is always a prefix mask per sequence. The core uses it
 instead of its step loop when no per-step regularizer (zoneout, recurrent dropout) is on.
 
+Optional, for speed under ``backend="script"``: ``project_input(x (T, B, I)) -> (T, B, ...)`` together with
+``step_projected(p_t, state) -> (h_t, new_state)`` split a step into its input-only work, done for all steps
+at once (for example ``x @ W_ih.T + b``: one large matmul instead of ``T`` small ones, forward and backward),
+and the recurrent rest, such that ``step_projected(project_input(x)[t], state)`` equals the step on
+``(x[t], state)``. The scripted loop then runs ``project_input`` once and ``step_projected`` per step; every
+other backend calls the step. A cell defines both methods or neither; :func:`check_cell` checks that the two
+agree on a probe. The IndRNN-like cell below would add::
+
+        def project_input(self, x: Tensor) -> Tensor:  # (T, B, I) -> (T, B, H)
+            return self.linear(x)
+
+        def step_projected(self, p: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+            h = torch.relu(p + self.u * h)
+            return h, h
+
 A ten-line cell (an IndRNN-like one)::
 
     class IndRNNCell(nn.Module):
@@ -55,6 +70,7 @@ from torch import Tensor, nn
 
 State = Tensor | tuple[Tensor, ...]
 PROBE_BATCH = 2
+SPLIT_METHODS = ("project_input", "step_projected")
 
 
 class CellContractError(TypeError):
@@ -88,6 +104,11 @@ def step_method(cell: nn.Module) -> Callable[..., tuple[Tensor, State]]:
     """The contract's step of ``cell``: its ``step`` method if it has one, else its ``forward``."""
     step = getattr(cell, "step", None)
     return step if callable(step) else cell
+
+
+def projects_input(cell: nn.Module) -> bool:
+    """Whether ``cell`` offers the optional split ``project_input`` + ``step_projected`` (see the module docs)."""
+    return all(callable(getattr(cell, method, None)) for method in SPLIT_METHODS)
 
 
 def state_tensors(state: State) -> tuple[Tensor, ...]:
@@ -141,8 +162,47 @@ def _check_state(name: str, what: str, state: Any, batch: int, like: Tensor) -> 
     return parts
 
 
+def _check_split(cell: nn.Module, name: str, input_size: int, zero: State) -> None:
+    """The optional split: both methods or neither, and ``step_projected(project_input(x)[0], s)`` equal to the
+    step on ``(x, s)`` within ``sqrt(eps)`` of the dtype, on a non-zero probe and a non-zero state."""
+    present = [method for method in SPLIT_METHODS if callable(getattr(cell, method, None))]
+    if not present:
+        return
+    if len(present) == 1:
+        missing = next(method for method in SPLIT_METHODS if method not in present)
+        raise CellContractError(f"cell {name} defines {present[0]} but not {missing}: the optional input split "
+                                f"needs both (see seqforge.cells.base)")  # fmt: skip
+    like = state_tensors(zero)[0]
+    x = torch.linspace(0.1, 1.0, PROBE_BATCH * input_size, dtype=like.dtype, device=like.device)
+    x = x.view(PROBE_BATCH, input_size)
+    step = step_method(cell)
+    state = step(x, zero)[1]  # a non-zero state
+    expected = step(x, state)
+    p = cast(Any, cell).project_input(x.unsqueeze(0))
+    if not isinstance(p, Tensor) or p.dim() < 2 or tuple(p.shape[:2]) != (1, PROBE_BATCH):
+        raise CellContractError(
+            f"cell {name}: project_input(x (T=1, B={PROBE_BATCH}, {input_size})) must return a Tensor (T, B, ...), "
+            f"got {_describe(p)}"
+        )
+    got = cast(Any, cell).step_projected(p[0], state)
+    flat_expected = [expected[0], *state_tensors(expected[1])]
+    ok = isinstance(got, tuple) and len(got) == 2 and isinstance(got[0], Tensor)
+    flat_got = [got[0], *state_tensors(got[1])] if ok else []
+    if not ok or [t.shape for t in flat_got] != [t.shape for t in flat_expected]:
+        raise CellContractError(f"cell {name}: step_projected must return (h_t, new_state) as the step does "
+                                f"({_describe(expected)}), got {_describe(got)}")  # fmt: skip
+    diff = max((a - b).abs().max().item() for a, b in zip(flat_got, flat_expected))
+    tol = torch.finfo(like.dtype).eps ** 0.5
+    if not diff <= tol * max(1.0, max(b.abs().max().item() for b in flat_expected)):
+        raise CellContractError(
+            f"cell {name}: step_projected(project_input(x)[t], state) must equal the step on (x[t], state); on a "
+            f"probe they differ by {diff:.3g} (tolerance {tol:.1g})"
+        )
+
+
 def check_cell(cell: nn.Module, input_size: int, dtype: torch.dtype, device: torch.device) -> bool:
-    """Run ``cell`` once on a probe ``(2, input_size)`` and check every part of the contract.
+    """Run ``cell`` once on a probe ``(2, input_size)`` and check every part of the contract (the optional input
+    split included).
 
     Returns whether the state is a lone tensor (else a tuple). Raises :class:`CellContractError` naming the
     cell and what it returned. Runs under ``no_grad`` in evaluation mode (restored afterwards).
@@ -180,6 +240,7 @@ def check_cell(cell: nn.Module, input_size: int, dtype: torch.dtype, device: tor
                     f"cell {name}: new_state must be shaped like init_state ({_describe(as_state(zero, is_tensor))})"
                     f", got {_describe(new)}"
                 )
+            _check_split(cell, name, input_size, as_state(zero, is_tensor))
     finally:
         cell.train(training)
     return is_tensor

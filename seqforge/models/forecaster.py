@@ -30,7 +30,7 @@ and ``"quantile"`` (``P = len(quantiles)``, one channel per quantile level).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,11 @@ class Forecaster(nn.Module):
             self.decoder = decoder
             self.head = nn.Linear(spec.hidden_size, self.num_params)
 
+    @property
+    def static_cardinalities(self) -> list[int]:
+        """The number of categories of each static feature (the rows of its embedding table)."""
+        return [cast(nn.Embedding, table).num_embeddings for table in self.static_embeddings]
+
     def _params(self, raw: Tensor) -> Tensor:
         if self.head_kind == "gaussian":
             return torch.stack([raw[..., 0], F.softplus(raw[..., 1]) + 1e-6], dim=-1)
@@ -186,6 +191,24 @@ class Forecaster(nn.Module):
         if not num_static and static is not None and static.numel():
             raise ValueError(f"{name}: static features {tuple(static.shape)} given to a net built without "
                              "static_cardinalities")
+        if num_static:
+            assert static is not None
+            self._check_static_ids(static)
+
+    def _check_static_ids(self, static: Tensor) -> None:
+        """Column ``k`` of ``static`` must hold ids in ``[0, static_cardinalities[k])`` (an assertion in an
+        exported program, where the values are unknown)."""
+        cardinalities = torch.tensor(self.static_cardinalities, device=static.device)
+        in_range = (static >= 0) & (static < cardinalities)  # (B, S)
+        if torch.compiler.is_exporting():
+            torch._assert_async(in_range.all(), f"{type(self).__name__}: static ids must lie in [0, cardinality) "
+                                "per column (static_cardinalities)")  # fmt: skip
+            return
+        if not bool(in_range.all()):
+            k = int((~in_range).any(0).nonzero()[0])
+            bad = static[:, k][~in_range[:, k]][0]
+            raise ValueError(f"{type(self).__name__}: static column {k} must hold ids in [0, {int(cardinalities[k])}) "
+                             f"(static_cardinalities), got {int(bad)}")
 
     def _forecast(
         self, history: Tensor, lengths: Tensor | None, future: Tensor | None, static: Tensor | None

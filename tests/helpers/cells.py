@@ -50,3 +50,29 @@ class IndRNNCell(nn.Module):
         h = torch.relu(self.linear(x) + self.u * h)
         return h, h
 
+
+
+class SplitPeepholeLSTMCell(PeepholeLSTMCell):
+    """:class:`PeepholeLSTMCell` with the optional input split of the contract: ``x W_ih^T + b`` for all steps at
+    once, then the recurrent rest. ``forward`` stays the parent's, the independent reference."""
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return self.ih(x)  # (T, B, 4H)
+
+    def step_projected(self, p: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        h, c = state
+        i, f, g, o = (p + self.hh(h)).chunk(4, 1)
+        c = torch.sigmoid(f + self.peep[1] * c) * c + torch.sigmoid(i + self.peep[0] * c) * torch.tanh(g)
+        h = torch.sigmoid(o + self.peep[2] * c) * torch.tanh(c)
+        return h, (h, c)
+
+
+class SplitIndRNNCell(IndRNNCell):
+    """:class:`IndRNNCell` with the optional input split (a lone-tensor state); ``forward`` stays the parent's."""
+
+    def project_input(self, x: Tensor) -> Tensor:
+        return self.linear(x)  # (T, B, H)
+
+    def step_projected(self, p: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.relu(p + self.u * h)
+        return h, h
