@@ -74,6 +74,52 @@ def test_layer_norm_matches_eager(cell: str, backend: str):
     assert_close(got, outputs_and_grads(reference, x, lengths, hx))
 
 
+def test_script_layer_norm_float32_matches_eager():
+    """On CPU float32 the layer-norm input projection's matmuls run through oneDNN
+    (``LayerNormProjection``) and the loops' tanh as ``2 sigmoid(2x) - 1``: the same function as eager
+    within float32 rounding (tolerance 1e-4 absolute on values and gradients of order one)."""
+    layer = make_layer("lstm", "script", layer_norm=True).float()
+    reference = make_layer("lstm", "eager", layer_norm=True).float()
+    x, lengths, hx = parity_inputs(layer)
+    x, hx = x.float(), tuple(h.float() for h in hx)
+    with torch.profiler.profile() as prof:
+        got = outputs_and_grads(layer, x, lengths, hx)
+    if torch.backends.mkldnn.is_available():
+        assert any("_linear_pointwise" in e.key for e in prof.key_averages())
+    diff = max_abs_diff(got, outputs_and_grads(reference, x, lengths, hx))
+    assert diff < 1e-4, f"differs by {diff:.3g}"
+
+
+def test_script_layer_norm_with_frozen_input_weights_matches_eager():
+    """Only the gain of the layer-norm input projection wants a gradient there (``x`` without grad, frozen
+    ``weight_ih``, ``bias_ih`` and ``ln_ih_bias``): the remaining gradients match eager (float64, ``TOL``)."""
+    grads = []
+    for backend in ("script", "eager"):
+        layer = make_layer("lstm", backend, layer_norm=True, num_layers=1)
+        for name, p in layer.named_parameters():
+            p.requires_grad_(name.split("_l0")[0] not in ("weight_ih", "bias_ih", "ln_ih_bias"))
+        x, lengths, hx = parity_inputs(layer)
+        out, _ = layer(x, tuple(h[:2] for h in hx), lengths=lengths)
+        trained = [p for p in layer.parameters() if p.requires_grad]
+        grads.append(list(torch.autograd.grad(out.pow(2).sum(), trained)))
+    assert_close(grads[0], grads[1])
+
+
+def test_script_layer_norm_lstm_passes_gradgradcheck():
+    """Double backward through both custom functions of the layer-norm path (the input projection's and the
+    loops'), float64, with lengths: the gradient with a graph equals the hand-written one, and its own
+    derivatives pass gradgradcheck."""
+    torch.manual_seed(0)
+    m = seqforge.LSTM(2, 3, layer_norm=True, backend="script", dtype=torch.float64)
+    x = torch.randn(3, 2, 2, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 2])
+    inputs = (x, *m.parameters())
+    weight = torch.randn(3, 2, 3, dtype=torch.float64)
+    with_graph = torch.autograd.grad((m(x, lengths=lengths)[0] * weight).sum(), inputs, create_graph=True)
+    assert_close(list(with_graph), list(torch.autograd.grad((m(x, lengths=lengths)[0] * weight).sum(), inputs)))
+    assert torch.autograd.gradgradcheck(lambda x, *p: m(x, lengths=lengths)[0], inputs)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_script_without_lengths_bias_or_bidirectional(cell: str):
     layer = make_layer(cell, "script", bias=False, bidirectional=False, num_layers=3, batch_first=False)

@@ -84,37 +84,6 @@ def lstm_state(
     return [o * tanh_c, c_next, tanh_c, mean, rstd]
 
 
-def lstm_state_into(
-    pre: Tensor,
-    c: Tensor,
-    c_out: Tensor,
-    tanh_out: Tensor,
-    h_out: Tensor,
-    ln_cell_weight: Tensor | None,
-    ln_cell_bias: Tensor | None,
-) -> list[Tensor]:
-    """:func:`lstm_gates` and :func:`lstm_state` in place, for loops that run without autograd: the
-    pre-activation ``pre (B, 4H)`` becomes the activated gates ``i, f, g, o`` (three kernels on contiguous
-    gate slices), ``c' `` goes to ``c_out``, ``tanh(LN_cell(c'))`` to ``tanh_out`` and ``o * tanh(.)`` to
-    ``h_out`` (each ``(B, H)``, e.g. one step's rows of preallocated outputs). Returns ``[mean_c, rstd_c]``
-    of the cell layer norm (empty without it)."""
-    hidden = c.size(1)
-    pre[:, 2 * hidden : 3 * hidden].tanh_()
-    pre[:, : 2 * hidden].sigmoid_()
-    pre[:, 3 * hidden :].sigmoid_()
-    i, f, g, o = pre.chunk(4, 1)
-    torch.mul(f, c, out=c_out).addcmul_(i, g)
-    mean, rstd = _empty(c), _empty(c)
-    if ln_cell_weight is not None:
-        normed = layer_norm(c_out, ln_cell_weight, ln_cell_bias)
-        torch.tanh(normed[0], out=tanh_out)
-        mean, rstd = normed[1], normed[2]
-    else:
-        torch.tanh(c_out, out=tanh_out)
-    torch.mul(o, tanh_out, out=h_out)
-    return [mean, rstd]
-
-
 def lstm_pointwise(
     gi: Tensor,
     gh: Tensor,

@@ -42,7 +42,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from seqforge.cells.base import cell_name
 from seqforge.cells.cells import BuiltinCell
 from seqforge.fused import kernels
-from seqforge.fused.function import fused_recurrence, native_lstm_direction, native_lstm_eligible
+from seqforge.fused.function import fused_recurrence, native_lstm_direction, native_lstm_eligible, projected_inputs
 from seqforge.fused.generic import check_scriptable, script_cell_loop
 from seqforge.fused.registry import TORCH_KERNELS, Backend, State, get_backend, kernel_name
 from seqforge.layers.loop import StepRunner, contract_step, run_backend
@@ -103,7 +103,7 @@ class FusedRunner(nn.Module):
         assert w[1] is not None  # w_hh
         if native_lstm_eligible(x, w, mode, mask, lengths):
             return native_lstm_direction(x, w, state[0], state[1])
-        gi, b_hh, ln_hh_b = kernels.direction_inputs(x, w, mode)
+        gi, b_hh, ln_hh_b = projected_inputs(x, w, mode)
         c0 = state[1] if mode == "LSTM" else None
         owner = self._owner()
         graphs = bool(getattr(owner, "cuda_graphs", True))

@@ -4,7 +4,10 @@
 ``gi (T, B, G*H)``. The forward loop saves the activated gates (and layer-norm statistics); the backward loop
 computes one fused pointwise gradient per step, and the weight gradient is a single large matmul over all
 steps, ``dW_hh = sum_t dgh_t^T h_{t-1}`` as ``(G*H, T*B) x (T*B, H)``, instead of per-step accumulation.
-On CUDA both loops can be replayed from captured CUDA graphs (:mod:`seqforge.fused.cuda_graphs`).
+On CUDA both loops can be replayed from captured CUDA graphs (:mod:`seqforge.fused.cuda_graphs`); on CPU the
+LSTM loops take their large buffers from :data:`seqforge.fused.workspace.WORKSPACE`. With layer norm on the
+input projection, :func:`projected_inputs` computes ``gi`` through :class:`LayerNormProjection` (oneDNN
+matmuls on CPU float32).
 
 Second derivatives: when a graph of the gradient is requested (``create_graph=True``, i.e. grad mode is on
 inside ``backward``), the backward recomputes the direction through the differentiable Python loop
@@ -21,8 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqforge.cells import functional as SF
 from seqforge.fused import kernels
 from seqforge.fused.cuda_graphs import GraphCache
+from seqforge.fused.workspace import WORKSPACE
 
 GRAPHS = GraphCache()
 
@@ -38,15 +43,45 @@ def _call(name: str, args: tuple[Any, ...], graphs: bool) -> list[Tensor]:
     return GRAPHS(name, fn, args) if graphs else fn(*args)
 
 
+def _pooled(shapes: list[list[int]], like: Tensor) -> list[Tensor]:
+    """Buffers of ``shapes`` from the workspace (CPU: reused across calls, :mod:`seqforge.fused.workspace`)."""
+    return [WORKSPACE.empty(shape, like) for shape in shapes]
+
+
 def _forward_loop(mode: str, args: tuple[Any, ...], save: bool, graphs: bool) -> list[Tensor]:
     """Dispatch ``(gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask)`` to the loop of
     ``mode``."""
     gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask = args
     if mode == "LSTM":
-        return _call("lstm_forward", (*args, save), graphs)
+        if gi.device.type != "cpu":  # the loop allocates (CUDA's caching allocator; CUDA-graph capture)
+            return _call("lstm_forward", (*args, save), graphs)
+        ln_hh = ln_hh_w is not None and ln_hh_b is not None
+        shapes = kernels.lstm_forward_shapes(gi.size(0), gi.size(1), c0.size(1), h0.size(1), save, ln_hh)
+        return scripted("lstm_forward")(*args, save, _pooled(shapes, gi))
     if mode == "GRU":
         return _call("gru_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, save), graphs)
     return _call("rnn_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mode == "RNN_RELU", mask, save), graphs)
+
+
+def _lstm_backward_loop(args: tuple[Any, ...], graphs: bool) -> list[Tensor]:
+    """:func:`kernels.lstm_backward` on ``args``, with pooled buffers on CPU."""
+    dh_all, c_all, ln_hh_w, w_hr = args[0], args[3], args[8], args[15]
+    if dh_all.device.type != "cpu":
+        return _call("lstm_backward", args, graphs)
+    steps, batch, width = dh_all.shape
+    shapes = kernels.lstm_backward_shapes(steps, batch, c_all.size(2), width, ln_hh_w is not None, w_hr is not None)
+    return scripted("lstm_backward")(*args, _pooled(shapes, dh_all))
+
+
+def _recurrent_weight_grad(dgh_raw: Tensor, h0: Tensor, h_all: Tensor, mask: Tensor | None) -> Tensor:
+    """``dW_hh = sum_t dgh_raw_t^T h_{t-1}`` as one ``(G*H, (T-1)*B) x ((T-1)*B, H)`` matmul over the steps
+    after the first plus the first step's term (no concatenated copy of ``h_{t-1}``); with a recurrent-dropout
+    ``mask``, ``h_{t-1} * mask`` (what ``W_hh`` multiplied)."""
+    h_prev, first = h_all[:-1], h0
+    if mask is not None:
+        h_prev, first = h_prev * mask, h0 * mask
+    dw_hh = dgh_raw[0].t().mm(first)
+    return dw_hh.addmm_(dgh_raw[1:].flatten(0, 1).t(), h_prev.flatten(0, 1))
 
 
 def _sum_bt(x: Tensor) -> Tensor:
@@ -115,7 +150,7 @@ class FusedRecurrence(torch.autograd.Function):
         if mode == "LSTM":
             dc = None if dc_all is None else dc_all.contiguous()  # None: c_all was not used
             args = (dh_all, dc, c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c, w_hr)
-            dgi, dgh_raw, dgh, dcn, dh0, dc0, dh_proj = _call("lstm_backward", args, graphs)
+            dgi, dgh_raw, dgh, dcn, dh0, dc0, dh_proj = _lstm_backward_loop(args, graphs)
             if w_hr is not None and ctx.needs_input_grad[11]:
                 hidden = c_all.size(2)
                 h_raw = saved[:, :, 3 * hidden :] * tanh_c  # o * tanh(c): what W_hr multiplied
@@ -129,11 +164,7 @@ class FusedRecurrence(torch.autograd.Function):
         has_bias = ctx.has_bias
         dw_hh = None
         if ctx.needs_input_grad[5]:
-            h_prev = torch.cat([h0.unsqueeze(0), h_all[:-1]])  # (T, B, H)
-            if mask is not None:
-                h_prev = h_prev * mask  # what W_hh multiplied
-            # One (G*H, T*B) x (T*B, H) matmul for the recurrent weight gradient of all steps.
-            dw_hh = dgh_raw.flatten(0, 1).t().mm(h_prev.flatten(0, 1))
+            dw_hh = _recurrent_weight_grad(dgh_raw, h0, h_all, mask)
         db_hh = _sum_bt(dgh) if has_bias else None
         dln_hh_w, dln_hh_b = _ln_parameter_grads(dgh, raw_hh, mean_hh, rstd_hh, ln_hh_w, ln_hh_b)
         dln_c_w, dln_c_b = _ln_parameter_grads(dcn, c_all, mean_c, rstd_c, ln_c_w, ln_c_b)
@@ -155,6 +186,68 @@ def _differentiable_backward(ctx: Any, dh_all: Tensor, dc_all: Tensor | None) ->
     for k, g in zip(wanted, grads):
         result[k] = g
     return (None, None, *result)
+
+
+def _onednn_float32(x: Tensor) -> bool:
+    """Whether ``x``'s matmuls may run through oneDNN: CPU float32 with oneDNN available and enabled."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and bool(torch.backends.mkldnn.enabled))  # fmt: skip
+
+
+def _linear(x: Tensor, weight: Tensor) -> Tensor:
+    """``x (N, K) W^T`` for ``weight (M, K)``: oneDNN's matmul on CPU float32 (about 15-25 % faster than
+    torch's MKL ``mm`` at these shapes on the benchmark's AMD EPYC, ``benchmarks/SPEED.md``), else ``mm``."""
+    if _onednn_float32(x):
+        return torch.ops.mkldnn._linear_pointwise(x, weight.contiguous(), None, "none", [], "")
+    return x.mm(weight.t())
+
+
+class LayerNormProjection(torch.autograd.Function):
+    """``gi = LN(x W^T)`` with gain ``ln_w`` and shift ``shift`` over all steps, ``x (T, B, I)``, ``weight
+    (N, I)`` -> ``(T, B, N)``, with the two input-sized matmuls (``x W^T`` and ``d gi_raw W``) through
+    :func:`_linear`; ``dW = d gi_raw^T x`` stays ``mm``. A graph of the gradient (``create_graph=True``) is
+    autograd's, through the same math recomputed (:func:`seqforge.fused.kernels.input_projection`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, ln_w: Tensor, shift: Tensor | None) -> Tensor:
+        lin = _linear(x.reshape(-1, x.size(-1)), weight)  # (T*B, N)
+        gi, mean, rstd = torch.native_layer_norm(lin, [lin.size(1)], ln_w, shift, SF.LAYER_NORM_EPS)
+        ctx.save_for_backward(x, weight, ln_w, shift, lin, mean, rstd)
+        return gi.view(*x.shape[:-1], lin.size(1))
+
+    @staticmethod
+    def backward(ctx: Any, dgi: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, ln_w, shift, lin, mean, rstd = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True
+            inputs = [x, weight, ln_w, shift]
+            wanted = [k for k in range(4) if inputs[k] is not None and need[k]]
+            gi = SF.layer_norm(torch.nn.functional.linear(x, weight), ln_w, shift)[0]
+            grads = torch.autograd.grad(gi, [inputs[k] for k in wanted], dgi, create_graph=True, allow_unused=True)
+            result: list[Tensor | None] = [None] * 4
+            for k, g in zip(wanted, grads):
+                result[k] = g
+            return tuple(result)
+        mask = [need[0] or need[1], need[2], need[3] and shift is not None]
+        dlin, dln_w, dshift = torch.ops.aten.native_layer_norm_backward(
+            dgi.reshape(lin.shape), lin, [lin.size(1)], mean, rstd, ln_w, shift, mask)  # fmt: skip
+        dx = _linear(dlin, weight.t()).view_as(x) if need[0] else None
+        dweight = dlin.t().mm(x.reshape(-1, x.size(-1))) if need[1] else None
+        return dx, dweight, dln_w, dshift
+
+
+def projected_inputs(x: Tensor, weights: list[Tensor | None], mode: str
+                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:  # fmt: skip
+    """:func:`kernels.direction_inputs` for the ``script`` backend: with layer norm on the input projection,
+    ``gi`` from :class:`LayerNormProjection` (oneDNN matmuls on CPU float32); under autocast or
+    ``torch.compile`` tracing the scriptable form itself."""
+    w_ih, ln_ih_w = weights[0], weights[4]
+    if (w_ih is None or ln_ih_w is None or torch.is_autocast_enabled(x.device.type)
+            or torch.compiler.is_compiling()):  # fmt: skip
+        return kernels.direction_inputs(x, weights, mode)
+    shift = kernels.add_optional(weights[5], kernels.input_bias(weights, mode))
+    gi = LayerNormProjection.apply(x, w_ih, ln_ih_w, shift)
+    return (gi, *kernels.recurrent_bias(weights, mode))
 
 
 def native_lstm_eligible(

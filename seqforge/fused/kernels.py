@@ -28,27 +28,60 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seqforge.cells import functional as SF
 
 
 def direction_inputs(x: Tensor, weights: list[Tensor | None], mode: str) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """``(gi (T, B, G*H), b_hh, ln_hh_bias)`` for one direction from ``x (T, B, I)`` and a cell's ten weights.
+    """``(gi (T, B, G*H), b_hh, ln_hh_shift)`` for one direction from ``x (T, B, I)`` and a cell's ten weights:
+    :func:`input_projection` and :func:`recurrent_bias`."""
+    b_hh, ln_hh_shift = recurrent_bias(weights, mode)
+    return input_projection(x, weights, mode), b_hh, ln_hh_shift
 
-    ``gi = LN_ih(x W_ih^T) + b_ih`` for all steps in one matmul. Without recurrent layer norm (and except for
-    the GRU, whose ``b_hh`` sits inside ``r * (.)``) ``b_hh`` is folded into ``gi``, so the loop's step is one
-    ``addmm`` plus pointwise; with it, ``LN_hh(.) + b_hh`` becomes a layer norm with shift ``ln_hh_b + b_hh``.
-    """
-    w_ih, b_ih, b_hh = weights[0], weights[2], weights[3]
-    ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b = weights[4], weights[5], weights[6], weights[7]
+
+def _folds_b_hh(weights: list[Tensor | None], mode: str) -> bool:
+    """Whether ``b_hh`` joins ``gi``: both biases present, no recurrent layer norm, not the GRU (whose ``b_hh``
+    sits inside ``r * (.)``); the loop's step is then one ``addmm`` plus pointwise."""
+    return mode != "GRU" and weights[6] is None and weights[2] is not None and weights[3] is not None
+
+
+def input_bias(weights: list[Tensor | None], mode: str) -> Tensor | None:
+    """The bias added to the input projection: ``b_ih``, or ``b_ih + b_hh`` when ``b_hh`` is folded into it."""
+    b_ih, b_hh = weights[2], weights[3]
+    if b_ih is not None and b_hh is not None and _folds_b_hh(weights, mode):
+        return b_ih + b_hh
+    return b_ih
+
+
+def input_projection(x: Tensor, weights: list[Tensor | None], mode: str) -> Tensor:
+    """``gi = LN_ih(x W_ih^T) + bias`` for all steps in one matmul (:func:`input_bias`); with layer norm the bias
+    joins its shift (one layer norm with shift ``ln_ih_b + bias``, no separate add)."""
+    w_ih, ln_ih_w = weights[0], weights[4]
     assert w_ih is not None
-    if mode != "GRU" and ln_hh_w is None and b_ih is not None and b_hh is not None:
-        return SF.project(x, w_ih, b_ih + b_hh, ln_ih_w, ln_ih_b), None, ln_hh_b
-    gi = SF.project(x, w_ih, b_ih, ln_ih_w, ln_ih_b)
-    if ln_hh_w is not None and ln_hh_b is not None and b_hh is not None:
-        return gi, None, ln_hh_b + b_hh
-    return gi, b_hh, ln_hh_b
+    bias = input_bias(weights, mode)
+    if ln_ih_w is not None:
+        return SF.layer_norm(F.linear(x, w_ih), ln_ih_w, add_optional(weights[5], bias))[0]
+    return F.linear(x, w_ih, bias)
+
+
+def recurrent_bias(weights: list[Tensor | None], mode: str) -> tuple[Tensor | None, Tensor | None]:
+    """``(b_hh, ln_hh_shift)`` the loops receive: ``b_hh`` is ``None`` where it joined ``gi`` or, with recurrent
+    layer norm, the layer norm's shift (``LN_hh(.) + b_hh`` as one layer norm with shift ``ln_hh_b + b_hh``)."""
+    b_hh, ln_hh_w, ln_hh_b = weights[3], weights[6], weights[7]
+    if _folds_b_hh(weights, mode):
+        return None, ln_hh_b
+    if ln_hh_w is not None:
+        return None, add_optional(ln_hh_b, b_hh)
+    return b_hh, ln_hh_b
+
+
+def add_optional(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """``a + b``, either of which may be absent."""
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b
 
 
 def cell_weights(cell: Any) -> list[Tensor | None]:
@@ -141,6 +174,25 @@ def _pre_activation(
     return gi_t + _recurrent_projection(h, w_hh_t, b_hh, ln_w, ln_b, save, stats)
 
 
+def lstm_forward_shapes(steps: int, batch: int, hidden: int, width: int, save: bool, ln_hh: bool
+                        ) -> list[list[int]]:  # fmt: skip
+    """Shapes of the large buffers of :func:`lstm_forward`, ``[h_all, c_all, gates, tanh_c, raw_hh]``
+    (``[0]``: unused); ``width`` is ``P`` with the projection, else ``H``. Without ``save`` the gates and
+    ``tanh_c`` are one scratch row."""
+    kept = steps if save else 1
+    return [[steps, batch, width], [steps, batch, hidden], [kept, batch, 4 * hidden], [kept, batch, hidden],
+            [steps, batch, 4 * hidden] if save and ln_hh else [0]]  # fmt: skip
+
+
+def _scaled(x: Tensor | None, scale: Tensor) -> Tensor | None:
+    return None if x is None else x * scale
+
+
+def _gate_rows(gates: Tensor) -> list[list[Tensor]]:
+    """Per-step views ``[i_t], [f_t], [g_t], [o_t]`` (each ``(B, H)``) of ``gates (T, B, 4H)``."""
+    return [list(part.unbind(0)) for part in gates.chunk(4, 2)]
+
+
 def lstm_forward(
     gi: Tensor,
     h0: Tensor,
@@ -154,53 +206,79 @@ def lstm_forward(
     w_hr: Tensor | None,
     mask: Tensor | None,
     save: bool,
+    work: list[Tensor] | None = None,
 ) -> list[Tensor]:
     """LSTM recurrence. ``gi (T, B, 4H)``, ``h0 (B, P)``, ``c0 (B, H)``, ``w_hh (4H, P)``; returns the list
     above. With the projection ``w_hr (P, H)``: ``h' = (o * tanh(c')) W_hr^T``; ``P = H`` without it.
 
     Runs without autograd (inside :class:`seqforge.fused.function.FusedRecurrence` or for inference): every
-    step writes into preallocated outputs (``out=`` and in-place kernels, :func:`SF.lstm_state_into`), so
-    nothing is stacked afterwards. :func:`kernel_direction` is the differentiable form.
+    step writes into preallocated outputs (``out=`` and in-place kernels on per-step row views taken once),
+    so nothing is stacked afterwards but the small layer-norm statistics. One sigmoid activates all four
+    gates: the ``g`` block of the pre-activation is doubled (through the doubled ``LN_hh`` gain and shift
+    and a doubled ``gi`` block) and ``tanh(x) = 2 sigmoid(2x) - 1`` (on this CPU build ``tanh`` costs about
+    six sigmoids); ``tanh(LN_cell(c'))`` likewise, with the cell layer norm's gain and shift doubled.
+    ``work``: the large buffers, shaped as :func:`lstm_forward_shapes` says (e.g. pooled), else allocated
+    here. :func:`kernel_direction` is the differentiable form.
     """
     steps, batch, hidden = gi.size(0), gi.size(1), c0.size(1)
+    ln_hh = ln_hh_w is not None and ln_hh_b is not None
+    if work is None:
+        work = [gi.new_empty(shape) for shape in lstm_forward_shapes(steps, batch, hidden, h0.size(1), save, ln_hh)]
+    h_all, c_all, gates, tanh_c, raw_hh = work[0], work[1], work[2], work[3], work[4]
+    h_rows, c_rows, gi_rows, tanh_rows = h_all.unbind(0), c_all.unbind(0), gi.unbind(0), tanh_c.unbind(0)
+    pre_rows, gate_rows = gates.unbind(0), _gate_rows(gates)
+    i_rows, f_rows, g_rows, o_rows = gate_rows[0], gate_rows[1], gate_rows[2], gate_rows[3]
+    raw_rows = raw_hh.unbind(0) if save and ln_hh else h_rows  # h_rows: a placeholder, never read
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if w_hr is not None else None
-    kept = steps if save else 1  # the per-step rows the backward needs, else one scratch row
-    h_all = gi.new_empty([steps, batch, h0.size(1)])
-    c_all = gi.new_empty([steps, batch, hidden])
-    gates = gi.new_empty([kept, batch, 4 * hidden])
-    tanh_c = gi.new_empty([kept, batch, hidden])
     h_raw = gi.new_empty([batch, hidden]) if w_hr_t is not None else _empty(gi)  # o * tanh(c) before W_hr
-    ln_hh = ln_hh_w is not None and ln_hh_b is not None
-    stats = [gi.new_empty([steps, batch, n]) if save and ln_hh else _empty(gi) for n in (4 * hidden, 1, 1)]
-    cell_stats = [gi.new_empty([steps, batch, 1]) if save and ln_c_w is not None else _empty(gi) for _ in range(2)]
+    scale = torch.ones([4 * hidden], dtype=gi.dtype, device=gi.device)  # doubles the g block
+    scale[2 * hidden : 3 * hidden] = 2.0
+    two = scale[2 * hidden : 3 * hidden]
+    minus_one = torch.full([], -1.0, dtype=gi.dtype, device=gi.device)  # tanh = -1 + 2 sigmoid(2x)
+    ln_hh_w2, ln_hh_b2 = _scaled(ln_hh_w, scale), _scaled(ln_hh_b, scale)
+    ln_c_w2, ln_c_b2 = _scaled(ln_c_w, two), _scaled(ln_c_b, two)
+    stats: list[list[Tensor]] = [[], [], [], []]  # mean_hh, rstd_hh, mean_c, rstd_c per step
     h, c = h0, c0
     for t in range(steps):
         k = t if save else 0
-        pre = gates[k]
+        pre, g = pre_rows[k], g_rows[k]
         hm = h if mask is None else h * mask
-        if ln_hh_w is not None and ln_hh_b is not None:
-            raw = torch.mm(hm, w_hh_t, out=stats[0][t]) if save else torch.mm(hm, w_hh_t)
-            normed = SF.layer_norm(raw, ln_hh_w, ln_hh_b)
+        if ln_hh_w2 is not None and ln_hh_b2 is not None:
+            raw = torch.mm(hm, w_hh_t, out=raw_rows[t]) if save else torch.mm(hm, w_hh_t)
+            normed = SF.layer_norm(raw, ln_hh_w2, ln_hh_b2)
             if save:
-                stats[1][t] = normed[1]
-                stats[2][t] = normed[2]
-            torch.add(gi[t], normed[0], out=pre)
+                stats[0].append(normed[1])
+                stats[1].append(normed[2])
+            torch.addcmul(normed[0], gi_rows[t], scale, out=pre)
         else:
-            torch.addmm(gi[t], hm, w_hh_t, out=pre)
+            torch.addmm(gi_rows[t], hm, w_hh_t, out=pre)
             if b_hh is not None:
                 pre += b_hh
-        moments = SF.lstm_state_into(pre, c, c_all[t], tanh_c[k], h_all[t] if w_hr_t is None else h_raw, ln_c_w,
-                                     ln_c_b)  # fmt: skip
-        if save and ln_c_w is not None:
-            cell_stats[0][t] = moments[0]
-            cell_stats[1][t] = moments[1]
+            g.mul_(two)
+        pre.sigmoid_()
+        torch.add(minus_one, g, alpha=2.0, out=g)
+        c_new, tc = c_rows[t], tanh_rows[k]
+        torch.mul(f_rows[k], c, out=c_new).addcmul_(i_rows[k], g)
+        if ln_c_w2 is not None:
+            normed = SF.layer_norm(c_new, ln_c_w2, ln_c_b2)
+            torch.sigmoid(normed[0], out=tc)
+            if save:
+                stats[2].append(normed[1])
+                stats[3].append(normed[2])
+        else:
+            torch.mul(c_new, two, out=tc).sigmoid_()
+        torch.add(minus_one, tc, alpha=2.0, out=tc)
         if w_hr_t is not None:
-            torch.mm(h_raw, w_hr_t, out=h_all[t])
-        h, c = h_all[t], c_all[t]
+            torch.mul(o_rows[k], tc, out=h_raw)
+            torch.mm(h_raw, w_hr_t, out=h_rows[t])
+        else:
+            torch.mul(o_rows[k], tc, out=h_rows[t])
+        h, c = h_rows[t], c_new
     empty = _empty(gi)
-    return [h_all, c_all, gates if save else empty, tanh_c if save else empty, stats[0], stats[1], stats[2],
-            cell_stats[0], cell_stats[1]]  # fmt: skip
+    return [h_all, c_all, gates if save else empty, tanh_c if save else empty, raw_hh if save else empty,
+            _stack_or_empty(stats[0], gi), _stack_or_empty(stats[1], gi), _stack_or_empty(stats[2], gi),
+            _stack_or_empty(stats[3], gi)]  # fmt: skip
 
 
 def lstm_direction(
@@ -307,6 +385,13 @@ def _through_ln_hh(dgh: Tensor, ln_hh: list[Tensor], ln_hh_w: Tensor | None, t: 
     return ln_backward(dgh, ln_hh[0][t], ln_hh[1][t], ln_hh[2][t], ln_hh_w)
 
 
+def lstm_backward_shapes(steps: int, batch: int, hidden: int, width: int, ln_hh: bool, proj: bool
+                         ) -> list[list[int]]:  # fmt: skip
+    """Shapes of :func:`lstm_backward`'s buffers ``[dgates, dgh_raw, dcn_all, dhp_all]`` (``[0]``: unused)."""
+    return [[steps, batch, 4 * hidden], [steps, batch, 4 * hidden] if ln_hh else [0], [steps, batch, hidden],
+            [steps, batch, width] if proj else [0]]  # fmt: skip
+
+
 def lstm_backward(
     dh_all: Tensor,
     dc_all: Tensor | None,
@@ -324,48 +409,69 @@ def lstm_backward(
     mean_c: Tensor,
     rstd_c: Tensor,
     w_hr: Tensor | None,
+    work: list[Tensor] | None = None,
 ) -> list[Tensor]:
     """Backward of :func:`lstm_forward` through time. Returns the list above plus ``dh_all`` after the
     recurrent contributions, ``(T, B, P)`` (for ``dW_hr``; empty without the projection ``w_hr``).
+    ``work``: buffers shaped as :func:`lstm_backward_shapes` says (e.g. pooled), else allocated here.
 
-    Per step: the recurrent ``mm``, the layer-norm backwards and a few pointwise kernels that write the gate
-    gradients straight into their rows of the output (``out=`` and in-place), with no per-step ``cat``,
-    copy or temporary of the size of all steps (fresh large buffers cost page faults on CPU).
+    Before the loop, the factors of the gate gradients that do not depend on the upstream gradient are
+    computed for all steps at once, into the gradient buffers themselves (``dgates`` holds
+    ``[g i', c_prev f', i g', tanh_c o']`` and ``dcn_all`` holds ``o tanh_c'``, primes for derivatives).
+    Per step what remains is the recurrent ``mm``, the two layer-norm backwards and a few in-place
+    multiplications of those rows by ``dc`` or ``dh``; no per-step ``cat``, copy or temporary of the size of
+    all steps.
     """
-    ln_hh = [raw_hh, mean_hh, rstd_hh]
     steps, batch, width = dh_all.shape  # width: P with the projection, else H
-    dgates = torch.empty_like(gates)
-    dgh_raw = torch.empty_like(gates) if ln_hh_w is not None else dgates  # same tensor without layer norm
-    dcn_all = torch.empty_like(c_all) if ln_c_w is not None else _empty(dh_all)
-    dhp_all = torch.empty_like(dh_all) if w_hr is not None else _empty(dh_all)
-    dh_next = torch.zeros([batch, width], dtype=dh_all.dtype, device=dh_all.device)
-    dc_next = torch.zeros_like(c0)
+    hidden = c_all.size(2)
+    if work is None:
+        shapes = lstm_backward_shapes(steps, batch, hidden, width, ln_hh_w is not None, w_hr is not None)
+        work = [dh_all.new_empty(shape) for shape in shapes]
+    dgates, dcn_all, dhp_all = work[0], work[2], work[3]
+    dgh_raw = work[1] if ln_hh_w is not None else dgates  # same tensor without layer norm
+    i_all, f_all, g_all, o_all = gates.chunk(4, 2)
+    di_all, df_all, dg_all, do_all = dgates.chunk(4, 2)
+    torch.addcmul(gates, gates, gates, value=-1.0, out=dgates)  # s (1 - s): the sigmoid gates' derivatives
+    di_all.mul_(g_all)
+    df_all[1:].mul_(c_all[:-1])
+    df_all[0].mul_(c0)
+    torch.mul(g_all, g_all, out=dg_all)
+    torch.addcmul(i_all, i_all, dg_all, value=-1.0, out=dg_all)  # i (1 - g^2)
+    do_all.mul_(tanh_c)
+    torch.mul(tanh_c, tanh_c, out=dcn_all)
+    torch.addcmul(o_all, o_all, dcn_all, value=-1.0, out=dcn_all)  # o (1 - tanh_c^2)
+    dgate_rows, dcn_rows, do_rows, f_rows = dgates.unbind(0), dcn_all.unbind(0), do_all.unbind(0), f_all.unbind(0)
+    difg_rows = dgates[:, :, : 3 * hidden].view(steps, batch, 3, hidden).unbind(0)  # di, df, dg of a step
+    dh_rows, c_rows, dgh_raw_rows = dh_all.unbind(0), c_all.unbind(0), dgh_raw.unbind(0)
+    raw_rows, mean_rows, rstd_rows = raw_hh.unbind(0), mean_hh.unbind(0), rstd_hh.unbind(0)
+    mean_c_rows, rstd_c_rows = mean_c.unbind(0), rstd_c.unbind(0)
+    dhp_rows = dhp_all.unbind(0)
+    dh = dh_rows[steps - 1]
+    dc = torch.zeros_like(c0)  # the gradient of c_t, carried to step t - 1 through f_t
     for t in range(steps - 1, -1, -1):
-        dh = dh_all[t] + dh_next
         if w_hr is not None:
-            dhp_all[t] = dh
+            dhp_rows[t].copy_(dh)
             dh = torch.mm(dh, w_hr)  # through h = (o * tanh(c)) W_hr^T
-        i, f, g, o = gates[t].chunk(4, 1)
-        di, df, dg, do = dgates[t].chunk(4, 1)
-        tc = tanh_c[t]
-        dcn = torch.mul(dh, o, out=dcn_all[t]) if ln_c_w is not None else dh * o
-        dcn.addcmul_(dcn, tc * tc, value=-1.0)  # dh * o * (1 - tanh^2)
+        dcn = dcn_rows[t].mul_(dh)
         if ln_c_w is not None:
-            dcn = ln_backward(dcn, c_all[t], mean_c[t], rstd_c[t], ln_c_w)
-        dc = dcn + dc_next
+            dcn = ln_backward(dcn, c_rows[t], mean_c_rows[t], rstd_c_rows[t], ln_c_w)
+        dc = dcn if t == steps - 1 else dcn.addcmul_(dc, f_rows[t + 1])  # dcn: a fresh tensor or its own row
         if dc_all is not None:  # None: c_all itself was not used
             dc += dc_all[t]
-        c_prev = c0 if t == 0 else c_all[t - 1]
-        dc_next = dc * f
-        torch.mul(dc, g, out=di).mul_(i - i * i)  # i = sigmoid(.)
-        torch.mul(dc, c_prev, out=df).mul_(f - f * f)
-        torch.mul(dc, i, out=dg).addcmul_(dg, g * g, value=-1.0)  # g = tanh(.)
-        torch.mul(dh, tc, out=do).mul_(o - o * o)
-        draw = _through_ln_hh(dgates[t], ln_hh, ln_hh_w, t)
+        difg_rows[t].mul_(dc.unsqueeze(1))
+        do_rows[t].mul_(dh)
+        draw = dgate_rows[t]
         if ln_hh_w is not None:
-            dgh_raw[t] = draw
-        dh_next = _through_w_hh(draw, w_hh, mask)
-    return [dgates, dgh_raw, dgates, dcn_all, dh_next, dc_next, dhp_all]
+            draw = ln_backward(draw, raw_rows[t], mean_rows[t], rstd_rows[t], ln_hh_w)
+            dgh_raw_rows[t].copy_(draw)
+        if t > 0 and mask is None:
+            dh = torch.addmm(dh_rows[t - 1], draw, w_hh)
+        else:
+            dh = _through_w_hh(draw, w_hh, mask)
+            if t > 0:
+                dh = dh + dh_rows[t - 1]
+    return [dgates, dgh_raw, dgates, dcn_all if ln_c_w is not None else _empty(dh_all), dh, dc * f_rows[0],
+            dhp_all]  # fmt: skip
 
 
 def gru_backward(
