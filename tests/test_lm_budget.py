@@ -177,6 +177,17 @@ def test_overrides_win_and_derived_values_land_in_the_config(tmp_path: Path) -> 
         BudgetTextDataModule(path=text, max_time=None)
 
 
+def test_a_budget_that_leaves_no_time_to_train_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    text = corpus(tmp_path / "tiny.txt", 30_000)
+    stored = {64: {"params": 50_000.0, "train_chars_per_s": 20_000.0, "eval_chars_per_s": 80_000.0}}
+    dm = BudgetTextDataModule(path=text, max_time="00:00:00:20", net={"hidden_size": 64}, throughput=stored)
+    dm.setup("fit")
+    with caplog.at_level("WARNING"):
+        recipe = dm.recipe()
+    assert "leaves 0 s to train" in caplog.text and "give more time" in caplog.text
+    assert recipe["callbacks.time_budget.duration"] == "00:00:00:00" and recipe["trainer.val_check_interval"] == 1
+
+
 def test_convention_speeches_are_read_from_the_wheel() -> None:
     try:
         package_data_path(*WHEEL_SOURCES["convention_speeches"])

@@ -181,6 +181,7 @@ class BudgetTextDataModule(TextDataModule):
         self.throughput = {int(k): {str(m): float(v) for m, v in d.items()} for k, d in (throughput or {}).items()}
         self.derived: dict[str, Any] | None = None
         self.plan: dict[str, Any] | None = None
+        self.used_s = 0.0  # of the budget when the plan was made (start-up, reading, probe, reserve)
         self._parts: dict[str, str] | None = None
 
     def text_file(self) -> Path:
@@ -229,17 +230,19 @@ class BudgetTextDataModule(TextDataModule):
         # planned again with what is left once the probe is done (nothing is timed a second time)
         recipe, self.plan = lm_recipe(split_chars, self.batch_size, self.block_size, left(), measure,
                                       first["hidden_size"])
-        if self.plan["fit_s"] < MIN_FIT_SHARE * self.budget_s:
-            log.warning(f"max_time={self.budget_s:.0f} s leaves {self.plan['fit_s']:.0f} s to train after start-up, "
-                        f"the probe, the test and the reserve: the model will be barely trained; give more time")
         self.derived = {**recipe, "data.throughput": {k: dict(v) for k, v in sorted(self.throughput.items())}}
-        log.info(f"Budget plan ({self.budget_s:.0f} s in all, {self.budget_s - left():.0f} s used or reserved): "
-                 + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in self.plan.items() if k != "measured"))
+        self.used_s = self.budget_s - left()
 
     def recipe(self) -> dict[str, Any]:
         """Settings derived from the corpus, the budget and the measured speed (dotted config keys), after
-        ``setup()`` (:func:`~seqforge.data.recipes.lm_recipe`, plus ``data.throughput``)."""
-        self._require_fitted(self.derived)
-        assert self.derived is not None
+        ``setup()`` (:func:`~seqforge.data.recipes.lm_recipe`, plus ``data.throughput``); logs the plan, with a
+        warning when the budget leaves less than ``MIN_FIT_SHARE`` of it to train."""
+        self._require_fitted(self.derived, self.plan)
+        assert self.derived is not None and self.plan is not None
+        log.info(f"Budget plan ({self.budget_s:.0f} s in all, {self.used_s:.0f} s used or reserved): "
+                 + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in self.plan.items() if k != "measured"))
+        if self.plan["fit_s"] < MIN_FIT_SHARE * self.budget_s:
+            log.warning(f"max_time={self.budget_s:.0f} s leaves {self.plan['fit_s']:.0f} s to train after start-up, "
+                        "the probe, the test and the reserve: the model will be barely trained; give more time")
         return dict(self.derived)
