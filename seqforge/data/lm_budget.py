@@ -138,8 +138,8 @@ class BudgetTextDataModule(TextDataModule):
         net: the model settings the probe builds: ``embedding_dim``, ``tie_weights``, ``cell``, ``num_layers``,
             ``backend`` and
             ``hidden_size`` (``None``: chosen by the recipe); the config passes the model's own.
-        throughput: measured speeds per hidden size (``{256: {"params": ..., "train_chars_per_s": ...,
-            "eval_chars_per_s": ...}}``) to use instead of timing them; the recipe stores what it measured
+        throughput: measured speeds per hidden size (``{"256": {"params": ..., "train_chars_per_s": ...,
+            "eval_chars_per_s": ...}}``, keys as strings or ints) to use instead of timing them; the recipe stores what it measured
             here, so a saved config plans the same run again.
 
     After ``setup()``, :meth:`recipe` gives the derived settings. The budget counts from the start of the
@@ -230,7 +230,8 @@ class BudgetTextDataModule(TextDataModule):
         # planned again with what is left once the probe is done (nothing is timed a second time)
         recipe, self.plan = lm_recipe(split_chars, self.batch_size, self.block_size, left(), measure,
                                       first["hidden_size"])
-        self.derived = {**recipe, "data.throughput": {k: dict(v) for k, v in sorted(self.throughput.items())}}
+        # string keys: the config and metrics.json (JSON) hold the same mapping
+        self.derived = {**recipe, "data.throughput": {str(k): dict(v) for k, v in sorted(self.throughput.items())}}
         self.used_s = self.budget_s - left()
 
     def recipe(self) -> dict[str, Any]:
