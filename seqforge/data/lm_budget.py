@@ -139,8 +139,8 @@ class BudgetTextDataModule(TextDataModule):
             ``backend`` and
             ``hidden_size`` (``None``: chosen by the recipe); the config passes the model's own.
         throughput: measured speeds per hidden size (``{"256": {"params": ..., "train_chars_per_s": ...,
-            "eval_chars_per_s": ...}}``, keys as strings or ints) to use instead of timing them; the recipe stores what it measured
-            here, so a saved config plans the same run again.
+            "eval_chars_per_s": ...}}``, keys as strings or ints) to use instead of timing them; the recipe
+            stores what it measured here, so a saved config plans the same run again.
 
     After ``setup()``, :meth:`recipe` gives the derived settings. The budget counts from the start of the
     process (:func:`process_age`: the command's start-up is part of the run), or from ``STARTUP_MAX_S`` before
