@@ -40,6 +40,7 @@ ALLOWED_TARGETS = (
     "lightning.pytorch.callbacks.ModelCheckpoint",
     "lightning.pytorch.callbacks.RichModelSummary",
     "lightning.pytorch.callbacks.RichProgressBar",
+    "lightning.pytorch.callbacks.Timer",
     "lightning.pytorch.loggers.CSVLogger",
     "lightning.pytorch.loggers.MLFlowLogger",
     "lightning.pytorch.loggers.TensorBoardLogger",

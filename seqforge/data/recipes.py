@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -106,3 +106,117 @@ def apply_recipe(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
     if applied:
         log.info("Derived from the data (recipe): " + ", ".join(f"{k}={v}" for k, v in applied.items()))
     return applied
+
+
+# Language-model recipe constants (see lm_recipe).
+LM_HIDDEN_SIZES = (64, 128, 256, 384, 512, 768, 1024)  # the sizes the recipe chooses from, smallest first
+LM_CHARS_PER_PARAM = 20  # a size is affordable when the budget trains it on this many characters per parameter
+LM_BLOCK_SIZE = 128  # truncated-BPTT window (the state is carried across windows)
+LM_BATCH_SIZE = 32  # parallel streams
+LM_MIN_STEPS_PER_EPOCH = 16  # smaller corpora get fewer streams, then shorter windows
+LM_VALIDATIONS = 10  # validations per run (the best of them is tested) ...
+LM_VAL_SHARE = 0.1  # ... fewer when they would take more than this share of the training time
+LM_SAFETY = 0.9  # planned steps use this share of the measured throughput (the machine is shared)
+LM_RESERVE = (15.0, 0.03)  # seconds, share of the budget (the larger): kept for checkpoints and exit
+LM_DROPOUT = ((2.0, 0.0), (10.0, 0.1), (50.0, 0.2), (math.inf, 0.3))  # (epochs * params per char below, dropout)
+
+
+def lm_stream_shape(n_train: int) -> tuple[int, int]:
+    """``(batch_size, block_size)`` for ``n_train`` training characters: 32 streams of 128-step windows, fewer
+    streams (powers of two), then shorter windows (down to 8) until an epoch has ``LM_MIN_STEPS_PER_EPOCH``
+    steps."""
+    batch, block = LM_BATCH_SIZE, LM_BLOCK_SIZE
+    while batch > 1 and n_train < batch * block * LM_MIN_STEPS_PER_EPOCH:
+        batch //= 2
+    while block > 8 and n_train < batch * block * LM_MIN_STEPS_PER_EPOCH:
+        block //= 2
+    return batch, block
+
+
+def lm_dropout(epochs: float, params_per_char: float) -> float:
+    """Dropout from how often the run sees each training character times the parameters per character:
+    none below 2 (about one pass of a model smaller than its data), up to 0.3 (``LM_DROPOUT``)."""
+    exposure = epochs * params_per_char
+    return next(dropout for bound, dropout in LM_DROPOUT if exposure < bound)
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` as Lightning's ``DD:HH:MM:SS`` (whole seconds, rounded down)."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
+def lm_plan(split_chars: dict[str, int], batch_size: int, block_size: int, seconds: float,
+            measured: dict[str, float]) -> dict[str, Any]:
+    """The time plan of one model size: how many steps fit into ``seconds`` of fit and test.
+
+    ``measured`` holds the model's ``params`` and its measured ``train_chars_per_s`` (forward, backward,
+    optimizer step) and ``eval_chars_per_s`` (forward only). Testing the best checkpoint takes
+    ``test / eval_chars_per_s``; each validation ``val / eval_chars_per_s``; there are ``LM_VALIDATIONS`` of
+    them, fewer where they would take more than ``LM_VAL_SHARE`` of the fit; the rest trains at
+    ``LM_SAFETY`` of the measured speed, in a whole number of validation intervals.
+
+    Returns ``{"fit_s", "test_s", "val_s", "validations", "val_check_interval", "max_steps", "chars_seen"}``.
+    """
+    test_s = split_chars["test"] / measured["eval_chars_per_s"]
+    val_s = split_chars["val"] / measured["eval_chars_per_s"]
+    fit_s = max(0.0, seconds - test_s)
+    validations = max(1, min(LM_VALIDATIONS, math.floor(LM_VAL_SHARE * fit_s / val_s)))
+    train_s = max(0.0, fit_s - validations * val_s)
+    step_chars = batch_size * block_size
+    steps = math.floor(LM_SAFETY * train_s * measured["train_chars_per_s"] / step_chars)
+    interval = max(1, steps // validations)
+    return {"fit_s": fit_s, "test_s": test_s, "val_s": val_s, "validations": validations,
+            "val_check_interval": interval, "max_steps": interval * validations,
+            "chars_seen": interval * validations * step_chars}
+
+
+def lm_recipe(split_chars: dict[str, int], batch_size: int, block_size: int, seconds: float,
+              measure: Callable[[int], dict[str, float]], hidden_size: int | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model size, steps, validation cadence and training time of a character LM that ends, tested, in
+    ``seconds``.
+
+    Args:
+        split_chars: characters of the ``train``/``val``/``test`` parts.
+        batch_size, block_size: the stream shape (:func:`lm_stream_shape` unless the config sets them).
+        seconds: what is left of the budget (``trainer.max_time`` less what the run has used, less
+            ``LM_RESERVE``).
+        measure: ``hidden_size -> {"params", "train_chars_per_s", "eval_chars_per_s"}`` (a timed probe,
+            or the values a config stores).
+        hidden_size: the size the config sets, or ``None``: the largest of ``LM_HIDDEN_SIZES`` that the plan
+            trains on at least ``LM_CHARS_PER_PARAM`` characters per parameter (the smallest if none does;
+            sizes are measured smallest first, up to the first that falls short).
+
+    Returns ``(recipe, plan)``: the dotted config keys (``model.net.rnn.hidden_size``,
+    ``model.net.rnn.dropout`` (:func:`lm_dropout`), ``trainer.val_check_interval``,
+    ``callbacks.time_budget.duration`` (the fit's share of the budget: the fit stops then, whatever the
+    steps, so a slower machine still ends in time and a faster one trains on), and
+    ``model.scheduler.scheduler.total_iters`` (the learning rate decays over the planned steps, then stays
+    at its floor)) and the plan of the chosen size (:func:`lm_plan`, with its ``hidden_size`` and
+    ``measured`` values).
+    """
+    candidates = LM_HIDDEN_SIZES if hidden_size is None else (hidden_size,)
+    chosen: dict[str, Any] | None = None
+    for size in candidates:
+        measured = measure(size)
+        plan = {"hidden_size": size, "measured": measured,
+                **lm_plan(split_chars, batch_size, block_size, seconds, measured)}
+        affordable = plan["chars_seen"] >= LM_CHARS_PER_PARAM * measured["params"]
+        if chosen is None or affordable:
+            chosen = plan
+        if not affordable:
+            break
+    assert chosen is not None
+    epochs = chosen["chars_seen"] / split_chars["train"]
+    recipe = {
+        "data.batch_size": batch_size,
+        "data.block_size": block_size,
+        "model.net.rnn.hidden_size": chosen["hidden_size"],
+        "model.net.rnn.dropout": lm_dropout(epochs, chosen["measured"]["params"] / split_chars["train"]),
+        "trainer.val_check_interval": chosen["val_check_interval"],
+        "callbacks.time_budget.duration": format_duration(chosen["fit_s"]),
+        "model.scheduler.scheduler.total_iters": chosen["max_steps"],
+    }
+    return recipe, chosen

