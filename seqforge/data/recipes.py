@@ -33,6 +33,13 @@ FULL_RATE_MIN_STRIDE = 5  # from this downsampling on, the first convolution rea
 SAFETY_SECONDS_PER_STEP = 10  # trainer.max_time: this many seconds per optimizer step of the derived run
 
 
+def format_duration(seconds: float) -> str:
+    """``seconds`` as Lightning's ``DD:HH:MM:SS`` (whole seconds, rounded down)."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86400)
+    return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
 def ucr_val_fraction(class_counts: Sequence[int]) -> float:
     """Validation share: 0.2, raised (to at most 0.5) until the smallest class puts one series in it; ``0.0``
     (validate on the training series, see :func:`ucr_recipe`) when that share gives fewer than
@@ -77,12 +84,9 @@ def ucr_recipe(n_fit: int, batch_size: int, max_length: int, held_out: bool = Tr
         frontend = {"channels": [128, 256, 128], "kernel_sizes": [8, 5, 3], "stride": stride}
         if stride >= FULL_RATE_MIN_STRIDE:
             frontend["full_rate"] = 1
-    minutes, seconds = divmod(epochs * steps_per_epoch * SAFETY_SECONDS_PER_STEP, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
     return {
         "trainer.max_epochs": epochs,
-        "trainer.max_time": f"{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}",
+        "trainer.max_time": format_duration(epochs * steps_per_epoch * SAFETY_SECONDS_PER_STEP),
         "callbacks.early_stopping.patience": max(20, epochs // 4) if held_out else epochs,
         "model.net.frontend": frontend,
     }
@@ -138,13 +142,6 @@ def lm_dropout(epochs: float, params_per_char: float) -> float:
     none below 2 (about one pass of a model smaller than its data), up to 0.3 (``LM_DROPOUT``)."""
     exposure = epochs * params_per_char
     return next(dropout for bound, dropout in LM_DROPOUT if exposure < bound)
-
-
-def format_duration(seconds: float) -> str:
-    """``seconds`` as Lightning's ``DD:HH:MM:SS`` (whole seconds, rounded down)."""
-    total = max(0, int(seconds))
-    days, rest = divmod(total, 86400)
-    return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
 
 
 def lm_plan(split_chars: dict[str, int], batch_size: int, block_size: int, seconds: float,
