@@ -37,6 +37,7 @@ def test_epochs_patience_and_front_end_follow_size_and_length() -> None:
     assert gunpoint["trainer.max_epochs"] == 400 and gunpoint["callbacks.early_stopping.patience"] == 100
     assert gunpoint["model.net.frontend"]["stride"] == 2
     assert "full_rate" not in gunpoint["model.net.frontend"]  # a stride of 2 averages the input
+    assert ucr_recipe(n_fit=159, batch_size=16, max_length=427)["model.net.frontend"]["full_rate"] == 1  # OSULeaf: 4
     acsf1 = ucr_recipe(n_fit=80, batch_size=16, max_length=1460)
     assert acsf1["model.net.frontend"]["stride"] == 12 and acsf1["model.net.frontend"]["full_rate"] == 1
     assert acsf1["trainer.max_time"] == "00:05:33:20"  # 400 epochs of 5 steps: the cap follows the steps, not the

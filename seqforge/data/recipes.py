@@ -25,7 +25,7 @@ MIN_VAL_SERIES = 10  # a validation part smaller than this is noise: train on ev
 TARGET_STEPS = 2000  # optimizer steps a run aims at (max_epochs = TARGET_STEPS / steps per epoch)
 EPOCH_RANGE = (60, 1000)
 RECURRENT_STEPS = 128  # longer series are downsampled to about this many steps for the recurrent layers
-FULL_RATE_MIN_STRIDE = 5  # from this downsampling on, the first convolution reads every input step
+FULL_RATE_MIN_STRIDE = 3  # from this downsampling on, the first convolution reads every input step
 # Epochs and patience end a run; the wall-clock cap is only a safety net (a hung or pathologically slow run), so
 # results do not depend on machine load. Measured on 2 shared CPU cores (load 6-12), an optimizer step of the
 # recipe's model took 0.4-2.8 s (ArrowHead at batch 4, PLAID at batch 32, ACSF1 at batch 16 with 1460 steps).
@@ -74,7 +74,8 @@ def ucr_recipe(n_fit: int, batch_size: int, max_length: int, held_out: bool = Tr
       ItalyPowerDemand and JapaneseVowels, 24 and 7-29 steps, it gave a lower best validation loss than the
       GRU alone), downsampling by ``ceil(max_length / RECURRENT_STEPS)`` (1 for short series); from a downsampling of
       ``FULL_RATE_MIN_STRIDE`` on, its first convolution runs at the input rate before a max pooling
-      (``full_rate: 1``), so features shorter than the stride are not averaged away.
+      (``full_rate: 1``), so features shorter than the stride are not averaged away (OSULeaf, stride 4: best
+      validation loss 0.655 at full rate against 0.736 averaged, seed 1).
     """
     steps_per_epoch = math.ceil(n_fit / batch_size)
     epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], math.ceil(TARGET_STEPS / steps_per_epoch)))
