@@ -87,7 +87,10 @@ class Workspace:
 
 def _over(base: Tensor, shape: Sequence[int]) -> Tensor:
     """A new contiguous ``shape`` tensor over ``base``'s storage (not a view of ``base``)."""
-    return torch.empty(0, dtype=base.dtype).set_(base.untyped_storage(), 0, list(shape))
+    strides = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        strides[d] = strides[d + 1] * shape[d + 1]
+    return torch.empty(0, dtype=base.dtype).set_(base.untyped_storage(), 0, list(shape), strides)
 
 
 def _nbytes(base: Tensor) -> int:
