@@ -56,8 +56,7 @@ def _forward_loop(mode: str, args: tuple[Any, ...], save: bool, graphs: bool) ->
         if gi.device.type != "cpu":  # the loop allocates (CUDA's caching allocator; CUDA-graph capture)
             return _call("lstm_forward", (*args, save), graphs)
         ln_hh = ln_hh_w is not None and ln_hh_b is not None
-        shapes = kernels.lstm_forward_shapes(gi.size(0), gi.size(1), c0.size(1), h0.size(1), save, ln_hh,
-                                             w_hr is not None)  # fmt: skip
+        shapes = kernels.lstm_forward_shapes(gi.size(0), gi.size(1), c0.size(1), h0.size(1), save, ln_hh)
         return scripted("lstm_forward")(*args, save, _pooled(shapes, gi))
     if mode == "GRU":
         return _call("gru_forward", (gi, h0, w_hh, b_hh, ln_hh_w, ln_hh_b, mask, save), graphs)
@@ -140,7 +139,7 @@ class FusedRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dh_all: Tensor | None, dc_all: Tensor | None = None) -> tuple[Tensor | None, ...]:
         gi, h0, c0, w_hh, b_hh, ln_hh_w, ln_hh_b, ln_c_w, ln_c_b, w_hr, mask, *out = ctx.saved_tensors
-        h_all, c_all, saved, cell_saved, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c = out
+        h_all, c_all, saved, tanh_c, raw_hh, mean_hh, rstd_hh, mean_c, rstd_c = out
         dh_all = torch.zeros_like(h_all) if dh_all is None else dh_all.contiguous()  # None: h_all unused
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient is asked for
             return _differentiable_backward(ctx, dh_all, dc_all)
@@ -150,11 +149,11 @@ class FusedRecurrence(torch.autograd.Function):
         dw_hr = None
         if mode == "LSTM":
             dc = None if dc_all is None else dc_all.contiguous()  # None: c_all was not used
-            args = (dh_all, dc, c0, c_all, saved, cell_saved, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c, w_hr)
+            args = (dh_all, dc, c0, c_all, saved, tanh_c, w_hh, mask, *ln_hh, ln_c_w, mean_c, rstd_c, w_hr)
             dgi, dgh_raw, dgh, dcn, dh0, dc0, dh_proj = _lstm_backward_loop(args, graphs)
             if w_hr is not None and ctx.needs_input_grad[11]:
                 hidden = c_all.size(2)
-                h_raw = cell_saved[:, :, 2 * hidden :]  # o * tanh(c): what W_hr multiplied
+                h_raw = saved[:, :, 3 * hidden :] * tanh_c  # o * tanh(c): what W_hr multiplied
                 dw_hr = dh_proj.flatten(0, 1).t().mm(h_raw.flatten(0, 1))  # (P, T*B) x (T*B, H)
         elif mode == "GRU":
             args = (dh_all, h0, h_all, saved, w_hh, mask, *ln_hh)

@@ -7,12 +7,11 @@ pointwise update, which the TorchScript fuser can turn into a single kernel on C
 
 Forward loops return a fixed list (TorchScript needs one return type)::
 
-    [h_all (T, B, H), c_all (T, B, H) or empty, saved (T, B, k*H) or empty, cell_saved (T, B, k*H) or empty,
+    [h_all (T, B, H), c_all (T, B, H) or empty, saved (T, B, k*H) or empty, tanh_c (T, B, H) or empty,
      raw_hh (T, B, G*H) or empty, mean_hh (T, B, 1) or empty, rstd_hh (T, B, 1) or empty,
      mean_c (T, B, 1) or empty, rstd_c (T, B, 1) or empty]
 
-where ``saved`` and ``cell_saved`` hold what the backward needs (LSTM: the factors of the gate gradients and
-of the cell's, and ``f``, see :func:`lstm_forward`; GRU: ``r, z, n, gh_n`` and nothing),
+where ``saved`` holds what the backward needs (LSTM: activated gates ``i, f, g, o``; GRU: ``r, z, n, gh_n``),
 ``raw_hh`` is ``h W_hh^T`` before layer norm and the ``mean``/``rstd`` entries are the layer-norm statistics
 (of ``raw_hh`` and of the cell ``c_all``; only with layer norm and ``save=True``). Layer norm runs as torch's
 native kernels (``native_layer_norm`` and its backward), one kernel each.
@@ -175,24 +174,23 @@ def _pre_activation(
     return gi_t + _recurrent_projection(h, w_hh_t, b_hh, ln_w, ln_b, save, stats)
 
 
-def lstm_forward_shapes(steps: int, batch: int, hidden: int, width: int, save: bool, ln_hh: bool, proj: bool
+def lstm_forward_shapes(steps: int, batch: int, hidden: int, width: int, save: bool, ln_hh: bool
                         ) -> list[list[int]]:  # fmt: skip
-    """Shapes of the large buffers of :func:`lstm_forward`, ``[h_all, c_all, factors, cell_saved, raw_hh]``
-    (``[0]``: unused); ``width`` is ``P`` with the projection (``proj``), else ``H``. Without ``save`` only
-    ``h_all`` and ``c_all`` are used."""
-    if not save:
-        return [[steps, batch, width], [steps, batch, hidden], [0], [0], [0]]
-    return [[steps, batch, width], [steps, batch, hidden], [steps, batch, 4 * hidden],
-            [steps, batch, (3 if proj else 2) * hidden], [steps, batch, 4 * hidden] if ln_hh else [0]]  # fmt: skip
+    """Shapes of the large buffers of :func:`lstm_forward`, ``[h_all, c_all, gates, tanh_c, raw_hh]``
+    (``[0]``: unused); ``width`` is ``P`` with the projection, else ``H``. Without ``save`` the gates and
+    ``tanh_c`` are one scratch row."""
+    kept = steps if save else 1
+    return [[steps, batch, width], [steps, batch, hidden], [kept, batch, 4 * hidden], [kept, batch, hidden],
+            [steps, batch, 4 * hidden] if save and ln_hh else [0]]  # fmt: skip
 
 
 def _scaled(x: Tensor | None, scale: Tensor) -> Tensor | None:
     return None if x is None else x * scale
 
 
-def _part_rows(x: Tensor, parts: int) -> list[list[Tensor]]:
-    """Per-step views ``[[p0_t], [p1_t], ...]`` (each ``(B, N / parts)``) of ``x (T, B, N)``."""
-    return [list(part.unbind(0)) for part in x.chunk(parts, 2)]
+def _gate_rows(gates: Tensor) -> list[list[Tensor]]:
+    """Per-step views ``[i_t], [f_t], [g_t], [o_t]`` (each ``(B, H)``) of ``gates (T, B, 4H)``."""
+    return [list(part.unbind(0)) for part in gates.chunk(4, 2)]
 
 
 def lstm_forward(
@@ -219,44 +217,32 @@ def lstm_forward(
     gates: the ``g`` block of the pre-activation is doubled (through the doubled ``LN_hh`` gain and shift
     and a doubled ``gi`` block) and ``tanh(x) = 2 sigmoid(2x) - 1`` (on this CPU build ``tanh`` costs about
     six sigmoids); ``tanh(LN_cell(c'))`` likewise, with the cell layer norm's gain and shift doubled.
-
-    With ``save`` the step also writes what :func:`lstm_backward` needs while the gates are at hand (no pass
-    over all steps in the backward): ``factors (T, B, 4H)``, the factors of the gate gradients that do not
-    depend on the upstream gradient, ``[g i', c_prev f', i g', tanh_c o']`` (primes: derivatives w.r.t. the
-    pre-activations; ``g' = 4 s (1 - s)`` for ``s = sigmoid(2 x_g)``), and ``cell_saved (T, B, 2H or 3H)``,
-    ``[o tanh_c', f, o tanh_c (with the projection)]``. The gates themselves live in a one-step scratch row.
     ``work``: the large buffers, shaped as :func:`lstm_forward_shapes` says (e.g. pooled), else allocated
     here. :func:`kernel_direction` is the differentiable form.
     """
     steps, batch, hidden = gi.size(0), gi.size(1), c0.size(1)
     ln_hh = ln_hh_w is not None and ln_hh_b is not None
     if work is None:
-        shapes = lstm_forward_shapes(steps, batch, hidden, h0.size(1), save, ln_hh, w_hr is not None)
-        work = [gi.new_empty(shape) for shape in shapes]
-    h_all, c_all = work[0], work[1]
-    pre = gi.new_empty([batch, 4 * hidden])  # this step's pre-activation, then its gates
-    i, f, s_g, o = pre.chunk(4, 1)
-    scratch = gi.new_empty([batch, 3 * hidden])
-    g, tc, h_raw = scratch.chunk(3, 1)  # tanh(x_g), tanh(LN_cell(c)), o * tc (before the projection)
-    h_rows, c_rows, gi_rows = h_all.unbind(0), c_all.unbind(0), gi.unbind(0)
-    factors = work[2] if save else pre.unsqueeze(0)  # without save: placeholders, never written
-    cell_saved = work[3] if save else scratch[:, : 2 * hidden].unsqueeze(0)
-    fac_rows, fac_parts = factors.unbind(0), _part_rows(factors, 4)
-    cell_parts = _part_rows(cell_saved, 3 if save and w_hr is not None else 2)
-    raw_rows = work[4].unbind(0) if save and ln_hh else h_rows  # h_rows: a placeholder, never read
+        work = [gi.new_empty(shape) for shape in lstm_forward_shapes(steps, batch, hidden, h0.size(1), save, ln_hh)]
+    h_all, c_all, gates, tanh_c, raw_hh = work[0], work[1], work[2], work[3], work[4]
+    h_rows, c_rows, gi_rows, tanh_rows = h_all.unbind(0), c_all.unbind(0), gi.unbind(0), tanh_c.unbind(0)
+    pre_rows, gate_rows = gates.unbind(0), _gate_rows(gates)
+    i_rows, f_rows, g_rows, o_rows = gate_rows[0], gate_rows[1], gate_rows[2], gate_rows[3]
+    raw_rows = raw_hh.unbind(0) if save and ln_hh else h_rows  # h_rows: a placeholder, never read
     w_hh_t = w_hh.t()
     w_hr_t = w_hr.t() if w_hr is not None else None
+    h_raw = gi.new_empty([batch, hidden]) if w_hr_t is not None else _empty(gi)  # o * tanh(c) before W_hr
     scale = torch.ones([4 * hidden], dtype=gi.dtype, device=gi.device)  # doubles the g block
     scale[2 * hidden : 3 * hidden] = 2.0
     two = scale[2 * hidden : 3 * hidden]
     minus_one = torch.full([], -1.0, dtype=gi.dtype, device=gi.device)  # tanh = -1 + 2 sigmoid(2x)
-    zero = torch.zeros([], dtype=gi.dtype, device=gi.device)
     ln_hh_w2, ln_hh_b2 = _scaled(ln_hh_w, scale), _scaled(ln_hh_b, scale)
     ln_c_w2, ln_c_b2 = _scaled(ln_c_w, two), _scaled(ln_c_b, two)
     stats: list[list[Tensor]] = [[], [], [], []]  # mean_hh, rstd_hh, mean_c, rstd_c per step
     h, c = h0, c0
     for t in range(steps):
         k = t if save else 0
+        pre, g = pre_rows[k], g_rows[k]
         hm = h if mask is None else h * mask
         if ln_hh_w2 is not None and ln_hh_b2 is not None:
             raw = torch.mm(hm, w_hh_t, out=raw_rows[t]) if save else torch.mm(hm, w_hh_t)
@@ -269,18 +255,11 @@ def lstm_forward(
             torch.addmm(gi_rows[t], hm, w_hh_t, out=pre)
             if b_hh is not None:
                 pre += b_hh
-            s_g.mul_(two)
+            g.mul_(two)
         pre.sigmoid_()
-        if save:
-            torch.addcmul(pre, pre, pre, value=-1.0, out=fac_rows[k])  # s (1 - s), all four gates
-        torch.add(minus_one, s_g, alpha=2.0, out=g)
-        c_new = c_rows[t]
-        torch.mul(f, c, out=c_new).addcmul_(i, g)
-        if save:
-            fac_parts[0][k].mul_(g)  # g i'
-            fac_parts[1][k].mul_(c)  # c_prev f'
-            torch.addcmul(zero, fac_parts[2][k], i, value=4.0, out=fac_parts[2][k])  # i g'
-            cell_parts[1][k].copy_(f)
+        torch.add(minus_one, g, alpha=2.0, out=g)
+        c_new, tc = c_rows[t], tanh_rows[k]
+        torch.mul(f_rows[k], c, out=c_new).addcmul_(i_rows[k], g)
         if ln_c_w2 is not None:
             normed = SF.layer_norm(c_new, ln_c_w2, ln_c_b2)
             torch.sigmoid(normed[0], out=tc)
@@ -291,19 +270,13 @@ def lstm_forward(
             torch.mul(c_new, two, out=tc).sigmoid_()
         torch.add(minus_one, tc, alpha=2.0, out=tc)
         if w_hr_t is not None:
-            hr = cell_parts[2][k] if save else h_raw
-            torch.mul(o, tc, out=hr)
-            torch.mm(hr, w_hr_t, out=h_rows[t])
+            torch.mul(o_rows[k], tc, out=h_raw)
+            torch.mm(h_raw, w_hr_t, out=h_rows[t])
         else:
-            torch.mul(o, tc, out=h_rows[t])
-        if save:
-            fac_parts[3][k].mul_(tc)  # tanh_c o'
-            dcn = cell_parts[0][k]
-            torch.mul(tc, tc, out=dcn)
-            torch.addcmul(o, o, dcn, value=-1.0, out=dcn)  # o tanh_c'
+            torch.mul(o_rows[k], tc, out=h_rows[t])
         h, c = h_rows[t], c_new
     empty = _empty(gi)
-    return [h_all, c_all, factors if save else empty, cell_saved if save else empty, work[4] if save else empty,
+    return [h_all, c_all, gates if save else empty, tanh_c if save else empty, raw_hh if save else empty,
             _stack_or_empty(stats[0], gi), _stack_or_empty(stats[1], gi), _stack_or_empty(stats[2], gi),
             _stack_or_empty(stats[3], gi)]  # fmt: skip
 
@@ -424,8 +397,8 @@ def lstm_backward(
     dc_all: Tensor | None,
     c0: Tensor,
     c_all: Tensor,
-    factors: Tensor,
-    cell_saved: Tensor,
+    gates: Tensor,
+    tanh_c: Tensor,
     w_hh: Tensor,
     mask: Tensor | None,
     ln_hh_w: Tensor | None,
@@ -438,14 +411,16 @@ def lstm_backward(
     w_hr: Tensor | None,
     work: list[Tensor] | None = None,
 ) -> list[Tensor]:
-    """Backward of :func:`lstm_forward` through time, from its saved ``factors`` and ``cell_saved``. Returns
-    the list above plus ``dh_all`` after the recurrent contributions, ``(T, B, P)`` (for ``dW_hr``; empty
-    without the projection ``w_hr``). ``work``: buffers shaped as :func:`lstm_backward_shapes` says (e.g.
-    pooled), else allocated here.
+    """Backward of :func:`lstm_forward` through time. Returns the list above plus ``dh_all`` after the
+    recurrent contributions, ``(T, B, P)`` (for ``dW_hr``; empty without the projection ``w_hr``).
+    ``work``: buffers shaped as :func:`lstm_backward_shapes` says (e.g. pooled), else allocated here.
 
-    Per step: the recurrent ``mm``, the two layer-norm backwards and a few multiplications of the saved
-    factors by ``dc`` or ``dh``, written into their rows of the gradient buffers (the saved tensors are only
-    read, so a retained graph can run its backward again); no per-step ``cat``, no pass over all steps.
+    Before the loop, the factors of the gate gradients that do not depend on the upstream gradient are
+    computed for all steps at once, into the gradient buffers themselves (``dgates`` holds
+    ``[g i', c_prev f', i g', tanh_c o']`` and ``dcn_all`` holds ``o tanh_c'``, primes for derivatives).
+    Per step what remains is the recurrent ``mm``, the two layer-norm backwards and a few in-place
+    multiplications of those rows by ``dc`` or ``dh``; no per-step ``cat``, copy or temporary of the size of
+    all steps.
     """
     steps, batch, width = dh_all.shape  # width: P with the projection, else H
     hidden = c_all.size(2)
@@ -454,12 +429,19 @@ def lstm_backward(
         work = [dh_all.new_empty(shape) for shape in shapes]
     dgates, dcn_all, dhp_all = work[0], work[2], work[3]
     dgh_raw = work[1] if ln_hh_w is not None else dgates  # same tensor without layer norm
-    dgate_rows, dcn_rows = dgates.unbind(0), dcn_all.unbind(0)
+    i_all, f_all, g_all, o_all = gates.chunk(4, 2)
+    di_all, df_all, dg_all, do_all = dgates.chunk(4, 2)
+    torch.addcmul(gates, gates, gates, value=-1.0, out=dgates)  # s (1 - s): the sigmoid gates' derivatives
+    di_all.mul_(g_all)
+    df_all[1:].mul_(c_all[:-1])
+    df_all[0].mul_(c0)
+    torch.mul(g_all, g_all, out=dg_all)
+    torch.addcmul(i_all, i_all, dg_all, value=-1.0, out=dg_all)  # i (1 - g^2)
+    do_all.mul_(tanh_c)
+    torch.mul(tanh_c, tanh_c, out=dcn_all)
+    torch.addcmul(o_all, o_all, dcn_all, value=-1.0, out=dcn_all)  # o (1 - tanh_c^2)
+    dgate_rows, dcn_rows, do_rows, f_rows = dgates.unbind(0), dcn_all.unbind(0), do_all.unbind(0), f_all.unbind(0)
     difg_rows = dgates[:, :, : 3 * hidden].view(steps, batch, 3, hidden).unbind(0)  # di, df, dg of a step
-    do_rows = dgates[:, :, 3 * hidden :].unbind(0)
-    fifg_rows = factors[:, :, : 3 * hidden].view(steps, batch, 3, hidden).unbind(0)
-    fo_rows = factors[:, :, 3 * hidden :].unbind(0)
-    fcn_rows, f_rows = cell_saved[:, :, :hidden].unbind(0), cell_saved[:, :, hidden : 2 * hidden].unbind(0)
     dh_rows, c_rows, dgh_raw_rows = dh_all.unbind(0), c_all.unbind(0), dgh_raw.unbind(0)
     raw_rows, mean_rows, rstd_rows = raw_hh.unbind(0), mean_hh.unbind(0), rstd_hh.unbind(0)
     mean_c_rows, rstd_c_rows = mean_c.unbind(0), rstd_c.unbind(0)
@@ -470,14 +452,14 @@ def lstm_backward(
         if w_hr is not None:
             dhp_rows[t].copy_(dh)
             dh = torch.mm(dh, w_hr)  # through h = (o * tanh(c)) W_hr^T
-        dcn = torch.mul(fcn_rows[t], dh, out=dcn_rows[t])
+        dcn = dcn_rows[t].mul_(dh)
         if ln_c_w is not None:
             dcn = ln_backward(dcn, c_rows[t], mean_c_rows[t], rstd_c_rows[t], ln_c_w)
         dc = dcn if t == steps - 1 else dcn.addcmul_(dc, f_rows[t + 1])  # dcn: a fresh tensor or its own row
         if dc_all is not None:  # None: c_all itself was not used
             dc += dc_all[t]
-        torch.mul(fifg_rows[t], dc.unsqueeze(1), out=difg_rows[t])
-        torch.mul(fo_rows[t], dh, out=do_rows[t])
+        difg_rows[t].mul_(dc.unsqueeze(1))
+        do_rows[t].mul_(dh)
         draw = dgate_rows[t]
         if ln_hh_w is not None:
             draw = ln_backward(draw, raw_rows[t], mean_rows[t], rstd_rows[t], ln_hh_w)
