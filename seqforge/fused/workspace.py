@@ -56,13 +56,14 @@ class Workspace:
             numel *= n
         if like.device.type != "cpu" or numel == 0 or _use_count is None:
             return like.new_empty(list(shape))
-        with self._lock:
+        with self._lock:  # the new tensor holds the storage before another call can take it
             base = self._take(numel, like.dtype)
             if base is None:
                 return like.new_empty(list(shape))
-            with torch.inference_mode(False):  # a normal tensor: autograd may save it later
-                out = torch.empty(0, dtype=like.dtype)
-                return out.set_(base.untyped_storage(), 0, list(shape), _contiguous_strides(shape))
+            if torch.is_inference_mode_enabled():
+                with torch.inference_mode(False):  # a normal tensor: autograd may save it later
+                    return _over(base, shape)
+            return _over(base, shape)
 
     def _take(self, numel: int, dtype: torch.dtype) -> Tensor | None:
         for k, (base, idle) in enumerate(self._buffers):
@@ -84,11 +85,12 @@ class Workspace:
         return base
 
 
-def _contiguous_strides(shape: Sequence[int]) -> list[int]:
+def _over(base: Tensor, shape: Sequence[int]) -> Tensor:
+    """A new contiguous ``shape`` tensor over ``base``'s storage (not a view of ``base``)."""
     strides = [1] * len(shape)
     for d in range(len(shape) - 2, -1, -1):
         strides[d] = strides[d + 1] * shape[d + 1]
-    return strides
+    return torch.empty(0, dtype=base.dtype).set_(base.untyped_storage(), 0, list(shape), strides)
 
 
 def _nbytes(base: Tensor) -> int:
