@@ -26,7 +26,9 @@ class LearningRates(L.Callback):
     """The learning rate each training batch starts with, and the monitored value after each validation."""
 
     def __init__(self, monitor: str = "val/loss") -> None:
-        self.monitor, self.lrs, self.values = monitor, [], []  # type: ignore[var-annotated]
+        self.monitor = monitor
+        self.lrs: list[float] = []
+        self.values: list[float] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, module: Any, batch: Any, batch_idx: int) -> None:
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
