@@ -31,7 +31,8 @@ def test_batch_size_and_validation_share_follow_the_training_set() -> None:
 def test_epochs_patience_and_front_end_follow_size_and_length() -> None:
     short = ucr_recipe(n_fit=216, batch_size=32, max_length=29)  # JapaneseVowels: 7 steps per epoch
     assert short == {"trainer.max_epochs": 286, "trainer.max_time": "00:05:33:40",  # 10 s per step of 2002
-                     "callbacks.early_stopping.patience": 71, "model.net.frontend": None}
+                     "callbacks.early_stopping.patience": 71,
+                     "model.net.frontend": {"channels": [128, 256, 128], "kernel_sizes": [8, 5, 3], "stride": 1}}
     gunpoint = ucr_recipe(n_fit=40, batch_size=8, max_length=150)
     assert gunpoint["trainer.max_epochs"] == 400 and gunpoint["callbacks.early_stopping.patience"] == 100
     assert gunpoint["model.net.frontend"]["stride"] == 2
@@ -58,7 +59,7 @@ def test_derived_split_keeps_every_class_in_train_and_validation(tmp_path: Path)
     for split in ("train", "val"):
         assert sorted({int(y) for _, y in dm.splits[split]}) == [0, 1, 2]
     assert dm.batch_size == 4  # 31 training series
-    assert dm.recipe()["data.batch_size"] == 4 and dm.recipe()["model.net.frontend"] is None  # 5 steps
+    assert dm.recipe()["data.batch_size"] == 4 and dm.recipe()["model.net.frontend"]["stride"] == 1  # 5 steps
 
 
 def test_front_end_downsamples_valid_steps_and_ignores_padding() -> None:
