@@ -16,6 +16,7 @@ or a full disk, and the same result whether or not a run was resumed.
   a resumed run draws the same dropout masks as an uninterrupted one (data order comes from
   :class:`seqforge.data.sampling.EpochShuffleSampler`, which depends on ``(seed, epoch)`` only, and the
   position inside an epoch from :class:`seqforge.data.sampling.ResumableDataLoader`).
+- :class:`RichProgressBar` is Lightning's, without a negative epoch total when epochs are unbounded.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch import callbacks
 from lightning.pytorch.trainer.connectors.signal_connector import _HandlersCompose
 from lightning.pytorch.utilities.combined_loader import CombinedLoader
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -326,3 +328,16 @@ def interrupt_exit_code(error: BaseException) -> int | None:
     if isinstance(error, KeyboardInterrupt):
         return 128 + signal.SIGINT
     return None
+
+
+class RichProgressBar(callbacks.RichProgressBar):
+    """Lightning's rich progress bar, whose training bar shows no epoch total when epochs are unbounded
+    (``max_epochs=-1``: ``max_steps`` or ``max_time`` ends the fit): ``Epoch 20``, where Lightning 2.6 writes
+    ``Epoch 20/-2`` (fixed upstream by Lightning pull request 21924; this class can go once that is released
+    and required). Same arguments as Lightning's."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        max_epochs = self.trainer.max_epochs
+        total = f"/{max_epochs - 1}" if max_epochs is not None and max_epochs > 0 else ""
+        description = f"Epoch {current_epoch}{total}"
+        return f"{description:{len(self.validation_description)}}"  # as wide as "Validation": no flicker

@@ -474,9 +474,14 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
         else:
             meta = _export_step_graphs(net, out, format)
     except Exception as err:  # tracing errors come from deep inside torch; say what to change
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        first_line = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        reason = f"{type(err).__name__}: {first_line}"
         if format == "torchscript":
-            hint = "torch.jit.script cannot compile this model; use format='pt2' or format='onnx'"
+            hint = (f"torch.jit.script cannot compile this model (its cells: {_cells(net)}); use format='pt2' or "
+                    "format='onnx' instead: both take every cell, your own included, and every backend, and run "
+                    "without seqforge (pt2: torch.export.load(path).module(); onnx: onnxruntime); from a checkpoint: "
+                    "python scripts/export.py ckpt_path=CKPT format=pt2 output=model.pt2. TorchScript takes a lone "
+                    "built-in layer without zoneout: seqforge.fused.export_torchscript(seqforge.LSTM(...))")
         else:
             hint = (f"its cells are {_cells(net)}; the built-in cells (lstm, gru, rnn, with layer_norm, dropout, "
                     "zoneout) and every backend export (the layers export through their eager loop)")

@@ -158,7 +158,7 @@ def test_overrides_win_and_derived_values_land_in_the_config(tmp_path: Path) -> 
     text = corpus(tmp_path / "tiny.txt", 30_000)
     stored = {64: {"params": 50_000.0, "train_chars_per_s": 20_000.0, "eval_chars_per_s": 80_000.0},
               128: {"params": 250_000.0, "train_chars_per_s": 8_000.0, "eval_chars_per_s": 30_000.0}}
-    overrides = ["+experiment=lm_auto", "data.name=null", f"data.path={text}", "trainer.max_time=00:00:10:00",
+    overrides = ["+experiment=lm_auto", f"data.path={text}", "trainer.max_time=00:00:10:00",
                  "data.batch_size=4", "model.net.rnn.dropout=0.5"]
     cfg = compose_config("train", overrides, output_dir=tmp_path / "run")
     cfg.data.throughput = stored  # as a saved config.yaml holds them: nothing is timed
@@ -221,7 +221,7 @@ def test_compression_baseline_is_the_lzma_cost_of_the_test_text_given_training(t
     assert baseline.lzma_bits_per_char(train, test) == direct
     assert baseline.lzma_bits_per_char(train, test) < baseline.lzma_bits_per_char("", test)  # context helps
     text = corpus(tmp_path / "tiny.txt", 20_000)
-    result = baseline.main(["+experiment=lm_auto", "data.name=null", f"data.path={text}"])
+    result = baseline.main(["+experiment=lm_auto", f"data.path={text}"])
     parts = BudgetTextDataModule(path=text, max_time="00:00:01:00").parts()  # the split training uses
     assert result["test_chars"] == len(parts["test"]) == 2_000 and result["train_chars"] == len(parts["train"])
     assert result["lzma_bits_per_char"] == baseline.lzma_bits_per_char(parts["train"], parts["test"])
@@ -247,7 +247,7 @@ def test_lm_auto_run_ends_tested_within_its_budget(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(lm_budget, "process_age", lambda: 0.0)
     text = corpus(tmp_path / "tiny.txt", 60_000)
     budget = 40
-    cfg = compose_config("train", ["+experiment=lm_auto", "data.name=null", f"data.path={text}",
+    cfg = compose_config("train", ["+experiment=lm_auto", f"data.path={text}",
                                    f"trainer.max_time=00:00:00:{budget}", "trainer.accelerator=cpu", "logger=csv",
                                    "extras.print_config=false", "callbacks.rich_progress_bar=null"], tmp_path / "run")
     start = time.monotonic()
@@ -264,7 +264,7 @@ def test_lm_auto_command_ends_tested_within_its_budget(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     start = time.monotonic()
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "+experiment=lm_auto",
-                           "data.name=null", f"data.path={text}", "trainer.max_time=00:00:02:00",
+                           f"data.path={text}", "trainer.max_time=00:00:02:00",
                            "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'run'}", "logger=csv",
                            "extras.print_config=false", "callbacks.rich_progress_bar=null"],
                           env=env, cwd=tmp_path, capture_output=True, text=True)

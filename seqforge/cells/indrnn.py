@@ -110,7 +110,9 @@ class IndRNNCell(nn.Module):
             ``recurrent_init: [0.9965, 1.0035]``).
 
     Shapes: ``forward(x_t (B, I), state (B, H)) -> (h_t (B, H), new_state (B, H))``, with ``new_state`` the
-    same tensor as ``h_t``; ``init_state(B)`` gives zeros ``(B, H)``.
+    same tensor as ``h_t``; ``init_state(B)`` gives zeros ``(B, H)``. The optional input split of the cell
+    contract (:mod:`seqforge.cells.base`): ``project_input(x (T, B, I)) -> (T, B, H)`` and
+    ``step_projected(p_t (B, H), state (B, H))``.
 
     Example:
         >>> cell = IndRNNCell(2, 16, recurrent_max_abs=2 ** (1 / 200))
@@ -178,10 +180,23 @@ class IndRNNCell(nn.Module):
 
     def forward(self, x_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         check_step("IndRNNCell", x_t, state, self.input_size, self.hidden_size)
+        return self.step_projected(F.linear(x_t, self.weight_ih, self.bias), state)
+
+    def project_input(self, x: Tensor) -> Tensor:
+        """``W x + b`` for every step at once, ``x (T, B, I) -> (T, B, H)``: the input half of the contract's
+        optional split (``backend="script"`` runs it as one matrix product before the step loop)."""
+        if x.dim() != 3 or x.shape[2] != self.input_size:
+            raise ValueError(f"IndRNNCell: x must have shape (T, B, input_size={self.input_size}), "
+                             f"got {list(x.shape)}")
+        return F.linear(x, self.weight_ih, self.bias)
+
+    def step_projected(self, p_t: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """The step on ``p_t = W x_t + b (B, H)`` (a step of :meth:`project_input`) and ``state (B, H)``."""
+        check_state("IndRNNCell", state, p_t.shape[0], self.hidden_size)
         u: Tensor = self.weight_hh
         if self._clip:
             u = u.clamp(-self._max_abs, self._max_abs)
-        pre = F.linear(x_t, self.weight_ih, self.bias) + u * state  # (B, H)
+        pre = p_t + u * state  # (B, H)
         h = torch.relu(pre) if self.nonlinearity == "relu" else torch.tanh(pre)
         return h, h
 

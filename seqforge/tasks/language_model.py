@@ -6,6 +6,8 @@ resumed in the middle of an epoch starts its next batch from the same state as a
 Carrying state across ``training_step`` calls needs manual optimization in Lightning 2, so this task steps
 the optimizer itself and clips the gradient norm itself (``gradient_clip_val``): do NOT set
 ``Trainer(gradient_clip_val=...)`` with it (Lightning refuses that under manual optimization).
+It steps its scheduler itself too, as Lightning would: every ``frequency`` batches or epochs of its
+``interval``; a ``ReduceLROnPlateau`` once per ``frequency`` epochs, on its ``monitor`` (default the task's).
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics.text import Perplexity
 
 from seqforge.layers.recurrent import detach_state
 from seqforge.tasks.base import SequenceTask, datamodule_attr, unpack_batch
 
 if TYPE_CHECKING:
-    from torch.optim.lr_scheduler import LRScheduler
-
     from seqforge.models.lm import LanguageModel
 
 
@@ -61,6 +63,7 @@ class LanguageModelTask(SequenceTask):
         self.automatic_optimization = False
         self.setup_metrics(lambda: {"ppl": Perplexity()})
         self.states: dict[str, Any] = {}
+        self._plateau_monitor: tuple[str, bool] | None = None  # a ReduceLROnPlateau's (monitor, strict)
 
     def _state(self, key: str, batch_size: int) -> Any:
         state = self.states.get(key) if self.hparams.carry_state else None
@@ -87,10 +90,54 @@ class LanguageModelTask(SequenceTask):
             clip = self.hparams.gradient_clip_val
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         optimizer.step()
-        scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one scheduler
-        if scheduler is not None and self._scheduler_interval() == "step":
-            scheduler.step()
+        self._step_scheduler("step", batch_idx + 1)
         return loss
+
+    def configure_optimizers(self) -> Any:
+        """The base's; a scheduler dict's ``monitor`` and ``strict`` are kept by the task (Lightning ignores
+        them, with a warning, under manual optimization).
+
+        Raises:
+            ValueError: a ``ReduceLROnPlateau`` with ``interval="step"`` (it is stepped at epoch ends only).
+        """
+        config = super().configure_optimizers()
+        if not isinstance(config, dict):
+            return config
+        scheduler = config["lr_scheduler"]
+        monitor, strict = scheduler.pop("monitor"), scheduler.pop("strict", True)
+        self._plateau_monitor = None
+        if isinstance(scheduler["scheduler"], ReduceLROnPlateau):
+            if scheduler["interval"] != "epoch":
+                raise ValueError(
+                    f"{type(self).__name__}: a ReduceLROnPlateau scheduler is stepped on its monitor {monitor!r} "
+                    f"at the end of epochs; set its interval to 'epoch', got {scheduler['interval']!r}"
+                )
+            self._plateau_monitor = (monitor, bool(strict))
+        return config
+
+    def _step_scheduler(self, interval: str, count: int) -> None:
+        """Step the scheduler if its ``interval`` is this one and ``count`` (1-based batch of the epoch, or
+        epoch) is a multiple of its ``frequency``; a plateau scheduler with its monitor's latest value."""
+        configs = self.trainer.lr_scheduler_configs  # at most one scheduler
+        if not configs or configs[0].interval != interval or count % configs[0].frequency:
+            return
+        scheduler = configs[0].scheduler
+        if not isinstance(scheduler, ReduceLROnPlateau):
+            scheduler.step()
+            return
+        assert self._plateau_monitor is not None  # set with the scheduler by configure_optimizers
+        monitor, strict = self._plateau_monitor
+        value = self.trainer.callback_metrics.get(monitor)
+        if value is not None:
+            scheduler.step(value)
+            return
+        logged = sorted(self.trainer.callback_metrics)
+        message = (f"{type(self).__name__}: the ReduceLROnPlateau scheduler monitors {monitor!r}, which is not "
+                   f"logged by the end of epoch {self.current_epoch} (logged: {logged}); does a validation run "
+                   "every epoch?")
+        if strict:
+            raise ValueError(message)
+        rank_zero_warn(f"{message} The learning rate is not updated (strict=False).", category=RuntimeWarning)
 
     def epoch_carry(self) -> dict[str, Any]:
         """The base's (train metrics) and ``"state"``: the recurrent state the next training batch starts
@@ -106,10 +153,6 @@ class LanguageModelTask(SequenceTask):
             self.states["train"] = tuple(s.to(self.device) for s in state) if isinstance(state, tuple | list) \
                 else state.to(self.device)
 
-    def _scheduler_interval(self) -> str:
-        configs = self.trainer.lr_scheduler_configs
-        return configs[0].interval if configs else "epoch"
-
     def on_train_epoch_start(self) -> None:
         self.states.pop("train", None)
 
@@ -121,15 +164,7 @@ class LanguageModelTask(SequenceTask):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        scheduler = cast("LRScheduler | None", self.lr_schedulers())  # at most one scheduler
-        if scheduler is None or self._scheduler_interval() != "epoch":
-            return
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            value = self.trainer.callback_metrics.get(self.monitor)
-            if value is not None:
-                scheduler.step(value)
-        else:
-            scheduler.step()
+        self._step_scheduler("epoch", self.current_epoch + 1)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
