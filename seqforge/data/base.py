@@ -91,6 +91,18 @@ def check_fraction(owner: str, name: str, value: Any, allow_zero: bool = False) 
     return float(value)
 
 
+def check_source(owner: str, path: Any, name: str | None, default: str, path_key: str = "path") -> str | None:
+    """The named source a data module reads: ``name``; ``default`` when neither ``name`` nor ``path`` is given;
+    ``None`` with a ``path`` (the file is read). A path and a name together are refused, naming both
+    (``path_key`` is the path parameter's name), so ``data.<path_key>=FILE`` alone reads the file."""
+    if path is not None and name is not None:
+        raise ValueError(f"{owner}: {path_key}={str(path)!r} and name={name!r} are two corpora; give one of them "
+                         f"(with {path_key}, name stays null: data.{path_key}=FILE alone reads the file)")
+    if path is None and name is None:
+        return default
+    return name
+
+
 def check_split(owner: str, split: Sequence[float]) -> tuple[float, float, float]:
     """Validate ``(train, val, test)`` fractions: three positive numbers summing to 1."""
     fractions = tuple(float(f) for f in split)

@@ -17,7 +17,9 @@ turkish-treebanks``; Google Research, Apache-2.0; Kayadelen et al. 2020, "A Gold
 Corpus for Turkish", LREC): ``turkish_web`` (Turkish Web Treebank, 2,541 sentences, 32,422 tokens of
 forums, blogs and other web text) and ``turkish_wiki`` (Wikipedia, 2,310 sentences, 48,948 tokens), both
 CoNLL-U with universal part-of-speech tags (14 in use). The wheel ships no train/dev/test split, so the
-sentences are split by ``seed`` (``val_fraction``/``test_fraction``).
+sentences are split by ``seed`` (``val_fraction``/``test_fraction``). ``turkish_web`` is ``DEFAULT_SOURCE``: read
+when neither ``name`` nor ``train_path`` is given (also by ``data=conll`` alone); ``train_path=FILE`` alone reads
+the file.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, read_lines
+from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, check_source, read_lines
 from seqforge.data.collate import collate_tagged
 from seqforge.data.vocab import Vocabulary
 
 FORMATS = ("conll", "conllu")
 CONLLU_FIELDS = {"upos": 3, "xpos": 4}  # column index of the tag in a CoNLL-U token line
 TAGGED_SOURCES = {"turkish_web": "data/web.conllu", "turkish_wiki": "data/wiki.conllu"}
+DEFAULT_SOURCE = "turkish_web"  # the source read when neither name nor train_path is given
 Sentence = tuple[list[str], list[str]]
 
 
@@ -105,7 +108,8 @@ class ConllDataModule(SplitDataModule):
         train_path, val_path, test_path: the three files; with ``val_path`` and ``test_path`` both ``None``,
             the sentences of ``train_path`` (or of the source ``name``) are split at random by ``seed``,
             ``val_fraction`` and ``test_fraction`` of them held out.
-        name: a source of :data:`TAGGED_SOURCES` instead of ``train_path`` (CoNLL-U).
+        name: a source of :data:`TAGGED_SOURCES` instead of ``train_path`` (CoNLL-U); ``None`` without a
+            ``train_path``: ``DEFAULT_SOURCE`` (turkish_web). A name and a ``train_path`` together are refused.
         format: ``"conll"`` or ``"conllu"``; ``tag_field``: ``"upos"`` or ``"xpos"`` (CoNLL-U only).
         max_vocab: most frequent training tokens kept (others ``unk``; ties by token); ``None`` keeps all.
         lowercase: lowercase tokens before the vocabulary lookup.
@@ -136,9 +140,7 @@ class ConllDataModule(SplitDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         owner = type(self).__name__
-        if (train_path is None) == (name is None):
-            raise ValueError(f"{owner}: pass exactly one of train_path= or name=, got train_path={train_path!r}, "
-                             f"name={name!r}")
+        name = check_source(owner, train_path, name, DEFAULT_SOURCE, path_key="train_path")
         if (val_path is None) != (test_path is None):
             raise ValueError(f"{owner}: pass both val_path and test_path, or neither (then the training sentences "
                              f"are split by seed), got val_path={val_path!r}, test_path={test_path!r}")

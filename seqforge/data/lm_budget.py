@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from seqforge.data.base import check_positive_int, package_data_path
+from seqforge.data.base import check_positive_int, check_source, package_data_path
 from seqforge.data.recipes import LM_RESERVE, lm_recipe, lm_stream_shape
 from seqforge.data.text import TEXT_SOURCES, TextDataModule
 from seqforge.data.vocab import Vocabulary
@@ -169,11 +169,7 @@ class BudgetTextDataModule(TextDataModule):
     ) -> None:
         self.started = time.monotonic() - min(process_age(), STARTUP_MAX_S)
         owner = type(self).__name__
-        if path is not None and name is not None:
-            raise ValueError(f"{owner}: path={str(path)!r} and name={name!r} are two corpora; give one of them "
-                             "(with path, name stays null: data.path=FILE alone reads the file)")
-        if path is None and name is None:
-            name = DEFAULT_SOURCE
+        name = check_source(owner, path, name, DEFAULT_SOURCE)
         super().__init__(path, name, data_dir, 1 if block_size is None else block_size,
                          1 if batch_size is None else batch_size, val_fraction, test_fraction, num_workers)
         self.derive_shape = (batch_size is None, block_size is None)

