@@ -89,3 +89,18 @@ def test_pos_turkish_name_and_train_path_together_are_refused_naming_both(tmp_pa
                                           r"name='turkish_wiki' are two corpora; give one of them \(with train_path, "
                                           r"name stays null: data.train_path=FILE alone reads the file\)"):
         data_module("pos_turkish", ["data.name=turkish_wiki", f"data.train_path={path}"], tmp_path)
+
+
+def test_the_generic_data_configs_default_the_same_way(tmp_path: Path) -> None:
+    def generic(data: str, model: str, overrides: list[str]):  # type: ignore[no-untyped-def]
+        cfg = compose_config("train", [f"data={data}", f"model={model}", *overrides], output_dir=tmp_path / "run")
+        return instantiate_node("data", cfg.data)
+
+    assert generic("text_classification", "classifier", []).name == "rotten_tomatoes"
+    assert generic("text_classification", "classifier", [f"data.path={write_reviews(tmp_path)}"]).name is None
+    path, _ = write_tagged(tmp_path)
+    assert generic("conll", "tagger", [f"data.train_path={path}"]).name is None
+    with pytest.raises(ConfigError, match=r"ConllDataModule: train_path='.*' and name='turkish_web' are two corpora"):
+        generic("conll", "tagger", ["data.name=turkish_web", f"data.train_path={path}"])
+    pytest.importorskip("turkish_treebanks", reason="pip install --no-deps turkish-treebanks")
+    assert generic("conll", "tagger", []).name == "turkish_web"
