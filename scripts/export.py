@@ -1,4 +1,4 @@
-"""Export a checkpoint: ``python scripts/export.py ckpt_path=PATH format=onnx|pt2|torchscript output=PATH``.
+"""Export a checkpoint: ``python scripts/export.py ckpt_path=PATH format=onnx|pt2 output=PATH``.
 
 See ``configs/export.yaml`` for what the graphs take and what the JSON beside them holds (seq2seq and the
 conditional generator: an encoder graph and a one-step decoder graph).

@@ -1,4 +1,4 @@
-"""``seqforge.export``: a trained model as graphs that run without seqforge (ONNX, pt2 or TorchScript).
+"""``seqforge.export``: a trained model as graphs that run without seqforge (ONNX or pt2).
 
 The classifier, regressor, tagger, forecaster and language model export as one graph
 ``(x, lengths) -> output`` with a dynamic batch and time axis:
@@ -59,13 +59,12 @@ from seqforge.models import (
 )
 from seqforge.utils.config import ConfigError, check_top_level
 
-FORMATS = ("onnx", "pt2", "torchscript")
+FORMATS = ("onnx", "pt2")
 SINGLE_GRAPH = (SequenceClassifier, SequenceTagger, Forecaster, LanguageModel)
 TWO_GRAPHS = (Seq2Seq, ConditionalGenerator)  # an encoder graph and a one-step decoder graph
 BAD_LENGTHS = {  # what a graph does with a length outside [1, T] (in the metadata beside it)
     "onnx": "that row of every output is NaN, the other rows are unaffected (ONNX has no assertion operator)",
     "pt2": "the program raises RuntimeError 'lengths must lie in [1, T]' (an assertion in the graph)",
-    "torchscript": "the module raises ValueError 'lengths must lie in [1, T]'",
 }
 BAD_STATIC = {  # the same for a static id outside [0, cardinality) of its column
     "onnx": BAD_LENGTHS["onnx"],
@@ -417,6 +416,13 @@ def _data_metadata(datamodule: Any) -> dict[str, Any]:
 
 
 def _check_format(fmt: str) -> None:
+    if fmt == "torchscript":  # torch.jit.script compiles none of the exported networks
+        raise ValueError("export: format='torchscript' is not offered for whole models (torch.jit.script cannot "
+                         "compile their networks); use format='pt2' or format='onnx': both take every cell, your "
+                         "own included, and every backend, and run without seqforge (pt2: "
+                         "torch.export.load(path).module(); onnx: onnxruntime); from a checkpoint: python "
+                         "scripts/export.py ckpt_path=CKPT format=pt2 output=model.pt2. TorchScript takes a lone "
+                         "built-in layer without zoneout: seqforge.fused.export_torchscript(seqforge.LSTM(...))")
     if fmt not in FORMATS:
         raise ValueError(f"export: format must be one of {FORMATS}, got {fmt!r}")
 
@@ -449,7 +455,9 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
 
     Args:
         format: ``"onnx"`` (run with onnxruntime; needs the ``export`` extra), ``"pt2"`` (``torch.export``;
-            load with ``torch.export.load(path).module()``) or ``"torchscript"`` (``torch.jit.load``).
+            load with ``torch.export.load(path).module()``). ``"torchscript"`` is refused with what to use
+            instead (TorchScript compiles none of these networks; a lone built-in layer:
+            :func:`seqforge.fused.export_torchscript`).
 
     Raises:
         ValueError: unknown ``format``, a folder of ``path`` that does not exist, a model kind that does not
@@ -476,15 +484,8 @@ def export(task_or_net: nn.Module, path: str | Path, format: str = "onnx") -> Pa
     except Exception as err:  # tracing errors come from deep inside torch; say what to change
         first_line = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
         reason = f"{type(err).__name__}: {first_line}"
-        if format == "torchscript":
-            hint = (f"torch.jit.script cannot compile this model (its cells: {_cells(net)}); use format='pt2' or "
-                    "format='onnx' instead: both take every cell, your own included, and every backend, and run "
-                    "without seqforge (pt2: torch.export.load(path).module(); onnx: onnxruntime); from a checkpoint: "
-                    "python scripts/export.py ckpt_path=CKPT format=pt2 output=model.pt2. TorchScript takes a lone "
-                    "built-in layer without zoneout: seqforge.fused.export_torchscript(seqforge.LSTM(...))")
-        else:
-            hint = (f"its cells are {_cells(net)}; the built-in cells (lstm, gru, rnn, with layer_norm, dropout, "
-                    "zoneout) and every backend export (the layers export through their eager loop)")
+        hint = (f"its cells are {_cells(net)}; the built-in cells (lstm, gru, rnn, with layer_norm, dropout, "
+                "zoneout) and every backend export (the layers export through their eager loop)")
         raise ValueError(f"export: format={format!r} could not export {type(net).__name__} ({reason}); {hint}") from err
     if isinstance(net, TWO_GRAPHS):
         meta.update(_data_metadata(datamodule))
@@ -498,9 +499,6 @@ def _write(graph: nn.Module, example: tuple[Any, ...], dynamic: Any, input_names
            out: Path, fmt: str, keywords: dict[str, Tensor] | None = None) -> None:  # fmt: skip
     """``graph`` at ``out``; ``dynamic`` is ``torch.export``'s ``dynamic_shapes`` for ``example`` (positional)
     and ``keywords`` (inputs passed by name, after the positional ones in ``input_names``)."""
-    if fmt == "torchscript":
-        torch.jit.save(torch.jit.script(graph), str(out))
-        return
     if fmt == "pt2":
         torch.export.save(torch.export.export(graph, example, kwargs=keywords, dynamic_shapes=dynamic), str(out))
         return

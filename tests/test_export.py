@@ -358,7 +358,7 @@ def test_forecaster_graph_takes_the_context_inputs_its_net_reads(options, names,
 
 def test_export_refuses_bad_arguments(trained, tmp_path: Path) -> None:
     task = trained["ucr_gru"]
-    with pytest.raises(ValueError, match=r"format must be one of \('onnx', 'pt2', 'torchscript'\), got 'tflite'"):
+    with pytest.raises(ValueError, match=r"format must be one of \('onnx', 'pt2'\), got 'tflite'"):
         seqforge.export(task, tmp_path / "m.tflite", format="tflite")
     with pytest.raises(ValueError, match=r"output path .*missing/m\.onnx.* folder that does not exist"):
         seqforge.export(task, tmp_path / "missing" / "m.onnx")
@@ -386,18 +386,15 @@ def test_export_script_writes_the_graph_and_names_bad_keys(checkpoints, tmp_path
         export_from_config(compose_config("export", [f"ckpt_path={ckpt}"]))
 
 
-def test_torchscript_format_loads_with_the_same_numbers_or_says_what_to_use(tmp_path: Path) -> None:
-    torch.manual_seed(0)
+def test_torchscript_format_is_refused_up_front_saying_what_to_use(tmp_path: Path) -> None:
     net = SequenceClassifier(num_classes=3, input_size=2, rnn={"hidden_size": 4}).eval()
-    try:
-        path = seqforge.export(net, tmp_path / "net.ts", format="torchscript")
-    except ValueError as err:  # whole models do not script yet (issue 12.2)
-        assert "format='torchscript' could not export SequenceClassifier" in str(err)
-        assert "use format='pt2' or format='onnx'" in str(err)
-        assert not (tmp_path / "net.json").exists()
-        return
-    x, lengths = example_inputs(net, batch=4, steps=9, seed=5)
-    torch.testing.assert_close(torch.jit.load(str(path))(x, lengths), net(x, lengths), atol=TOL, rtol=0)
+    with pytest.raises(ValueError) as error:
+        seqforge.export(net, tmp_path / "net.ts", format="torchscript")
+    message = str(error.value)
+    for part in ("export: format='torchscript' is not offered for whole models",
+                 "use format='pt2' or format='onnx'", "seqforge.fused.export_torchscript(seqforge.LSTM(...))"):
+        assert part in message, message
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 # ------------------------------------------------------------------ seq2seq and conditional generation
