@@ -1,6 +1,6 @@
 """`+experiment=text_sentiment data.path=FILE` and `+experiment=pos_turkish data.train_path=FILE` read the file
 (no `data.name=null` needed), with neither the shipped source is read, and a name with a path is refused
-naming both: the rule of `lm_auto` (tests/test_polish_lm_data.py)."""
+naming both: the rule of `lm_auto` (tests/test_lm_data_path.py)."""
 
 from __future__ import annotations
 
