@@ -89,7 +89,7 @@ def test_nan_loss_stops_with_step_and_batch_and_keeps_last_good_checkpoint(tmp_p
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_resumable_checkpoint(tmp_path, signum):
-    previous = signal.getsignal(signal.SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever ran before
     trainer = _trainer(tmp_path, [ExceptionCheckpoint(tmp_path / "ckpt")], max_epochs=3)
     try:
         with pytest.raises(SystemExit):
